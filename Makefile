@@ -1,0 +1,23 @@
+# fusewb: `make demo` runs the main job end to end, `make test` runs the tests. Both set up first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FUSEWB := $(VENV)/bin/fusewb
+DEMO_OUT ?= /tmp/fusewb-demo
+
+.PHONY: setup demo test bench clean
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	$(FUSEWB) run msync-slow compaction sync-stalled --keep $(DEMO_OUT) --format html
+
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc = 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""pandas analysis of fusewb captures: one function per question, each returning a DataFrame."""

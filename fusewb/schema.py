@@ -1,0 +1,164 @@
+"""The capture format: the contract between the tracer (writer) and the analysis (reader).
+
+A capture is a directory, created owner-only (0700; files 0600), readable by pandas without
+fusewb::
+
+    CAPTURE/
+      meta.json                     see META_KEYS; rewritten atomically (tmp + rename)
+      waits/part-000001.parquet     one row per wait on a folio under FUSE writeback
+      requests/part-000001.parquet  one row per FUSE request (send joined with end on unique)
+      throttle/part-000001.parquet  one row per balance_dirty_pages pause on a FUSE bdi
+      vm/part-000001.parquet        reclaim, migration and compaction activity (not FUSE-filtered)
+      stacks/part-000001.parquet    symbolized kernel stacks referenced by waits.stack_id
+
+Parts are numbered from 1, each written to a temporary name and renamed once complete, at least
+once a second while events arrive, so after ``kill -9`` of the tracer every renamed part reads
+back. ``pd.read_parquet(CAPTURE / "waits")`` reads all parts of a table.
+
+Times are ``CLOCK_MONOTONIC`` nanoseconds (``bpf_ktime_get_ns``); ``meta.json`` gives
+``start_monotonic_ns`` and ``start_epoch_ns`` to convert. Rows of a still-running wait or
+request at the end of tracing have ``ongoing = True`` and the time waited so far as duration.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+__all__ = ["SCHEMA_VERSION", "TABLES", "META_KEYS", "VM_KINDS", "FUSE_OPCODES"]
+
+SCHEMA_VERSION = 1
+
+_task = [
+    pa.field("pid", pa.int32()),  # thread id
+    pa.field("tgid", pa.int32()),  # process id
+    pa.field("comm", pa.string()),
+]
+
+TABLES: dict[str, pa.Schema] = {
+    # A task slept in folio_wait_writeback on a folio of a FUSE bdi.
+    "waits": pa.schema(
+        [
+            pa.field("ts_ns", pa.int64()),  # when the wait began (tracepoint / function entry)
+            pa.field("duration_ns", pa.int64()),  # until the task ran again (or tracing stopped)
+            pa.field("ongoing", pa.bool_()),  # still waiting when tracing stopped
+            *_task,
+            pa.field("bdi", pa.string()),  # "MAJOR:MINOR" as in /sys/class/bdi
+            pa.field("ino", pa.int64()),
+            pa.field("index", pa.int64()),  # folio index in the file (pages)
+            pa.field("stack_id", pa.int64()),  # -> stacks.stack_id; -1 when none was captured
+            pa.field("source", pa.string()),  # how it was timed: "sched_switch" or "kretprobe"
+        ]
+    ),
+    # A FUSE request, send joined with end on (connection, unique) in the kernel.
+    "requests": pa.schema(
+        [
+            pa.field("send_ts_ns", pa.int64()),
+            pa.field("end_ts_ns", pa.int64()),  # null while ongoing
+            pa.field("duration_ns", pa.int64()),  # end - send, or waited so far when ongoing
+            pa.field("ongoing", pa.bool_()),
+            pa.field("connection", pa.int64()),  # kernel dev_t, MAJOR<<20|MINOR
+            pa.field("bdi", pa.string()),
+            pa.field("unique", pa.int64()),
+            pa.field("opcode", pa.int32()),
+            pa.field("opcode_name", pa.string()),  # "WRITE", "FSYNC", ... (FUSE_OPCODES)
+            pa.field("len", pa.int64()),  # request length in bytes (send)
+            pa.field("error", pa.int32()),  # negative errno from the server, 0 ok, null ongoing
+            pa.field("pid", pa.int32()),  # sender
+            pa.field("tgid", pa.int32()),
+            pa.field("comm", pa.string()),
+            pa.field("end_pid", pa.int32()),  # the server thread that answered (null ongoing)
+            pa.field("end_tgid", pa.int32()),
+            pa.field("end_comm", pa.string()),
+        ]
+    ),
+    # writeback:balance_dirty_pages on a FUSE bdi.
+    "throttle": pa.schema(
+        [
+            pa.field("ts_ns", pa.int64()),
+            *_task,
+            pa.field("bdi", pa.string()),
+            pa.field("pause_ms", pa.int64()),  # this pause
+            pa.field("period_ms", pa.int64()),
+            pa.field("paused_ms", pa.int64()),  # already paused in this loop
+            pa.field("think_ms", pa.int64()),
+            pa.field("dirty", pa.int64()),  # pages, global
+            pa.field("limit", pa.int64()),
+            pa.field("setpoint", pa.int64()),
+            pa.field("wb_dirty", pa.int64()),  # pages, this bdi
+            pa.field("wb_setpoint", pa.int64()),
+            pa.field("dirty_ratelimit", pa.int64()),
+            pa.field("task_ratelimit", pa.int64()),
+            pa.field("dirtied", pa.int64()),
+        ]
+    ),
+    # Memory-management activity during the capture (system-wide, not filtered to FUSE).
+    "vm": pa.schema(
+        [
+            pa.field("ts_ns", pa.int64()),  # begin (paired kinds) or the event itself
+            pa.field("duration_ns", pa.int64()),  # paired kinds; null for single events
+            pa.field("kind", pa.string()),  # one of VM_KINDS
+            *_task,
+            pa.field("nr_scanned", pa.int64()),
+            pa.field("nr_reclaimed", pa.int64()),
+            pa.field("nr_dirty", pa.int64()),
+            pa.field("nr_writeback", pa.int64()),  # folios found under writeback by reclaim
+            pa.field("nr_immediate", pa.int64()),
+            pa.field("succeeded", pa.int64()),  # migration
+            pa.field("failed", pa.int64()),
+            pa.field("mode", pa.int32()),  # enum migrate_mode / compaction sync flag
+            pa.field("reason", pa.int32()),  # migrate_reason / vmscan throttle reason bits
+            pa.field("status", pa.int32()),  # compaction status
+            pa.field("usec_delayed", pa.int64()),  # vmscan throttled
+        ]
+    ),
+    "stacks": pa.schema(
+        [
+            pa.field("stack_id", pa.int64()),
+            pa.field("frames", pa.list_(pa.string())),  # innermost first, "function" names
+        ]
+    ),
+}
+
+# vm.kind values and the tracepoints (or pairs) behind them.
+VM_KINDS: dict[str, str] = {
+    "direct_reclaim": "vmscan:mm_vmscan_direct_reclaim_begin/end",
+    "memcg_reclaim": "vmscan:mm_vmscan_memcg_reclaim_begin/end",
+    "shrink_inactive": "vmscan:mm_vmscan_lru_shrink_inactive",
+    "vmscan_throttled": "vmscan:mm_vmscan_throttled",
+    "migrate_pages": "migrate:mm_migrate_pages_start/mm_migrate_pages",
+    "compaction": "compaction:mm_compaction_begin/end",
+}
+
+META_KEYS: dict[str, str] = {
+    "schema_version": "int, SCHEMA_VERSION of the writer; readers refuse newer ones",
+    "fusewb_version": "str",
+    "host": "str, hostname",
+    "kernel_release": "str, uname -r",
+    "plan": "str, probe plan name: 'tracepoint' or 'kprobe'",
+    "probes": "list[str], every probe attached, e.g. 'tracepoint:writeback:folio_wait_writeback'",
+    "mounts": "list[dict], FuseMount.as_dict(): mountpoint, fstype, source, major, minor, bdi, "
+    "connection, max_ratio, strict_limit (every FUSE mount seen during the capture)",
+    "filter": "dict: mounts (list of mountpoints or null for all), pid (int or null)",
+    "threshold_ms": "float, live-view threshold",
+    "start_monotonic_ns": "int", "start_epoch_ns": "int",
+    "end_monotonic_ns": "int or null while running",
+    "complete": "bool: the tracer stopped cleanly and flushed everything",
+    "lost_events": "dict: total (int), per_cpu (list[int]), by_kind (dict[str,int])",
+    "counters": "dict[str,int]: in-kernel aggregates, e.g. wait tracepoint hits without a sleep",
+    "server_threads": "list[dict]: connection, bdi, tgid, pid, comm, replies (tasks that "
+    "answered FUSE requests = the server's threads)",
+    "tables": "dict[str,int]: rows written per table",
+}
+
+# enum fuse_opcode (include/uapi/linux/fuse.h) -> short name.
+FUSE_OPCODES: dict[int, str] = {
+    1: "LOOKUP", 2: "FORGET", 3: "GETATTR", 4: "SETATTR", 5: "READLINK", 6: "SYMLINK",
+    8: "MKNOD", 9: "MKDIR", 10: "UNLINK", 11: "RMDIR", 12: "RENAME", 13: "LINK", 14: "OPEN",
+    15: "READ", 16: "WRITE", 17: "STATFS", 18: "RELEASE", 20: "FSYNC", 21: "SETXATTR",
+    22: "GETXATTR", 23: "LISTXATTR", 24: "REMOVEXATTR", 25: "FLUSH", 26: "INIT", 27: "OPENDIR",
+    28: "READDIR", 29: "RELEASEDIR", 30: "FSYNCDIR", 31: "GETLK", 32: "SETLK", 33: "SETLKW",
+    34: "ACCESS", 35: "CREATE", 36: "INTERRUPT", 37: "BMAP", 38: "DESTROY", 39: "IOCTL",
+    40: "POLL", 41: "NOTIFY_REPLY", 42: "BATCH_FORGET", 43: "FALLOCATE", 44: "READDIRPLUS",
+    45: "RENAME2", 46: "LSEEK", 47: "COPY_FILE_RANGE", 48: "SETUPMAPPING", 49: "REMOVEMAPPING",
+    50: "SYNCFS", 51: "TMPFILE", 52: "STATX", 4096: "CUSE_INIT",
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Idempotent set-up for fusewb on Debian 12 as root: apt packages, a virtualenv from the system
+# Python 3.11 (which can import bcc from python3-bpfcc), and fusewb installed editable with its
+# test extras. A second run checks stamps and returns in well under a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${FUSEWB_VENV:-.venv}
+APT_PACKAGES="python3-bpfcc python3-venv python3-dev fuse3 libfuse3-dev pkg-config gcc bpftool \
+linux-headers-amd64 bpftrace linux-perf fio bindfs"
+
+missing=()
+for p in $APT_PACKAGES; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "fusewb setup: missing Debian packages (${missing[*]}); run 'make setup' as root" >&2
+    exit 2
+  fi
+  echo "fusewb setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "fusewb setup: creating $VENV from /usr/bin/python3 (system site-packages, for bcc)"
+  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+
+stamp="$VENV/.fusewb-installed"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "fusewb setup: installing fusewb and its Python dependencies into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade "pip>=23" "setuptools>=68" wheel
+  "$VENV/bin/python" -m pip install -q -e ".[test]"
+  echo "$want" > "$stamp"
+fi
+"$VENV/bin/python" -c "import bcc, pyfuse3, pandas, pyarrow" 2>/dev/null || {
+  echo "fusewb setup: the virtualenv $VENV cannot import bcc/pyfuse3/pandas/pyarrow; remove it and run 'make setup' again" >&2
+  exit 2
+}

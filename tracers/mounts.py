@@ -1,0 +1,95 @@
+"""FUSE mounts of this machine and the kernel objects behind them: bdi, fusectl connection.
+
+A FUSE mount's bdi is named ``MAJOR:MINOR`` of its ``st_dev`` (``MAJOR:MINOR-fuseblk`` for
+fuseblk); its fusectl connection directory and the ``connection`` field of the ``fuse:``
+tracepoints carry the kernel's ``dev_t`` encoding, ``MAJOR << 20 | MINOR``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["FuseMount", "fuse_mounts", "mount_for_path", "kernel_dev", "bdi_sysfs_value"]
+
+MOUNTINFO = Path("/proc/self/mountinfo")
+BDI_SYSFS = Path("/sys/class/bdi")
+FUSECTL = Path("/sys/fs/fuse/connections")
+
+
+def kernel_dev(major: int, minor: int) -> int:
+    """The kernel's internal ``dev_t`` (``MKDEV``), as in fusectl names and fuse: tracepoints."""
+    return (major << 20) | minor
+
+
+def bdi_sysfs_value(bdi: str, name: str) -> str | None:
+    """A value from ``/sys/class/bdi/<bdi>/<name>`` (``max_ratio``, ``strict_limit``...), or None."""
+    try:
+        return (BDI_SYSFS / bdi / name).read_text().strip()
+    except OSError:
+        return None
+
+
+def _unescape(field: str) -> str:
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+
+@dataclass(frozen=True)
+class FuseMount:
+    """One FUSE mount: where, what, and the bdi/connection the kernel tracks it under."""
+
+    mountpoint: str
+    fstype: str
+    source: str
+    major: int
+    minor: int
+
+    @property
+    def bdi(self) -> str:
+        suffix = "-fuseblk" if self.fstype.startswith("fuseblk") else ""
+        return f"{self.major}:{self.minor}{suffix}"
+
+    @property
+    def connection(self) -> int:
+        return kernel_dev(self.major, self.minor)
+
+    @property
+    def fusectl_dir(self) -> Path:
+        return FUSECTL / str(self.connection)
+
+    def as_dict(self) -> dict:
+        """The record stored in a capture's ``meta.json``."""
+        out = asdict(self)
+        out.update(
+            bdi=self.bdi,
+            connection=self.connection,
+            max_ratio=bdi_sysfs_value(self.bdi, "max_ratio"),
+            strict_limit=bdi_sysfs_value(self.bdi, "strict_limit"),
+        )
+        return out
+
+
+def fuse_mounts(mountinfo: Path = MOUNTINFO) -> list[FuseMount]:
+    """Every fuse/fuseblk mount in ``mountinfo`` (any subtype, e.g. ``fuse.bindfs``)."""
+    mounts = []
+    for line in mountinfo.read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 2:
+            continue
+        fstype = tail[0]
+        if fstype.split(".", 1)[0] not in ("fuse", "fuseblk"):
+            continue
+        major, minor = (int(x) for x in fields[2].split(":"))
+        mounts.append(FuseMount(_unescape(fields[4]), fstype, _unescape(tail[1]), major, minor))
+    return mounts
+
+
+def mount_for_path(path: str | os.PathLike) -> FuseMount | None:
+    """The FUSE mount whose mountpoint is ``path`` (resolved), or None."""
+    want = os.path.realpath(path)
+    for mount in fuse_mounts():
+        if mount.mountpoint == want:
+            return mount
+    return None
