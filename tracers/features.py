@@ -1,0 +1,249 @@
+"""What the running kernel offers fusewb, each answer with its evidence.
+
+Probes are chosen from this evidence, never from the version number: tracefs event directories
+for tracepoints, ``/proc/kallsyms`` for kernel functions, the kernel's perf event sources for
+kprobe/uprobe attachment, ``bpftool feature probe`` (real test loads) for BPF program types, and
+with ``test_loads`` a real uprobe attachment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fusewb.tracers.headers import HeaderTree, find_header_tree
+
+__all__ = [
+    "Check",
+    "KernelFeatures",
+    "TRACEPOINTS",
+    "KERNEL_FUNCTIONS",
+    "probe_features",
+    "tracefs_root",
+    "kallsyms_names",
+]
+
+# Every tracepoint fusewb may use, "category:name". Older kernels name the wait tracepoint
+# wait_on_page_writeback (before the folio conversion in 5.16/5.17).
+TRACEPOINTS: list[str] = [
+    "writeback:folio_wait_writeback",
+    "writeback:wait_on_page_writeback",
+    "writeback:balance_dirty_pages",
+    "fuse:fuse_request_send",
+    "fuse:fuse_request_end",
+    "sched:sched_switch",
+    "vmscan:mm_vmscan_direct_reclaim_begin",
+    "vmscan:mm_vmscan_direct_reclaim_end",
+    "vmscan:mm_vmscan_memcg_reclaim_begin",
+    "vmscan:mm_vmscan_memcg_reclaim_end",
+    "vmscan:mm_vmscan_throttled",
+    "vmscan:mm_vmscan_lru_shrink_inactive",
+    "migrate:mm_migrate_pages_start",
+    "migrate:mm_migrate_pages",
+    "compaction:mm_compaction_begin",
+    "compaction:mm_compaction_end",
+]
+
+# Kernel functions the kprobe plan may probe, and whose presence tells the FUSE writeback era.
+KERNEL_FUNCTIONS: list[str] = [
+    "folio_wait_writeback",
+    "fuse_writepage",  # single-page writeback, removed in 6.9
+    "fuse_writepages",
+    "fuse_writepage_end",
+    "fuse_iomap_writeback_range",  # writeback through iomap, 6.17+
+    "fuse_writepage_args_setup",
+    "fuse_fsync",
+    "fuse_flush",
+    "fuse_page_mkwrite",
+    "shrink_folio_list",
+    "shrink_page_list",  # pre-folio name of the reclaim scan
+    "migrate_pages",
+    "migrate_pages_batch",
+    "wait_sb_inodes",
+]
+
+TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+PERF_SOURCES = Path("/sys/bus/event_source/devices")
+BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
+
+
+@dataclass(frozen=True)
+class Check:
+    """A yes/no answer about the kernel and the evidence it rests on."""
+
+    ok: bool
+    evidence: str
+
+
+@dataclass
+class KernelFeatures:
+    """Everything fusewb needs to know about this kernel to choose its probes."""
+
+    release: str
+    root: bool
+    btf: Check
+    tracefs: Check
+    raw_tracepoint: Check
+    kprobes: Check
+    fentry: Check
+    uprobes: Check
+    tracepoints: dict[str, bool] = field(default_factory=dict)
+    symbols: dict[str, bool] = field(default_factory=dict)
+    headers: HeaderTree | None = None
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["headers"] = (
+            None
+            if self.headers is None
+            else {"kind": self.headers.kind, "path": str(self.headers.path), "note": self.headers.note}
+        )
+        return out
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()`` that answers False where we may not look (not root)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def _mounted_tracefs() -> Path | None:
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "tracefs":
+                return Path(parts[1])
+    except OSError:
+        return None
+    return None
+
+
+def tracefs_root(mount: bool = True) -> Path | None:
+    """The tracefs mount point; with ``mount`` and root, mount it at /sys/kernel/tracing if absent."""
+    found = _mounted_tracefs()
+    if found is not None or not mount or os.geteuid() != 0:
+        return found
+    target = TRACEFS_CANDIDATES[0]
+    if subprocess.run(["mount", "-t", "tracefs", "nodev", str(target)], capture_output=True).returncode:
+        return None
+    return _mounted_tracefs()
+
+
+def kallsyms_names(path: Path = Path("/proc/kallsyms")) -> set[str]:
+    """Function names in kallsyms, compiler suffixes (``.isra.0``, ``.constprop.0``) removed."""
+    names: set[str] = set()
+    try:
+        with path.open() as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 3 and parts[1] in "tTwW":
+                    names.add(parts[2].split(".", 1)[0])
+    except OSError:
+        pass
+    return names
+
+
+def _bpftool_program_types() -> dict[str, bool] | None:
+    """``bpftool feature probe kernel`` program types (it test-loads each), or None."""
+    bpftool = shutil.which("bpftool") or ("/usr/sbin/bpftool" if Path("/usr/sbin/bpftool").exists() else None)
+    if bpftool is None or os.geteuid() != 0:
+        return None
+    try:
+        out = subprocess.run(
+            [bpftool, "-j", "feature", "probe", "kernel"], capture_output=True, text=True, timeout=30
+        )
+        return json.loads(out.stdout)["program_types"]
+    except (subprocess.SubprocessError, ValueError, KeyError, OSError):
+        return None
+
+
+def _prog_type_check(types: dict[str, bool] | None, name: str, what: str) -> Check:
+    if types is None:
+        return Check(False, f"unknown: 'bpftool feature probe' unavailable (needs root and bpftool) for {what}")
+    ok = bool(types.get(f"have_{name}_prog_type"))
+    return Check(ok, f"bpftool test load of a {name} program: {'ok' if ok else 'refused'}")
+
+
+def _kprobes_check(tracefs: Path | None, types: dict[str, bool] | None) -> Check:
+    pmu = _exists(PERF_SOURCES / "kprobe" / "type")
+    events = tracefs is not None and _exists(tracefs / "kprobe_events")
+    loadable = _prog_type_check(types, "kprobe", "kprobes")
+    if pmu or events:
+        where = "perf source 'kprobe'" if pmu else "tracefs kprobe_events"
+        return Check(loadable.ok, f"{where} present; {loadable.evidence}")
+    return Check(
+        False,
+        f"no perf source {PERF_SOURCES}/kprobe and no tracefs kprobe_events (CONFIG_KPROBES off); "
+        f"programs still load ({loadable.evidence}) but cannot attach",
+    )
+
+
+def _fentry_check(types: dict[str, bool] | None) -> Check:
+    if not _exists(BTF_VMLINUX):
+        return Check(False, f"no {BTF_VMLINUX}: fentry needs BTF")
+    return _prog_type_check(types, "tracing", "fentry/fexit")
+
+
+def _uprobe_attach_test() -> tuple[bool, str]:
+    """Attach a real BPF uprobe to libc's getpid and detach it again."""
+    try:
+        from bcc import BPF  # noqa: PLC0415 (bcc is heavy and optional here)
+
+        from fusewb.tracers.headers import prepare_bcc_environment  # noqa: PLC0415
+
+        prepare_bcc_environment()
+        bpf = BPF(text="int fusewb_uprobe_test(void *ctx) { return 0; }")
+        try:
+            bpf.attach_uprobe(name="c", sym="getpid", fn_name="fusewb_uprobe_test")
+            return True, "attached a test uprobe to libc getpid and detached it"
+        finally:
+            bpf.cleanup()
+    except Exception as exc:  # noqa: BLE001 - any failure is the evidence we report
+        return False, f"test uprobe attach failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+
+
+def _uprobes_check(test_loads: bool) -> Check:
+    pmu = _exists(PERF_SOURCES / "uprobe" / "type")
+    if not pmu:
+        return Check(False, f"no perf source {PERF_SOURCES}/uprobe (CONFIG_UPROBE_EVENTS off)")
+    if not test_loads or os.geteuid() != 0:
+        return Check(True, "perf source 'uprobe' present (not test-attached)")
+    ok, evidence = _uprobe_attach_test()
+    return Check(ok, evidence)
+
+
+def probe_features(test_loads: bool = True) -> KernelFeatures:
+    """Look at the running kernel. ``test_loads`` adds the slow checks (a real uprobe attach)."""
+    root = os.geteuid() == 0
+    tracefs = tracefs_root(mount=True)
+    types = _bpftool_program_types()
+    tracepoints = {
+        tp: tracefs is not None and _exists(tracefs / "events" / tp.replace(":", "/") / "id")
+        for tp in TRACEPOINTS
+    }
+    names = kallsyms_names()
+    btf = _exists(BTF_VMLINUX)
+    raw = _prog_type_check(types, "raw_tracepoint", "raw tracepoints")
+    return KernelFeatures(
+        release=platform.release(),
+        root=root,
+        btf=Check(btf, f"{BTF_VMLINUX} {'present' if btf else 'absent'}"),
+        tracefs=Check(
+            tracefs is not None,
+            f"mounted at {tracefs}" if tracefs else "not mounted (mount -t tracefs nodev /sys/kernel/tracing)",
+        ),
+        raw_tracepoint=Check(raw.ok and btf, raw.evidence + ("" if btf else "; no BTF for field offsets")),
+        kprobes=_kprobes_check(tracefs, types),
+        fentry=_fentry_check(types),
+        uprobes=_uprobes_check(test_loads),
+        tracepoints=tracepoints,
+        symbols={name: name in names for name in KERNEL_FUNCTIONS},
+        headers=find_header_tree(build=root),
+    )
