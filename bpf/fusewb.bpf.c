@@ -1,0 +1,74 @@
+/* fusewb.bpf.c: the one compilation unit. Maps and helpers shared by every probe set, then the
+ * probe sets the plan's defines select. Compiled by bcc (fusewb/tracers/program.py). */
+#include <linux/types.h>
+#include <uapi/linux/ptrace.h>
+#include "fusewb.h"
+
+#ifndef RING_PAGES
+#define RING_PAGES 256
+#endif
+#ifndef MAX_PENDING
+#define MAX_PENDING 16384
+#endif
+#ifndef MAX_INFLIGHT
+#define MAX_INFLIGHT 65536
+#endif
+#ifndef STACK_ENTRIES
+#define STACK_ENTRIES 4096
+#endif
+#ifndef FILTER_TGID
+#define FILTER_TGID 0
+#endif
+#ifndef WAIT_FN_START
+#define WAIT_FN_START 0ULL
+#define WAIT_FN_END 0ULL
+#endif
+
+BPF_RINGBUF_OUTPUT(events, RING_PAGES);
+BPF_PERCPU_ARRAY(lost, u64, LOST_KINDS);
+BPF_PERCPU_ARRAY(counters, u64, NR_COUNTERS);
+BPF_STACK_TRACE(stacks, STACK_ENTRIES);
+
+/* The FUSE filter, filled and refreshed by user space: bdi names and connections. */
+BPF_HASH(fuse_bdis, struct bdi_key, u8, 1024);
+BPF_HASH(fuse_conns, u32, u8, 1024);
+
+static __always_inline void count(u32 which, u64 by)
+{
+    u64 *slot = counters.lookup(&which);
+    if (slot)
+        *slot += by;
+}
+
+static __always_inline void count_lost(u32 kind)
+{
+    u64 *slot = lost.lookup(&kind);
+    if (slot)
+        *slot += 1;
+}
+
+static __always_inline int tgid_selected(u32 tgid)
+{
+    return FILTER_TGID == 0 || tgid == FILTER_TGID;
+}
+
+static __always_inline int is_fuse_bdi(const char *name)
+{
+    struct bdi_key key = {};
+    bpf_probe_read_kernel(&key.name, sizeof(key.name), name);
+    return fuse_bdis.lookup(&key) != NULL;
+}
+
+#if WAIT_TP
+#include "waits.bpf.c"
+#endif
+#if FUSE_REQUESTS
+#include "requests.bpf.c"
+#endif
+#if FUSE_THROTTLE
+#include "throttle.bpf.c"
+#endif
+#include "vm.bpf.c"
+#if KPROBES
+#include "kprobes.bpf.c"
+#endif

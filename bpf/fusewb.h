@@ -1,0 +1,241 @@
+/* fusewb.h: the events fusewb's BPF programs send to user space, the in-kernel state they keep,
+ * and the ids both sides share. The one place these layouts live: user space builds its ctypes
+ * mirrors by parsing the structs below (fusewb/tracers/events.py), so keep each field on its
+ * own line as "type name;" or "type name[N];" with types u8/u32/s32/u64/s64/char.
+ *
+ * Compile-time options (cflags defines, chosen by fusewb/tracers/plan.py and program.py):
+ *   WAIT_TP            1 folio_wait_writeback, 2 wait_on_page_writeback, 0 none
+ *   WAIT_TIMING        1 pair with sched_switch, 2 kprobe/kretprobe, 0 untimed
+ *   SCHED_SWITCH_RAW   1 raw tracepoint (TASK_PID_OFF, SCHED_SWITCH_STATE_ARG / TASK_STATE_OFF)
+ *   WAIT_FN_START/END  address range of the wait function (0: no sleep-stack check)
+ *   KPROBES, HAVE_FN_* kprobe plan and the functions present in kallsyms
+ *   FUSE_REQUESTS, FUSE_THROTTLE, VM_DIRECT_RECLAIM, VM_MEMCG_RECLAIM, VM_THROTTLED,
+ *   VM_SHRINK_INACTIVE, VM_COMPACTION, VM_MIGRATE (1 single, 2 paired with _start)
+ *   RING_PAGES         ring buffer size in pages (power of two)
+ *   FILTER_TGID        only this process's waits and throttling (0: all)
+ *   MAX_PENDING, MAX_INFLIGHT, STACK_ENTRIES   map sizes (memory bound)
+ */
+#ifndef FUSEWB_H
+#define FUSEWB_H
+
+#define BDI_NAME_LEN 32
+#define COMM_LEN 16
+#define SLEEP_STACK_DEPTH 12
+
+/* Event kinds: the first u32 of every ring buffer record. */
+#define EV_WAIT 1
+#define EV_REQUEST 2
+#define EV_THROTTLE 3
+#define EV_VM 4
+
+/* Lost-event counters (per-CPU array "lost"), by the kind that could not be sent. */
+#define LOST_WAIT 0
+#define LOST_REQUEST 1
+#define LOST_THROTTLE 2
+#define LOST_VM 3
+#define LOST_KINDS 4
+
+/* In-kernel aggregates (per-CPU array "counters"). */
+#define CNT_WAIT_TP_FUSE 0        /* wait tracepoint hits on FUSE bdis */
+#define CNT_WAIT_TP_OTHER 1       /* wait tracepoint hits on other bdis (filtered out) */
+#define CNT_WAIT_NO_SLEEP 2       /* FUSE wait tracepoint hits not followed by a sleep in it */
+#define CNT_WAIT_EMITTED 3
+#define CNT_REQ_SENT 4
+#define CNT_REQ_ENDED 5
+#define CNT_REQ_END_UNMATCHED 6   /* ended requests sent before tracing began */
+#define CNT_SHRINK_CALLS 7        /* lru_shrink_inactive events summed, not streamed */
+#define CNT_SHRINK_SCANNED 8
+#define CNT_SHRINK_RECLAIMED 9
+#define CNT_THROTTLE_OTHER 10     /* balance_dirty_pages on non-FUSE bdis */
+#define CNT_PENDING_FULL 11       /* wait/request state map full: entry not tracked */
+#define NR_COUNTERS 12
+
+/* Wait timing source. */
+#define SRC_SCHED_SWITCH 1
+#define SRC_KRETPROBE 2
+
+/* vm event kinds (schema VM_KINDS order). */
+#define VM_DIRECT 1
+#define VM_MEMCG 2
+#define VM_SHRINK 3
+#define VM_THROTTLE 4
+#define VM_MIGRATE_PAGES 5
+#define VM_COMPACT 6
+
+/* kprobe-plan functions (plan.KPROBE_FUNCTIONS order). */
+#define FN_FUSE_WRITEPAGE 0
+#define FN_FUSE_WRITEPAGES 1
+#define FN_FUSE_WRITEPAGE_END 2
+#define FN_FUSE_IOMAP_WRITEBACK_RANGE 3
+#define FN_SHRINK_FOLIO_LIST 4
+#define FN_MIGRATE_PAGES 5
+#define FN_WAIT_SB_INODES 6
+#define NR_FNS 7
+
+/* A task slept in the writeback wait on a FUSE bdi folio and ran again. */
+struct wait_event {
+    u32 kind;
+    u32 pid;
+    u32 tgid;
+    s32 stack_id;
+    u64 ts_ns;
+    u64 duration_ns;
+    u64 ino;
+    u64 index;
+    u32 source;
+    u32 pad;
+    char comm[16];
+    char bdi[32];
+};
+
+/* A FUSE request, send joined with end in the kernel. */
+struct request_event {
+    u32 kind;
+    u32 connection;
+    u64 unique;
+    u64 send_ts_ns;
+    u64 end_ts_ns;
+    u32 opcode;
+    u32 len;
+    s32 error;
+    u32 pid;
+    u32 tgid;
+    u32 end_pid;
+    u32 end_tgid;
+    u32 pad;
+    char comm[16];
+    char end_comm[16];
+};
+
+/* writeback:balance_dirty_pages on a FUSE bdi. */
+struct throttle_event {
+    u32 kind;
+    u32 pid;
+    u32 tgid;
+    u32 pad;
+    u64 ts_ns;
+    s64 pause_ms;
+    s64 period_ms;
+    s64 paused_ms;
+    s64 think_ms;
+    u64 dirty;
+    u64 limit;
+    u64 setpoint;
+    u64 wb_dirty;
+    u64 wb_setpoint;
+    u64 dirty_ratelimit;
+    u64 task_ratelimit;
+    u64 dirtied;
+    char comm[16];
+    char bdi[32];
+};
+
+/* Reclaim, migration, compaction: paired begin/end (paired = 1) or single events. */
+struct vm_event {
+    u32 kind;
+    u32 vm_kind;
+    u32 pid;
+    u32 tgid;
+    u64 ts_ns;
+    u64 duration_ns;
+    u64 nr_scanned;
+    u64 nr_reclaimed;
+    u64 nr_dirty;
+    u64 nr_writeback;
+    u64 nr_immediate;
+    u64 succeeded;
+    u64 failed;
+    s64 usec_delayed;
+    s32 mode;
+    s32 reason;
+    s32 status;
+    u32 paired;
+    char comm[16];
+};
+
+/* In-kernel state: a wait seen at the tracepoint (or function entry), not yet finished.
+ * User space reads the ones with asleep = 1 at stop as ongoing waits. */
+struct wait_pending {
+    u64 ts_ns;
+    u64 sleep_ts_ns;
+    u64 ino;
+    u64 index;
+    s32 stack_id;
+    u32 tgid;
+    u32 asleep;
+    u32 pad;
+    char comm[16];
+    char bdi[32];
+};
+
+struct bdi_key {
+    char name[32];
+};
+
+struct request_key {
+    u32 connection;
+    u32 pad;
+    u64 unique;
+};
+
+/* A FUSE request sent and not yet ended; read at stop as ongoing requests. */
+struct request_pending {
+    u64 ts_ns;
+    u32 opcode;
+    u32 len;
+    u32 pid;
+    u32 tgid;
+    char comm[16];
+};
+
+struct server_key {
+    u32 connection;
+    u32 pid;
+};
+
+/* A task that answered requests of a connection: a thread of that FUSE server. */
+struct server_thread {
+    u64 replies;
+    u32 tgid;
+    u32 pad;
+    char comm[16];
+};
+
+/* In-flight WRITE requests per connection: now and the highest seen. */
+struct inflight_writes {
+    s64 now;
+    s64 max;
+};
+
+struct vm_key {
+    u32 pid;
+    u32 vm_kind;
+};
+
+struct vm_pending {
+    u64 ts_ns;
+    s32 mode;
+    s32 reason;
+};
+
+/* Per-opcode request latency aggregate (all requests, streamed or not). */
+struct opcode_stats {
+    u64 count;
+    u64 total_ns;
+    u64 max_ns;
+    u64 errors;
+};
+
+/* kprobe plan: per-function call count and latency. */
+struct fn_key {
+    u32 pid;
+    u32 fn;
+};
+
+struct fn_stats {
+    u64 count;
+    u64 total_ns;
+    u64 max_ns;
+};
+
+#endif /* FUSEWB_H */

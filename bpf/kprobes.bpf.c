@@ -1,0 +1,93 @@
+/* kprobes.bpf.c: the kprobe plan. Entry and return of folio_wait_writeback time each wait
+ * exactly (the tracepoint inside marks it as a FUSE wait, waits.bpf.c); the FUSE writeback,
+ * reclaim and migration functions present in kallsyms (HAVE_FN_*) get per-function call counts
+ * and latencies aggregated in fn_stats. Functions are attached by name from user space. */
+
+BPF_HASH(fn_entry, struct fn_key, u64, MAX_PENDING);
+BPF_ARRAY(fn_stats, struct fn_stats, NR_FNS);
+
+#if WAIT_TP
+int kp_folio_wait_writeback(struct pt_regs *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id;
+    if (!tgid_selected(id >> 32))
+        return 0;
+    struct wait_pending w = {};
+    w.ts_ns = bpf_ktime_get_ns();
+    w.stack_id = -1;
+    w.tgid = id >> 32;
+    bpf_get_current_comm(&w.comm, sizeof(w.comm));
+    if (wait_pending.update(&pid, &w))
+        count(CNT_PENDING_FULL, 1);
+    return 0;
+}
+
+int kr_folio_wait_writeback(struct pt_regs *ctx)
+{
+    u32 pid = bpf_get_current_pid_tgid();
+    struct wait_pending *w = wait_pending.lookup(&pid);
+    if (!w)
+        return 0;
+    if (w->asleep)
+        emit_wait(w, pid, bpf_ktime_get_ns(), SRC_KRETPROBE);
+    wait_pending.delete(&pid);
+    return 0;
+}
+#endif
+
+static __always_inline int fn_enter(u32 fn)
+{
+    struct fn_key key = {};
+    key.pid = bpf_get_current_pid_tgid();
+    key.fn = fn;
+    u64 now = bpf_ktime_get_ns();
+    fn_entry.update(&key, &now);
+    return 0;
+}
+
+static __always_inline int fn_exit(u32 fn)
+{
+    struct fn_key key = {};
+    key.pid = bpf_get_current_pid_tgid();
+    key.fn = fn;
+    u64 *start = fn_entry.lookup(&key);
+    if (!start)
+        return 0;
+    u64 took = bpf_ktime_get_ns() - *start;
+    fn_entry.delete(&key);
+    struct fn_stats *stats = fn_stats.lookup(&fn);
+    if (stats) {
+        __sync_fetch_and_add(&stats->count, 1);
+        __sync_fetch_and_add(&stats->total_ns, took);
+        if (took > stats->max_ns)
+            stats->max_ns = took;
+    }
+    return 0;
+}
+
+#define FN_PROBES(NAME, ID)                                                  \
+    int kp_##NAME(struct pt_regs *ctx) { return fn_enter(ID); }              \
+    int kr_##NAME(struct pt_regs *ctx) { return fn_exit(ID); }
+
+#if HAVE_FN_FUSE_WRITEPAGE
+FN_PROBES(fuse_writepage, FN_FUSE_WRITEPAGE)
+#endif
+#if HAVE_FN_FUSE_WRITEPAGES
+FN_PROBES(fuse_writepages, FN_FUSE_WRITEPAGES)
+#endif
+#if HAVE_FN_FUSE_WRITEPAGE_END
+FN_PROBES(fuse_writepage_end, FN_FUSE_WRITEPAGE_END)
+#endif
+#if HAVE_FN_FUSE_IOMAP_WRITEBACK_RANGE
+FN_PROBES(fuse_iomap_writeback_range, FN_FUSE_IOMAP_WRITEBACK_RANGE)
+#endif
+#if HAVE_FN_SHRINK_FOLIO_LIST
+FN_PROBES(shrink_folio_list, FN_SHRINK_FOLIO_LIST)
+#endif
+#if HAVE_FN_MIGRATE_PAGES
+FN_PROBES(migrate_pages, FN_MIGRATE_PAGES)
+#endif
+#if HAVE_FN_WAIT_SB_INODES
+FN_PROBES(wait_sb_inodes, FN_WAIT_SB_INODES)
+#endif

@@ -1,0 +1,148 @@
+"""A small reader of the kernel's BTF (``/sys/kernel/btf/vmlinux``): struct member offsets and
+function-prototype arities, the facts fusewb's BPF programs need and cannot take from the
+(other-version) header tree bcc compiles against.
+
+Only what the tracer asks for is decoded: the type section is walked once to index type records
+by id and by name; members are decoded on demand. Anonymous struct/union members are searched
+through, so ``member_offset("task_struct", "__state")`` works whatever the nesting.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["BtfError", "Btf", "load_vmlinux_btf", "VMLINUX_BTF"]
+
+VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+
+BTF_MAGIC = 0xEB9F
+_KIND_INT, _KIND_PTR, _KIND_ARRAY, _KIND_STRUCT, _KIND_UNION, _KIND_ENUM = 1, 2, 3, 4, 5, 6
+_KIND_TYPEDEF, _KIND_FUNC_PROTO = 8, 13
+# Bytes of kind-specific data after the 12-byte common record: (fixed, per vlen item).
+_EXTRA: dict[int, tuple[int, int]] = {
+    1: (4, 0), 2: (0, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 7: (0, 0), 8: (0, 0),
+    9: (0, 0), 10: (0, 0), 11: (0, 0), 12: (0, 0), 13: (0, 8), 14: (4, 0), 15: (0, 12),
+    16: (0, 0), 17: (4, 0), 18: (0, 0), 19: (0, 12),
+}
+_QUALIFIERS = {9, 10, 11, 18}  # volatile, const, restrict, type_tag
+
+
+class BtfError(Exception):
+    """The BTF blob is missing, malformed, or lacks the asked-for type or member."""
+
+
+@dataclass
+class Btf:
+    """Parsed BTF: type records by id and by (name) for named types."""
+
+    data: bytes
+    type_off: int
+    str_off: int
+    offsets: list[int] = field(default_factory=list)  # id -> byte offset of its record
+    by_name: dict[str, list[int]] = field(default_factory=dict)
+
+    def _name(self, name_off: int) -> str:
+        start = self.str_off + name_off
+        return self.data[start : self.data.index(b"\0", start)].decode()
+
+    def _record(self, type_id: int) -> tuple[int, int, int, int, int]:
+        """(kind, vlen, kind_flag, size_or_type, offset of the kind data) of ``type_id``."""
+        off = self.offsets[type_id]
+        _name_off, info, size_or_type = struct.unpack_from("<III", self.data, off)
+        return (info >> 24) & 0x1F, info & 0xFFFF, info >> 31, size_or_type, off + 12
+
+    def find(self, name: str, kinds: tuple[int, ...]) -> int:
+        for type_id in self.by_name.get(name, []):
+            if self._record(type_id)[0] in kinds:
+                return type_id
+        raise BtfError(f"BTF has no type {name!r}")
+
+    def _members(self, type_id: int) -> list[tuple[str, int, int]]:
+        """(name, member type id, bit offset) of a struct or union."""
+        kind, vlen, kind_flag, _size, data_off = self._record(type_id)
+        if kind not in (_KIND_STRUCT, _KIND_UNION):
+            raise BtfError(f"BTF type {type_id} is not a struct or union")
+        out = []
+        for i in range(vlen):
+            name_off, mtype, moff = struct.unpack_from("<III", self.data, data_off + 12 * i)
+            bits = moff & 0xFFFFFF if kind_flag else moff
+            out.append((self._name(name_off) if name_off else "", mtype, bits))
+        return out
+
+    def _strip(self, type_id: int) -> int:
+        """Skip typedefs and qualifiers."""
+        while True:
+            kind, _vlen, _kf, size_or_type, _ = self._record(type_id)
+            if kind == _KIND_TYPEDEF or kind in _QUALIFIERS:
+                type_id = size_or_type
+            else:
+                return type_id
+
+    def _member_bits(self, type_id: int, member: str) -> int | None:
+        for name, mtype, bits in self._members(type_id):
+            if name == member:
+                return bits
+            if not name:
+                inner = self._strip(mtype)
+                if self._record(inner)[0] in (_KIND_STRUCT, _KIND_UNION):
+                    found = self._member_bits(inner, member)
+                    if found is not None:
+                        return bits + found
+        return None
+
+    def member_offset(self, struct_name: str, member: str) -> int:
+        """Byte offset of ``member`` in ``struct struct_name`` (anonymous members searched)."""
+        bits = self._member_bits(self.find(struct_name, (_KIND_STRUCT,)), member)
+        if bits is None:
+            raise BtfError(f"struct {struct_name} has no member {member!r} in BTF")
+        if bits % 8:
+            raise BtfError(f"{struct_name}.{member} is a bitfield")
+        return bits // 8
+
+    def func_proto_arity(self, typedef_name: str) -> int:
+        """Parameter count of the function type a typedef (of a pointer) names, e.g.
+        ``btf_trace_sched_switch`` (its first parameter is the ``void *`` context)."""
+        type_id = self._strip(self.find(typedef_name, (_KIND_TYPEDEF,)))
+        kind, _vlen, _kf, size_or_type, _ = self._record(type_id)
+        if kind == _KIND_PTR:
+            type_id = self._strip(size_or_type)
+        kind, vlen, _kf, _s, _ = self._record(type_id)
+        if kind != _KIND_FUNC_PROTO:
+            raise BtfError(f"{typedef_name} is not a function type in BTF")
+        return vlen
+
+
+def parse_btf(data: bytes) -> Btf:
+    """Index a BTF blob (header, type and string sections)."""
+    if len(data) < 24:
+        raise BtfError("BTF blob too short")
+    magic, _version, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
+    if magic != BTF_MAGIC:
+        raise BtfError("not a BTF blob (bad magic)")
+    type_off, type_len, str_off, _str_len = struct.unpack_from("<IIII", data, 8)
+    btf = Btf(data, hdr_len + type_off, hdr_len + str_off, offsets=[0])  # id 0 is void
+    pos, end = btf.type_off, btf.type_off + type_len
+    while pos < end:
+        name_off, info = struct.unpack_from("<II", data, pos)
+        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+        type_id = len(btf.offsets)
+        btf.offsets.append(pos)
+        if name_off and kind in (_KIND_STRUCT, _KIND_UNION, _KIND_TYPEDEF, _KIND_ENUM):
+            btf.by_name.setdefault(btf._name(name_off), []).append(type_id)
+        try:
+            fixed, per_item = _EXTRA[kind]
+        except KeyError:
+            raise BtfError(f"unknown BTF kind {kind} at type {type_id}") from None
+        pos += 12 + fixed + per_item * vlen
+    return btf
+
+
+def load_vmlinux_btf(path: Path = VMLINUX_BTF) -> Btf:
+    """The running kernel's BTF; BtfError when it is absent or unreadable."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BtfError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_btf(data)

@@ -1,0 +1,192 @@
+"""Which probes fusewb attaches on this kernel: the probe plan, chosen from the evidence of
+:func:`fusewb.tracers.features.probe_features` (the same evidence ``fusewb doctor`` prints).
+
+Two plans:
+
+* ``tracepoint`` (works without kprobes): ``writeback:folio_wait_writeback`` with the kernel
+  stack, timed by pairing it with the waiter's next uninterruptible sleep and wake-up in
+  ``sched_switch`` (a raw tracepoint with ``task_struct`` offsets from BTF, else the
+  ``sched:sched_switch`` tracepoint); FUSE request, dirty-throttling, reclaim, migration and
+  compaction tracepoints.
+* ``kprobe`` (where kprobes attach): entry and return of ``folio_wait_writeback`` time each
+  wait exactly (the tracepoint inside marks it as a FUSE wait), plus counts and latencies of
+  the FUSE writeback and reclaim/migration functions present in kallsyms.
+
+The plan is plain data (no bcc import): ``defines`` go to the BPF compiler as ``-DNAME=VALUE``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from fusewb.tracers.btf import BtfError, load_vmlinux_btf
+from fusewb.tracers.kallsyms import function_range
+
+if TYPE_CHECKING:
+    from fusewb.tracers.features import KernelFeatures
+
+__all__ = ["ProbePlan", "choose_plan", "PLANS", "KPROBE_FUNCTIONS"]
+
+PLANS = ("tracepoint", "kprobe")
+
+# Functions the kprobe plan times (entry + return, aggregated in the kernel), in the order of
+# their ids in bpf/fusewb.h (FN_*).
+KPROBE_FUNCTIONS: list[str] = [
+    "fuse_writepage",
+    "fuse_writepages",
+    "fuse_writepage_end",
+    "fuse_iomap_writeback_range",
+    "shrink_folio_list",
+    "migrate_pages",
+    "wait_sb_inodes",
+]
+
+# Optional tracepoints: (tracepoint, define, what it gives).
+_OPTIONAL_TRACEPOINTS: list[tuple[list[str], str, str]] = [
+    (["fuse:fuse_request_send", "fuse:fuse_request_end"], "FUSE_REQUESTS",
+     "FUSE requests (latency, opcode, errors, in-flight WRITEs, server threads)"),
+    (["writeback:balance_dirty_pages"], "FUSE_THROTTLE", "dirty throttling pauses on FUSE bdis"),
+    (["vmscan:mm_vmscan_direct_reclaim_begin", "vmscan:mm_vmscan_direct_reclaim_end"],
+     "VM_DIRECT_RECLAIM", "direct reclaim"),
+    (["vmscan:mm_vmscan_memcg_reclaim_begin", "vmscan:mm_vmscan_memcg_reclaim_end"],
+     "VM_MEMCG_RECLAIM", "memcg reclaim"),
+    (["vmscan:mm_vmscan_throttled"], "VM_THROTTLED", "reclaim throttling"),
+    (["vmscan:mm_vmscan_lru_shrink_inactive"], "VM_SHRINK_INACTIVE",
+     "reclaim scans (streamed when they meet dirty/writeback folios, else summed)"),
+    (["compaction:mm_compaction_begin", "compaction:mm_compaction_end"], "VM_COMPACTION",
+     "compaction runs"),
+]
+
+
+@dataclass
+class ProbePlan:
+    """The probes to attach and the defines the BPF sources are compiled with."""
+
+    name: str
+    tracepoints: list[str] = field(default_factory=list)  # "category:event"
+    raw_tracepoints: list[str] = field(default_factory=list)  # "sched_switch"
+    kprobes: list[str] = field(default_factory=list)  # functions probed at entry and return
+    defines: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # probe -> why not used
+    notes: list[str] = field(default_factory=list)
+
+    def cflags(self) -> list[str]:
+        return [f"-D{name}={value}" for name, value in sorted(self.defines.items())]
+
+    def probes(self) -> list[str]:
+        """Every probe of the plan, as recorded in a capture's ``meta.json``."""
+        out = [f"tracepoint:{tp}" for tp in self.tracepoints]
+        out += [f"raw_tracepoint:{tp}" for tp in self.raw_tracepoints]
+        for fn in self.kprobes:
+            out += [f"kprobe:{fn}", f"kretprobe:{fn}"]
+        return out
+
+    def describe(self) -> list[str]:
+        """Human-readable lines: what is attached, how waits are timed, what is skipped."""
+        lines = [f"plan '{self.name}': {len(self.probes())} probes"]
+        lines += self.notes
+        lines += [f"attach {probe}" for probe in self.probes()]
+        lines += [f"skip {probe}: {why}" for probe, why in sorted(self.skipped.items())]
+        return lines
+
+
+def _sched_switch(features: KernelFeatures, plan: ProbePlan) -> None:
+    """Raw ``sched_switch`` with BTF offsets, else the ``sched:sched_switch`` tracepoint."""
+    why_not_raw = None
+    if not features.raw_tracepoint.ok:
+        why_not_raw = f"raw tracepoints unavailable ({features.raw_tracepoint.evidence})"
+    else:
+        try:
+            btf = load_vmlinux_btf()
+            arity = btf.func_proto_arity("btf_trace_sched_switch")
+            plan.defines.update(
+                SCHED_SWITCH_RAW="1",
+                TASK_PID_OFF=str(btf.member_offset("task_struct", "pid")),
+                SCHED_SWITCH_STATE_ARG="1" if arity >= 5 else "0",
+            )
+            if arity < 5:
+                plan.defines["TASK_STATE_OFF"] = str(btf.member_offset("task_struct", "__state"))
+            plan.raw_tracepoints.append("sched_switch")
+            plan.skipped["tracepoint:sched:sched_switch"] = "raw tracepoint used instead (cheaper)"
+            return
+        except BtfError as exc:
+            why_not_raw = f"BTF: {exc}"
+    if features.tracepoints.get("sched:sched_switch"):
+        plan.defines["SCHED_SWITCH_RAW"] = "0"
+        plan.tracepoints.append("sched:sched_switch")
+        plan.skipped["raw_tracepoint:sched_switch"] = why_not_raw
+    else:
+        plan.skipped["sched:sched_switch"] = "absent: waits cannot be timed"
+        plan.defines["WAIT_TIMING"] = "0"
+
+
+def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan:
+    """The probe plan for this kernel; ``force`` ("tracepoint"/"kprobe") overrides the choice
+    (tests force "kprobe" to compile and verifier-load it where kprobes cannot attach)."""
+    if force is not None and force not in PLANS:
+        raise ValueError(f"unknown plan {force!r}; choose one of {', '.join(PLANS)}")
+    can_kprobe = features.kprobes.ok and features.symbols.get("folio_wait_writeback", False)
+    name = force or ("kprobe" if can_kprobe else "tracepoint")
+    plan = ProbePlan(name)
+    tps = features.tracepoints
+
+    if tps.get("writeback:folio_wait_writeback"):
+        plan.tracepoints.append("writeback:folio_wait_writeback")
+        plan.defines["WAIT_TP"] = "1"
+    elif tps.get("writeback:wait_on_page_writeback"):
+        plan.tracepoints.append("writeback:wait_on_page_writeback")
+        plan.defines["WAIT_TP"] = "2"
+    else:
+        plan.defines["WAIT_TP"] = "0"
+        plan.skipped["writeback:folio_wait_writeback"] = "absent: waits cannot be told FUSE"
+
+    if name == "kprobe":
+        plan.defines.update(KPROBES="1", WAIT_TIMING="2")
+        plan.kprobes.append("folio_wait_writeback")
+        plan.notes.append("waits timed by kprobe/kretprobe on folio_wait_writeback (exact)")
+        for fn_id, fn in enumerate(KPROBE_FUNCTIONS):
+            if features.symbols.get(fn, False):
+                plan.kprobes.append(fn)
+                plan.defines[f"HAVE_FN_{fn.upper()}"] = "1"
+            else:
+                plan.skipped[f"kprobe:{fn}"] = "not in kallsyms (inlined, or another kernel version)"
+        if not features.kprobes.ok:
+            plan.notes.append(f"forced: kprobes cannot attach here ({features.kprobes.evidence})")
+    else:
+        plan.defines.update(KPROBES="0", WAIT_TIMING="1")
+        plan.notes.append(
+            "waits timed from the wait tracepoint to the waiter's wake-up after its "
+            "uninterruptible sleep in folio_wait_writeback (sched_switch)"
+        )
+        _sched_switch(features, plan)
+        span = function_range("folio_wait_writeback")
+        if span is None:
+            span = function_range("wait_on_page_writeback")
+        if span is not None:
+            plan.defines.update(WAIT_FN_START=f"{span[0]:#x}ULL", WAIT_FN_END=f"{span[1]:#x}ULL")
+        else:
+            plan.notes.append("kallsyms hides the wait function: any D sleep after the tracepoint counts")
+        why = "kprobes cannot attach on this kernel (see the kprobes check)"
+        for fn in ["folio_wait_writeback", *KPROBE_FUNCTIONS]:
+            plan.skipped[f"kprobe:{fn}"] = why
+
+    for group, define, _what in _OPTIONAL_TRACEPOINTS:
+        if all(tps.get(tp) for tp in group):
+            plan.tracepoints += group
+            plan.defines[define] = "1"
+        else:
+            missing = [tp for tp in group if not tps.get(tp)]
+            for tp in group:
+                plan.skipped[tp] = f"absent in tracefs ({', '.join(missing)} missing)"
+    if tps.get("migrate:mm_migrate_pages"):
+        plan.tracepoints.append("migrate:mm_migrate_pages")
+        paired = bool(tps.get("migrate:mm_migrate_pages_start"))
+        if paired:
+            plan.tracepoints.append("migrate:mm_migrate_pages_start")
+        else:
+            plan.skipped["migrate:mm_migrate_pages_start"] = "absent: migrations without duration"
+        plan.defines["VM_MIGRATE"] = "2" if paired else "1"
+    else:
+        plan.skipped["migrate:mm_migrate_pages"] = "absent in tracefs"
+    return plan
