@@ -1,0 +1,459 @@
+"""A tracing session: choose the plan, load and attach, keep the FUSE filter current, stream
+events into a capture, and stop cleanly (ongoing waits and requests recorded, everything
+detached) whatever ends it: ``--duration``, a signal, a caller's stop, or an error.
+
+Python API (``fusewb run`` and tests)::
+
+    tracer = Tracer(TraceOptions(output=Path("cap")))
+    tracer.start()               # returns once every probe is attached
+    ...                          # run the load
+    summary = tracer.stop()      # flush, record ongoing work, detach
+
+or ``tracer.run(stop_event)`` to trace in the calling thread until ``stop_event`` is set or the
+duration elapses. ``start_background()`` runs that loop in a thread; ``stop()`` ends it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fusewb import __version__
+from fusewb.errors import FusewbError
+from fusewb.tracers.capture import CaptureWriter
+from fusewb.tracers.events import decode, header_defs
+from fusewb.tracers.live import WAIT_HEADER, wait_line
+from fusewb.tracers.mounts import FuseMount, fuse_mounts, mount_for_path
+from fusewb.tracers.plan import KPROBE_FUNCTIONS, ProbePlan, choose_plan
+from fusewb.tracers.rows import (
+    pending_request_row,
+    pending_wait_row,
+    request_row,
+    throttle_row,
+    vm_row,
+    wait_row,
+)
+
+__all__ = ["TraceOptions", "CaptureSummary", "Tracer", "monotonic_ns"]
+
+PROGRESS_EVERY_S = 5.0
+POLL_MS = 100
+
+
+def monotonic_ns() -> int:
+    """The clock of ``bpf_ktime_get_ns``."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def _discard(_line: str) -> None:
+    return None
+
+
+@dataclass
+class TraceOptions:
+    """What to trace and where to write it."""
+
+    output: Path
+    mounts: list[str] | None = None  # mountpoints to trace; None: every FUSE mount
+    pid: int | None = None  # only this process's waits and throttling
+    duration: float | None = None  # seconds; None: until stopped
+    threshold_ms: float = 50.0  # live view
+    ring_pages: int = 256
+    plan: str | None = None  # force "tracepoint" or "kprobe"
+    flush_interval: float = 1.0
+    live: Callable[[str], None] = _discard  # one line per wait over the threshold
+    progress: Callable[[str], None] = _discard  # status lines (stderr in the CLI)
+
+
+@dataclass
+class CaptureSummary:
+    """What a finished session wrote, for the exit summary and for callers."""
+
+    directory: Path
+    plan: str
+    probes: list[str]
+    tables: dict[str, int]
+    lost: dict[str, Any]
+    counters: dict[str, int]
+    ongoing_waits: int
+    ongoing_requests: int
+    max_wait_ms: float
+    seconds: float
+    server_threads: list[dict[str, Any]] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        t = self.tables
+        out = [
+            f"traced {self.seconds:.1f}s with the {self.plan} plan ({len(self.probes)} probes) "
+            f"into {self.directory}",
+            f"waits {t.get('waits', 0)} (ongoing {self.ongoing_waits}, max {self.max_wait_ms:.1f} ms), "
+            f"requests {t.get('requests', 0)} (ongoing {self.ongoing_requests}), "
+            f"throttle {t.get('throttle', 0)}, vm {t.get('vm', 0)}",
+        ]
+        if self.server_threads:
+            servers = sorted({(s["bdi"] or s["connection"], s["tgid"], s["comm"]) for s in self.server_threads})
+            out.append("FUSE server threads: " + ", ".join(f"{b}: {c} (pid {p})" for b, p, c in servers))
+        lost = self.lost.get("total", 0)
+        if lost:
+            by_kind = ", ".join(f"{k} {v}" for k, v in self.lost["by_kind"].items() if v)
+            out.append(f"LOST {lost} events (ring buffer full: {by_kind}); rerun with a bigger --ring-pages")
+        else:
+            out.append("lost events: 0")
+        return out
+
+
+class Tracer:
+    """One tracing session (see the module docstring)."""
+
+    def __init__(self, options: TraceOptions) -> None:
+        self.options = options
+        self.bpf: Any = None
+        self.plan: ProbePlan | None = None
+        self.capture: CaptureWriter | None = None
+        self.probes: list[str] = []
+        self.mounts_seen: dict[str, FuseMount] = {}  # bdi -> mount
+        self.stacks_written: set[int] = set()
+        self.frames_cache: dict[int, list[str]] = {}
+        self.reported_ongoing: set[tuple[int, int]] = set()
+        self.max_wait_ms = 0.0
+        self.start_ns = 0
+        self.waits_seen = 0
+        self.requests_seen = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._summary: CaptureSummary | None = None
+        self._error: BaseException | None = None
+        self._finished = False
+
+    # ---- set-up -------------------------------------------------------------------------
+    def _selected_mounts(self) -> list[FuseMount]:
+        if self.options.mounts is None:
+            return fuse_mounts()
+        selected = []
+        for path in self.options.mounts:
+            mount = mount_for_path(path)
+            if mount is not None:
+                selected.append(mount)
+        return selected
+
+    def _validate(self) -> None:
+        if os.geteuid() != 0:
+            raise FusewbError("fusewb trace needs root (BPF, tracefs)", "run it with sudo")
+        for path in self.options.mounts or []:
+            if mount_for_path(path) is None:
+                raise FusewbError(f"{path} is not a FUSE mount", "give the mountpoint of a FUSE "
+                                  "filesystem (list them with 'fusewb doctor')")
+
+    def _features(self) -> Any:
+        from fusewb.tracers.features import probe_features, tracefs_root  # noqa: PLC0415
+
+        if tracefs_root() is None:
+            raise FusewbError("tracefs is not mounted and could not be mounted",
+                              "mount -t tracefs nodev /sys/kernel/tracing")
+        return probe_features(test_loads=False)
+
+    def start(self) -> None:
+        """Load, attach, open the capture; returns once tracing is live."""
+        from fusewb.tracers.program import BuildOptions, attach_kprobes, compile_program  # noqa: PLC0415
+
+        self._validate()
+        self.plan = choose_plan(self._features(), self.options.plan)
+        build = BuildOptions(ring_pages=self.options.ring_pages, filter_tgid=self.options.pid or 0)
+        build.defines()  # validates before the slow compile
+        self.capture = CaptureWriter(self.options.output, self._initial_meta())
+        self.bpf = compile_program(self.plan, build)
+        try:
+            self.probes = [p for p in self.plan.probes() if not p.startswith(("kprobe:", "kretprobe:"))]
+            self.probes += attach_kprobes(self.bpf, self.plan)
+            self._refresh_filter()
+            self.bpf["events"].open_ring_buffer(self._on_event)
+        except BaseException:
+            self.bpf.cleanup()
+            self.bpf = None
+            raise
+        self.start_ns = monotonic_ns()
+        self.capture.flush(
+            probes=self.probes, start_monotonic_ns=self.start_ns, start_epoch_ns=time.time_ns()
+        )
+        self.options.live(WAIT_HEADER)
+
+    def _initial_meta(self) -> dict[str, Any]:
+        assert self.plan is not None
+        return {
+            "fusewb_version": __version__,
+            "host": socket.gethostname(),
+            "kernel_release": platform.release(),
+            "plan": self.plan.name,
+            "probes": [],
+            "mounts": [],
+            "filter": {"mounts": self.options.mounts, "pid": self.options.pid},
+            "threshold_ms": self.options.threshold_ms,
+            "start_monotonic_ns": monotonic_ns(),
+            "start_epoch_ns": time.time_ns(),
+            "end_monotonic_ns": None,
+            "lost_events": {"total": 0, "per_cpu": [], "by_kind": {}},
+            "counters": {},
+            "server_threads": [],
+            "ring_pages": self.options.ring_pages,
+        }
+
+    def _refresh_filter(self) -> None:
+        """Put the selected FUSE mounts' bdis and connections in the in-kernel filter."""
+        bdis, conns = self.bpf["fuse_bdis"], self.bpf["fuse_conns"]
+        for mount in self._selected_mounts():
+            if mount.bdi in self.mounts_seen:
+                continue
+            self.mounts_seen[mount.bdi] = mount
+            key = bdis.Key()
+            name = mount.bdi.encode()[:31]
+            ctypes.memmove(ctypes.addressof(key), name, len(name))
+            bdis[key] = bdis.Leaf(1)
+            conns[conns.Key(mount.connection)] = conns.Leaf(1)
+
+    # ---- events -------------------------------------------------------------------------
+    def _frames(self, stack_id: int) -> list[str]:
+        if stack_id < 0:
+            return []
+        if stack_id not in self.frames_cache:
+            try:
+                addresses = list(self.bpf["stacks"].walk(stack_id))
+            except KeyError:
+                addresses = []
+            self.frames_cache[stack_id] = [
+                self.bpf.ksym(a, show_offset=False).decode(errors="replace") for a in addresses
+            ]
+        return self.frames_cache[stack_id]
+
+    def _add_stack(self, stack_id: int) -> list[str]:
+        frames = self._frames(stack_id)
+        if stack_id >= 0 and stack_id not in self.stacks_written and frames:
+            self.stacks_written.add(stack_id)
+            self.capture.add("stacks", {"stack_id": stack_id, "frames": frames})
+        return frames
+
+    def _add_wait(self, row: dict[str, Any]) -> None:
+        frames = self._add_stack(row["stack_id"])
+        self.capture.add("waits", row)
+        self.waits_seen += 1
+        ms = row["duration_ns"] / 1e6
+        self.max_wait_ms = max(self.max_wait_ms, ms)
+        if ms >= self.options.threshold_ms and (row["pid"], row["ts_ns"]) not in self.reported_ongoing:
+            self.options.live(wait_line(row, frames))
+
+    def _bdi_of(self, connection: int) -> str | None:
+        for mount in self.mounts_seen.values():
+            if mount.connection == connection:
+                return mount.bdi
+        return None
+
+    def _on_event(self, _ctx: Any, data: int, size: int) -> None:
+        decoded = decode(data, size)
+        if decoded is None:
+            return
+        kind, event = decoded
+        consts = header_defs().constants
+        if kind == consts["EV_WAIT"]:
+            self._add_wait(wait_row(event))
+        elif kind == consts["EV_REQUEST"]:
+            self.requests_seen += 1
+            self.capture.add("requests", request_row(event, self._bdi_of(event.connection)))
+        elif kind == consts["EV_THROTTLE"]:
+            self.capture.add("throttle", throttle_row(event))
+        elif kind == consts["EV_VM"]:
+            self.capture.add("vm", vm_row(event))
+
+    def _report_ongoing(self) -> None:
+        """Live lines for waits still asleep past the threshold (a stalled server never ends them)."""
+        if not self._has_map("wait_pending"):
+            return
+        now = monotonic_ns()
+        for key, w in self.bpf["wait_pending"].items():
+            ident = (key.value, w.ts_ns)
+            if not w.asleep or ident in self.reported_ongoing:
+                continue
+            row = pending_wait_row(key.value, w, now, self._source())
+            if row["duration_ns"] / 1e6 >= self.options.threshold_ms:
+                self.reported_ongoing.add(ident)
+                self.options.live(wait_line(row, self._frames(w.stack_id)))
+
+    def _source(self) -> str:
+        return "kretprobe" if self.plan and self.plan.name == "kprobe" else "sched_switch"
+
+    def _has_map(self, name: str) -> bool:
+        """Whether the compiled program has this map (probe sets are compiled in per plan)."""
+        try:
+            self.bpf.get_table(name)
+        except KeyError:
+            return False
+        return True
+
+    # ---- aggregates ---------------------------------------------------------------------
+    def _per_cpu(self, table: str, index: int) -> list[int]:
+        return [int(v) for v in self.bpf[table].getvalue(self.bpf[table].Key(index))]
+
+    def _lost(self) -> dict[str, Any]:
+        defs = header_defs()
+        kinds = defs.names("LOST_")
+        per_kind = {name: self._per_cpu("lost", index) for index, name in kinds.items()}
+        ncpu = max((len(v) for v in per_kind.values()), default=0)
+        per_cpu = [sum(v[cpu] for v in per_kind.values()) for cpu in range(ncpu)]
+        return {"total": sum(per_cpu), "per_cpu": per_cpu,
+                "by_kind": {name: sum(v) for name, v in per_kind.items()}}
+
+    def _counters(self) -> dict[str, int]:
+        defs = header_defs()
+        out = {name: sum(self._per_cpu("counters", index)) for index, name in defs.names("CNT_").items()}
+        if self._has_map("writes_inflight"):
+            for key, value in self.bpf["writes_inflight"].items():
+                out[f"inflight_writes.{key.value}"] = int(value.now)
+                out[f"inflight_writes_max.{key.value}"] = int(value.max)
+        if self._has_map("opcode_stats"):
+            from fusewb.schema import FUSE_OPCODES  # noqa: PLC0415
+
+            for key, value in self.bpf["opcode_stats"].items():
+                op = FUSE_OPCODES.get(key.value, f"OP{key.value}")
+                for stat in ("count", "total_ns", "max_ns", "errors"):
+                    out[f"requests.{op}.{stat}"] = int(getattr(value, stat))
+        if self._has_map("fn_stats"):
+            for index, fn in enumerate(KPROBE_FUNCTIONS):
+                value = self.bpf["fn_stats"][self.bpf["fn_stats"].Key(index)]
+                if value.count:
+                    for stat in ("count", "total_ns", "max_ns"):
+                        out[f"kprobe.{fn}.{stat}"] = int(getattr(value, stat))
+        return out
+
+    def _server_threads(self) -> list[dict[str, Any]]:
+        if not self._has_map("server_threads"):
+            return []
+        from fusewb.tracers.events import cstr  # noqa: PLC0415
+
+        return sorted(
+            (
+                {"connection": k.connection, "bdi": self._bdi_of(k.connection), "tgid": v.tgid,
+                 "pid": k.pid, "comm": cstr(v.comm), "replies": int(v.replies)}
+                for k, v in self.bpf["server_threads"].items()
+            ),
+            key=lambda s: (s["connection"], s["tgid"], s["pid"]),
+        )
+
+    def _flush(self) -> None:
+        self._refresh_filter()
+        self._report_ongoing()
+        self.capture.flush(
+            mounts=[m.as_dict() for m in self.mounts_seen.values()],
+            lost_events=self._lost(),
+            server_threads=self._server_threads(),
+        )
+
+    # ---- running ------------------------------------------------------------------------
+    def run(self, stop: threading.Event | None = None) -> CaptureSummary:
+        """Trace until ``stop`` is set or the duration elapses, then finish; start() if needed."""
+        stop = stop or self._stop
+        try:
+            if self.bpf is None:
+                self.start()
+            began = time.monotonic()
+            next_flush = began + self.options.flush_interval
+            next_progress = began + PROGRESS_EVERY_S
+            while not stop.is_set():
+                now = time.monotonic()
+                if self.options.duration is not None and now - began >= self.options.duration:
+                    break
+                self.bpf.ring_buffer_poll(POLL_MS)
+                now = time.monotonic()
+                if now >= next_flush:
+                    self._flush()
+                    next_flush = now + self.options.flush_interval
+                if now >= next_progress:
+                    self.options.progress(self._progress_line(now - began))
+                    next_progress = now + PROGRESS_EVERY_S
+        finally:
+            summary = self._finish()
+        return summary
+
+    def _progress_line(self, elapsed: float) -> str:
+        lost = self._lost()["total"]
+        return (f"[{elapsed:.0f}s] waits {self.waits_seen} (max {self.max_wait_ms:.1f} ms), "
+                f"requests {self.requests_seen}, lost {lost}")
+
+    def _finish(self) -> CaptureSummary:
+        """Drain, record ongoing waits/requests and aggregates, write the last part, detach."""
+        if self._finished:
+            assert self._summary is not None
+            return self._summary
+        self._finished = True
+        ongoing_waits = ongoing_requests = 0
+        end_ns = monotonic_ns()
+        lost: dict[str, Any] = {"total": 0, "per_cpu": [], "by_kind": {}}
+        counters: dict[str, int] = {}
+        servers: list[dict[str, Any]] = []
+        try:
+            if self.bpf is not None:
+                self.bpf.ring_buffer_consume()
+                end_ns = monotonic_ns()
+                if self._has_map("wait_pending"):
+                    for key, w in self.bpf["wait_pending"].items():
+                        if w.asleep:
+                            self._add_wait(pending_wait_row(key.value, w, end_ns, self._source()))
+                            ongoing_waits += 1
+                if self._has_map("requests_pending"):
+                    for key, r in self.bpf["requests_pending"].items():
+                        row = pending_request_row(key, r, end_ns, self._bdi_of(key.connection))
+                        self.capture.add("requests", row)
+                        ongoing_requests += 1
+                lost, counters, servers = self._lost(), self._counters(), self._server_threads()
+        finally:
+            if self.bpf is not None:
+                self.bpf.cleanup()
+                self.bpf = None
+            if self.capture is not None:
+                self.capture.close(
+                    end_monotonic_ns=end_ns,
+                    mounts=[m.as_dict() for m in self.mounts_seen.values()],
+                    lost_events=lost,
+                    counters=counters,
+                    server_threads=servers,
+                )
+        self._summary = CaptureSummary(
+            directory=self.options.output,
+            plan=self.plan.name if self.plan else "none",
+            probes=self.probes,
+            tables=dict(self.capture.written) if self.capture else {},
+            lost=lost,
+            counters=counters,
+            ongoing_waits=ongoing_waits,
+            ongoing_requests=ongoing_requests,
+            max_wait_ms=self.max_wait_ms,
+            seconds=(end_ns - self.start_ns) / 1e9 if self.start_ns else 0.0,
+            server_threads=servers,
+        )
+        return self._summary
+
+    def start_background(self) -> None:
+        """start() here (so attach errors raise here), then trace in a thread until stop()."""
+        self.start()
+        self._thread = threading.Thread(target=self._background, name="fusewb-trace", daemon=True)
+        self._thread.start()
+
+    def _background(self) -> None:
+        try:
+            self.run(self._stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of stop()
+            self._error = exc
+
+    def stop(self, timeout: float = 30.0) -> CaptureSummary:
+        """End the session (background or not) and return its summary."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._error is not None:
+                raise self._error
+        return self._finish()
