@@ -1,0 +1,79 @@
+"""Helpers shared by the question modules: the ``requires`` decorator and column derivations."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from fusewb.analysis.capture import Capture
+
+__all__ = ["requires", "seconds_since_start", "mount_column", "duration_stats", "NS_PER_MS"]
+
+NS_PER_MS = 1_000_000
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def requires(*needs: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Declare the events a question needs (tables or ``vm:<kind>``) and check them on each call.
+
+    The wrapped function keeps ``REQUIRES`` (the list) so reports can tell which questions a
+    capture can answer; a capture lacking them raises ``MissingEventsError`` (one line, exit 2).
+    """
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            cap = args[0] if args else kwargs.get("cap")
+            if isinstance(cap, Capture):
+                cap.require(needs, f"{fn.__name__}()")
+            return fn(*args, **kwargs)
+
+        wrapper.REQUIRES = list(needs)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def seconds_since_start(cap: Capture, frame: pd.DataFrame, column: str = "ts_ns") -> pd.Series:
+    """Seconds from each host's capture start to ``frame[column]`` (float; NaN where null)."""
+    starts = frame["host"].astype(object).map(cap.start_ns().to_dict())
+    values = frame[column].astype("float64")
+    return ((values - starts.astype("float64")) / 1e9).rename("t_s")
+
+
+def mount_column(cap: Capture, frame: pd.DataFrame) -> pd.Series:
+    """The mountpoint of each row's ``(host, bdi)`` from meta (``?`` when unknown), categorical."""
+    mapping = cap.mount_of()
+    values = np.full(len(frame), "?", dtype=object)
+    if len(frame):
+        bdi = frame["bdi"].astype("category")
+        categories = [str(c) for c in bdi.cat.categories]
+        bdi_codes = bdi.cat.codes.to_numpy()
+        host_codes = frame["host"].astype("category").cat.codes.to_numpy()
+        host_names = [str(h) for h in frame["host"].astype("category").cat.categories]
+        for h, host in enumerate(host_names):
+            lookup = np.array([mapping.get((host, c), "?") for c in categories] + ["?"], object)
+            mask = host_codes == h
+            values[mask] = lookup[bdi_codes[mask]]
+    return pd.Series(pd.Categorical(values), index=frame.index, name="mount")
+
+
+def duration_stats(grouped: pd.core.groupby.SeriesGroupBy) -> pd.DataFrame:
+    """count, p50_ms, p99_ms, max_ms, total_ms of a grouped duration_ms series."""
+    out = pd.DataFrame(
+        {
+            "count": grouped.size(),
+            "p50_ms": grouped.quantile(0.5),
+            "p99_ms": grouped.quantile(0.99),
+            "max_ms": grouped.max(),
+            "total_ms": grouped.sum(),
+        }
+    )
+    out["count"] = out["count"].astype(np.int64)
+    return out

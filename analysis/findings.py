@@ -1,0 +1,411 @@
+"""Flags: the findings a kernel or storage engineer acts on, one row per (flag, task, file...).
+
+:func:`flags` returns one DataFrame with the columns of :data:`FLAG_COLUMNS`; rows of the same
+flag, host, path, bdi, task and inode are merged (``count``, ``total_ms``; ``duration_ms`` and the
+evidence are the worst one's). Flags whose events the capture lacks are listed in
+``frame.attrs["not_checked"]`` (flag -> reason) instead of failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fusewb.analysis.capture import Capture
+from fusewb.analysis.requests import WRITE, fuse_requests, inflight_at
+from fusewb.analysis.vm import VMSCAN_THROTTLE_WRITEBACK, dirty_throttling, vm_events
+from fusewb.analysis.waiting import waits
+
+__all__ = [
+    "FlagKind",
+    "FLAG_KINDS",
+    "FLAG_NAMES",
+    "FLAG_COLUMNS",
+    "SEVERITIES",
+    "flags",
+    "parse_flag_names",
+]
+
+SEVERITIES = ["critical", "high", "medium", "low"]
+
+
+@dataclass(frozen=True)
+class FlagKind:
+    """A flag: what raises it, the events it needs, and the kernel mechanism behind it."""
+
+    name: str
+    raised_when: str
+    needs: tuple[str, ...]
+    mechanism: str
+
+
+FLAG_KINDS: dict[str, FlagKind] = {
+    k.name: k
+    for k in [
+        FlagKind(
+            "BLOCKED_WAIT", "a wait on FUSE writeback at or over the threshold", ("waits",),
+            "folio_wait_writeback sleeps until the FUSE server answers the WRITE covering the "
+            "folio, so the server's latency becomes this task's latency",
+        ),
+        FlagKind(
+            "RECLAIM_WAIT", "any wait on FUSE writeback inside memory reclaim", ("waits",),
+            "reclaim waiting on a folio under FUSE writeback ties memory reclaim to a user-space "
+            "server: a server that needs memory to answer deadlocks (kernels before 6.16 "
+            "waited here; 6.16+ skips such folios)",
+        ),
+        FlagKind(
+            "MIGRATION_WAIT", "any wait on FUSE writeback inside migration or compaction",
+            ("waits",),
+            "migration in MIGRATE_SYNC mode waits for writeback to end; a FUSE server decides "
+            "when that is, so compaction, CMA and memory hot-unplug stall behind it (still "
+            "true after 6.16)",
+        ),
+        FlagKind(
+            "SYNC_WAIT", "any wait on FUSE writeback inside sync(2)/syncfs(2)", ("waits",),
+            "sync(2) waits for writeback on every filesystem, so one FUSE server that never "
+            "answers hangs every sync on the host: an unprivileged DoS (6.16 up to the fix "
+            "that skips the integrity wait for FUSE)",
+        ),
+        FlagKind(
+            "SERVER_SELF_WAIT", "the waiter is a thread of the FUSE server of that connection",
+            ("waits",),
+            "the server sleeps on writeback that only its own replies can end: when the thread "
+            "that must answer the WRITE is the one waiting, the connection deadlocks",
+        ),
+        FlagKind(
+            "STALLED_REQUEST", "a FUSE WRITE outstanding over the threshold or never completed",
+            ("requests",),
+            "folios stay under writeback until the server replies to their WRITE (6.16+: no "
+            "temp-page copy), so a held request keeps every waiter on those folios asleep; "
+            "6.15+ request timeouts can bound it",
+        ),
+        FlagKind(
+            "DIRTY_THROTTLE", "balance_dirty_pages paused a writer on a FUSE bdi", ("throttle",),
+            "a FUSE bdi gets max_ratio 1% of the dirty limit, so balance_dirty_pages pauses "
+            "writers early to keep its dirty + writeback pages under that share",
+        ),
+        FlagKind(
+            "RECLAIM_THROTTLE",
+            "reclaim throttled on writeback while FUSE WRITEs were in flight",
+            ("vm:vmscan_throttled", "requests"),
+            "reclaim met folios under writeback and slept in reclaim_throttle(WRITEBACK) for "
+            "writeback progress, which in-flight FUSE WRITEs make only at the server's pace",
+        ),
+        FlagKind(
+            "INCOMPLETE_CAPTURE", "lost events, or the tracer did not stop cleanly", (),
+            "the ring buffer dropped events or the tracer did not flush at exit: counts are "
+            "lower bounds and ongoing waits may be missing",
+        ),
+    ]
+}
+FLAG_NAMES: list[str] = list(FLAG_KINDS)
+
+FLAG_COLUMNS = ["flag", "severity", "host", "path", "pid", "tgid", "comm", "mount", "bdi", "ino",
+                "duration_ms", "ongoing", "count", "total_ms", "evidence", "mechanism"]
+
+_WAIT_KEYS = ["host", "path", "bdi", "pid", "ino"]
+_PATH_FLAGS = {"RECLAIM_WAIT": "reclaim", "MIGRATION_WAIT": "migration", "SYNC_WAIT": "sync"}
+
+
+def parse_flag_names(text: str | None) -> list[str]:
+    """``"BLOCKED_WAIT,sync_wait"`` -> names; raises ValueError naming unknown ones."""
+    if not text:
+        return []
+    names = [part.strip().upper() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in FLAG_KINDS]
+    if unknown:
+        raise ValueError(", ".join(unknown))
+    return names
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.2f} ms"
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in FLAG_COLUMNS})
+
+
+def _wait_flag(
+    w: pd.DataFrame, mask: pd.Series, flag: str, severity: Callable[[pd.DataFrame], np.ndarray],
+    note: str = "",
+) -> pd.DataFrame:
+    chosen = w[mask.to_numpy(dtype=bool)]
+    if chosen.empty:
+        return _empty()
+    grouped = chosen.groupby(_WAIT_KEYS, observed=True, sort=False)
+    worst = chosen.loc[grouped["duration_ms"].idxmax().to_numpy()].reset_index(drop=True)
+    count = grouped.size().to_numpy()
+    total = grouped["duration_ms"].sum().to_numpy()
+    still = grouped["ongoing"].sum().to_numpy()
+    ongoing = still > 0
+    evidence = [
+        f"{n} wait{'s' if n != 1 else ''}{note}{f' ({k} still waiting at the end)' if k else ''},"
+        f" worst {_ms(d)} at {t:.1f}s: {s}"
+        for n, k, d, t, s in zip(count, still, worst["duration_ms"], worst["t_s"], worst["stack"])
+    ]
+    out = pd.DataFrame({
+        "flag": flag,
+        "severity": severity(worst.assign(ongoing=ongoing)),
+        "host": worst["host"].astype(object),
+        "path": worst["path"].astype(object),
+        "pid": worst["pid"].astype("Int64"),
+        "tgid": worst["tgid"].astype("Int64"),
+        "comm": worst["comm"].astype(object),
+        "mount": worst["mount"].astype(object),
+        "bdi": worst["bdi"].astype(object),
+        "ino": worst["ino"].astype("Int64"),
+        "duration_ms": worst["duration_ms"].astype("float64"),
+        "ongoing": ongoing,
+        "count": count.astype(np.int64),
+        "total_ms": total.astype("float64"),
+        "evidence": evidence,
+        "mechanism": FLAG_KINDS[flag].mechanism,
+    })
+    return out
+
+
+def _severity_by_duration(threshold_ms: float) -> Callable[[pd.DataFrame], np.ndarray]:
+    def severity(worst: pd.DataFrame) -> np.ndarray:
+        return np.select(
+            [worst["ongoing"].to_numpy(dtype=bool),
+             worst["duration_ms"].to_numpy() >= max(1000.0, 10 * threshold_ms)],
+            ["critical", "high"], "medium",
+        )
+
+    return severity
+
+
+def _fixed(level: str) -> Callable[[pd.DataFrame], np.ndarray]:
+    def severity(worst: pd.DataFrame) -> np.ndarray:
+        return np.where(worst["ongoing"].to_numpy(dtype=bool), "critical", level)
+
+    return severity
+
+
+def _server_tgids(cap: Capture) -> set[tuple[str, str, int]]:
+    """``(host, bdi, tgid)`` of every FUSE server thread: from meta and from request replies."""
+    bdi_of_connection = {
+        (r.host, int(r.connection)): str(r.bdi)
+        for r in cap.mounts().itertuples(index=False)
+        if r.connection is not None and r.bdi is not None
+    }
+    found: set[tuple[str, str, int]] = set()
+    for src in cap.sources:
+        for thread in src.meta.get("server_threads") or []:
+            if not isinstance(thread, dict) or thread.get("tgid") is None:
+                continue
+            bdi = thread.get("bdi")
+            if bdi is None and thread.get("connection") is not None:
+                bdi = bdi_of_connection.get((src.host, int(thread["connection"])))
+            if bdi is not None:
+                found.add((src.host, str(bdi), int(thread["tgid"])))
+    if cap.recorded("requests"):
+        replies = cap.table("requests")[["host", "bdi", "end_tgid"]].dropna()
+        replies = replies.drop_duplicates()
+        found.update(
+            (str(h), str(b), int(t))
+            for h, b, t in zip(replies["host"], replies["bdi"], replies["end_tgid"])
+        )
+    return found
+
+
+def _wait_flags(cap: Capture, threshold_ms: float) -> list[pd.DataFrame]:
+    w = waits(cap)
+    out = [_wait_flag(w, w["duration_ms"] >= threshold_ms, "BLOCKED_WAIT",
+                      _severity_by_duration(threshold_ms), f" >= {threshold_ms:g} ms")]
+    for flag, path in _PATH_FLAGS.items():
+        out.append(_wait_flag(w, w["path"] == path, flag, _fixed("high")))
+    servers = _server_tgids(cap)
+    if servers and len(w):
+        candidates = w["tgid"].isin({t for _, _, t in servers})
+        keys = zip(w.loc[candidates, "host"].astype(object), w.loc[candidates, "bdi"].astype(object),
+                   w.loc[candidates, "tgid"])
+        hits = np.array([(str(h), str(b), int(t)) in servers for h, b, t in keys], dtype=bool)
+        mask = candidates.copy()
+        mask.loc[candidates] = hits
+        out.append(_wait_flag(w, mask, "SERVER_SELF_WAIT", _fixed("critical"),
+                              " by a thread of this mount's own FUSE server"))
+    return out
+
+
+def _stalled_requests(cap: Capture, threshold_ms: float) -> pd.DataFrame:
+    r = fuse_requests(cap)
+    chosen = r[(r["opcode_name"] == WRITE) & ((r["duration_ms"] >= threshold_ms) | r["ongoing"])]
+    if chosen.empty:
+        return _empty()
+    grouped = chosen.groupby(["host", "bdi"], observed=True, sort=False)
+    worst = chosen.loc[grouped["duration_ms"].idxmax().to_numpy()].reset_index(drop=True)
+    count = grouped.size().to_numpy()
+    never = grouped["ongoing"].sum().to_numpy()
+    evidence = [
+        f"{n} WRITE{'s' if n != 1 else ''} >= {threshold_ms:g} ms or unanswered"
+        f" ({k} never completed); worst unique={u} len={ln} sent at {t:.1f}s by {c}[{p}], "
+        f"{'unanswered after' if o else 'answered after'} {_ms(d)}"
+        for n, k, u, ln, t, c, p, o, d in zip(
+            count, never, worst["unique"], worst["len"], worst["t_s"], worst["comm"],
+            worst["pid"], worst["ongoing"], worst["duration_ms"])
+    ]
+    return pd.DataFrame({
+        "flag": "STALLED_REQUEST",
+        "severity": np.where(never > 0, "critical",
+                             np.where(worst["duration_ms"] >= max(1000.0, 10 * threshold_ms),
+                                      "high", "medium")),
+        "host": worst["host"].astype(object), "path": None,
+        "pid": worst["pid"].astype("Int64"), "tgid": worst["tgid"].astype("Int64"),
+        "comm": worst["comm"].astype(object), "mount": worst["mount"].astype(object),
+        "bdi": worst["bdi"].astype(object), "ino": pd.array([None] * len(worst), dtype="Int64"),
+        "duration_ms": worst["duration_ms"].astype("float64"), "ongoing": never > 0,
+        "count": count.astype(np.int64),
+        "total_ms": grouped["duration_ms"].sum().to_numpy(dtype="float64"),
+        "evidence": evidence, "mechanism": FLAG_KINDS["STALLED_REQUEST"].mechanism,
+    })
+
+
+def _dirty_throttle(cap: Capture) -> pd.DataFrame:
+    t = dirty_throttling(cap)
+    if t.empty:
+        return _empty()
+    evidence = [
+        f"{p} pauses in {e} balance_dirty_pages calls, {_ms(tot)} paused in total (max "
+        f"{_ms(mx)}) between {a:.1f}s and {b:.1f}s; bdi dirty up to {wd} pages vs setpoint {ws}"
+        f" (max_ratio {mr if mr is not None else '?'}%)"
+        for p, e, tot, mx, a, b, wd, ws, mr in zip(
+            t["pauses"], t["events"], t["pause_ms_total"], t["pause_ms_max"], t["first_s"],
+            t["last_s"], t["wb_dirty_max"], t["wb_setpoint_max"], t["max_ratio"])
+    ]
+    total = t["pause_ms_total"].astype("float64")
+    return pd.DataFrame({
+        "flag": "DIRTY_THROTTLE",
+        "severity": np.where(total >= 1000, "high", np.where(total >= 100, "medium", "low")),
+        "host": t["host"].astype(object), "path": None,
+        "pid": t["pid"].astype("Int64"), "tgid": t["tgid"].astype("Int64"),
+        "comm": t["comm"].astype(object), "mount": t["mount"].astype(object),
+        "bdi": t["bdi"].astype(object), "ino": pd.array([None] * len(t), dtype="Int64"),
+        "duration_ms": total, "ongoing": False, "count": t["events"].astype(np.int64),
+        "total_ms": total, "evidence": evidence,
+        "mechanism": FLAG_KINDS["DIRTY_THROTTLE"].mechanism,
+    })
+
+
+def _reclaim_throttle(cap: Capture) -> pd.DataFrame:
+    vm = vm_events(cap)
+    throttled = vm[(vm["kind"] == "vmscan_throttled")
+                   & (vm["reason"].fillna(0).astype(np.int64) & VMSCAN_THROTTLE_WRITEBACK).astype(bool)]
+    if throttled.empty:
+        return _empty()
+    writes = fuse_requests(cap)
+    writes = writes[writes["opcode_name"] == WRITE]
+    pieces = []
+    for host, rows in throttled.groupby("host", observed=True, sort=False):
+        times = rows["ts_ns"].to_numpy(dtype=np.int64)
+        best = np.zeros(len(rows), dtype=np.int64)
+        best_bdi = np.full(len(rows), None, dtype=object)
+        for bdi in writes.loc[writes["host"] == host, "bdi"].astype(object).unique():
+            level = inflight_at(cap, str(host), times, str(bdi))
+            better = level > best
+            best = np.where(better, level, best)
+            best_bdi = np.where(better, bdi, best_bdi)
+        hit = rows.assign(inflight=best, bdi=best_bdi)[best > 0]
+        if not hit.empty:
+            pieces.append(hit)
+    if not pieces:
+        return _empty()
+    hit = pd.concat(pieces, ignore_index=True)
+    hit["delay_ms"] = hit["usec_delayed"].fillna(0).astype("float64") / 1000
+    grouped = hit.groupby(["host", "pid", "bdi"], observed=True, sort=False)
+    worst = hit.loc[grouped["delay_ms"].idxmax().to_numpy()].reset_index(drop=True)
+    count = grouped.size().to_numpy()
+    total = grouped["delay_ms"].sum().to_numpy(dtype="float64")
+    peak = grouped["inflight"].max().to_numpy()
+    mounts = cap.mount_of()
+    evidence = [
+        f"{n} reclaim throttle{'s' if n != 1 else ''} on WRITEBACK, {_ms(tt)} delayed, while up"
+        f" to {pk} FUSE WRITEs were in flight (first at {t:.1f}s)"
+        for n, tt, pk, t in zip(count, total, peak, grouped["t_s"].min())
+    ]
+    return pd.DataFrame({
+        "flag": "RECLAIM_THROTTLE",
+        "severity": np.where(total >= 1000, "high", "medium"),
+        "host": worst["host"].astype(object), "path": "reclaim",
+        "pid": worst["pid"].astype("Int64"), "tgid": worst["tgid"].astype("Int64"),
+        "comm": worst["comm"].astype(object),
+        "mount": [mounts.get((str(h), str(b)), "?") for h, b in zip(worst["host"], worst["bdi"])],
+        "bdi": worst["bdi"].astype(object), "ino": pd.array([None] * len(worst), dtype="Int64"),
+        "duration_ms": total, "ongoing": False, "count": count.astype(np.int64),
+        "total_ms": total, "evidence": evidence,
+        "mechanism": FLAG_KINDS["RECLAIM_THROTTLE"].mechanism,
+    })
+
+
+def _incomplete(cap: Capture) -> pd.DataFrame:
+    rows = []
+    for src in cap.sources:
+        lost = src.lost_total
+        complete = bool(src.meta.get("complete", False))
+        if lost <= 0 and complete:
+            continue
+        parts = []
+        if lost > 0:
+            by_kind = (src.meta.get("lost_events") or {}).get("by_kind") or {}
+            detail = ", ".join(f"{k} {v}" for k, v in by_kind.items() if v)
+            parts.append(f"lost {lost} events" + (f" ({detail})" if detail else ""))
+        if not complete:
+            parts.append("the tracer did not stop cleanly (complete=false)")
+        rows.append({
+            "flag": "INCOMPLETE_CAPTURE", "severity": "high" if lost > 0 else "medium",
+            "host": src.host, "path": None, "pid": None, "tgid": None, "comm": None,
+            "mount": None, "bdi": None, "ino": None, "duration_ms": None, "ongoing": False,
+            "count": max(lost, 1), "total_ms": None, "evidence": "; ".join(parts),
+            "mechanism": FLAG_KINDS["INCOMPLETE_CAPTURE"].mechanism,
+        })
+    return pd.DataFrame(rows, columns=FLAG_COLUMNS) if rows else _empty()
+
+
+def flags(cap: Capture, threshold_ms: float = 50.0) -> pd.DataFrame:
+    """Every flag raised by the capture, most severe and longest first.
+
+    Columns: flag, severity (critical/high/medium/low), host, path (for wait flags and
+    RECLAIM_THROTTLE, else None), pid, tgid, comm, mount, bdi, ino (waits only), duration_ms (the
+    worst; total pause for DIRTY_THROTTLE, total delay for RECLAIM_THROTTLE), ongoing, count
+    (events merged into the row), total_ms, evidence (stack summary or figures), mechanism.
+    ``attrs["not_checked"]``: flag -> why it could not be checked on this capture.
+    """
+    not_checked: dict[str, str] = {}
+
+    def can(flag: str) -> bool:
+        lacking = [n for n in FLAG_KINDS[flag].needs if not cap.recorded(n)]
+        if lacking:
+            not_checked[flag] = f"the capture has no {', '.join(lacking)} events"
+        return not lacking
+
+    pieces: list[pd.DataFrame] = []
+    wait_flags = ["BLOCKED_WAIT", "RECLAIM_WAIT", "MIGRATION_WAIT", "SYNC_WAIT", "SERVER_SELF_WAIT"]
+    if all([can(flag) for flag in wait_flags]):
+        pieces.extend(_wait_flags(cap, threshold_ms))
+    if can("STALLED_REQUEST"):
+        pieces.append(_stalled_requests(cap, threshold_ms))
+    if can("DIRTY_THROTTLE"):
+        pieces.append(_dirty_throttle(cap))
+    if can("RECLAIM_THROTTLE"):
+        pieces.append(_reclaim_throttle(cap))
+    pieces.append(_incomplete(cap))
+    pieces = [p for p in pieces if len(p)]
+    if not pieces:
+        out = _empty()
+    else:
+        out = pd.concat([p.astype({"pid": "Int64", "tgid": "Int64", "ino": "Int64"})
+                         for p in pieces], ignore_index=True)
+        out["duration_ms"] = out["duration_ms"].astype("float64")
+        out["total_ms"] = out["total_ms"].astype("float64")
+        out["ongoing"] = out["ongoing"].astype(bool)
+        rank = out["severity"].map({s: i for i, s in enumerate(SEVERITIES)})
+        order = np.lexsort((-out["duration_ms"].fillna(0).to_numpy(), rank.to_numpy()))
+        out = out.iloc[order].reset_index(drop=True)
+        for column in ("flag", "severity", "host", "path", "comm", "mount", "bdi"):
+            out[column] = out[column].astype("category")
+    out.attrs["not_checked"] = not_checked
+    return out[FLAG_COLUMNS]

@@ -1,0 +1,195 @@
+"""The HTML report: one self-contained file, plots embedded as base64 PNG (matplotlib, Agg).
+
+Plots: wait-duration histogram per path on a log scale, a timeline of in-flight FUSE WRITEs
+against waits, the tasks and the inodes that waited longest. Tables: capture summary, waits per
+path, flags with evidence and mechanism, kernel notes.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from fusewb.analysis.capture import Capture
+from fusewb.analysis.findings import FLAG_KINDS
+from fusewb.analysis.paths import PATH_MECHANISMS, PATHS
+from fusewb.analysis.requests import inflight_writeback
+from fusewb.analysis.waiting import waits
+
+__all__ = ["render_html", "FLAG_ROWS_SHOWN"]
+
+FLAG_ROWS_SHOWN = 500
+
+
+def _png(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="plot" src="data:image/png;base64,{data}">'
+
+
+def _histogram(w: pd.DataFrame) -> Figure | None:
+    durations = w["duration_ms"].to_numpy(dtype="float64")
+    positive = durations[durations > 0]
+    if not len(positive):
+        return None
+    low, high = max(positive.min(), 1e-3), max(positive.max(), 1e-3 * 10)
+    bins = np.logspace(np.log10(low), np.log10(high * 1.01), 40)
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
+    for path in PATHS:
+        values = w.loc[(w["path"] == path).to_numpy() & (durations > 0), "duration_ms"]
+        if len(values):
+            ax.hist(values.to_numpy(), bins=bins, histtype="step", linewidth=1.6,
+                    label=f"{path} ({len(values)})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("wait on FUSE writeback (ms, log)")
+    ax.set_ylabel("waits")
+    ax.set_title("Wait duration per kernel path")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _timeline(cap: Capture, w: pd.DataFrame, threshold_ms: float) -> Figure | None:
+    inflight = inflight_writeback(cap) if cap.recorded("requests") else pd.DataFrame()
+    if inflight.empty and w.empty:
+        return None
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
+    for (host, bdi), group in (inflight.groupby(["host", "bdi"], observed=True)
+                               if len(inflight) else []):
+        label = f"{host} {bdi}" if len(cap.hosts) > 1 else f"bdi {bdi}"
+        ax.step(group["t_s"], group["inflight_writes"], where="post",
+                label=f"WRITEs in flight, {label}")
+    ax.set_xlabel("seconds since capture start")
+    ax.set_ylabel("FUSE WRITEs in flight")
+    if len(w):
+        twin = ax.twinx()
+        for path in PATHS:
+            mine = w[w["path"] == path]
+            if len(mine):
+                twin.scatter(mine["t_s"], mine["duration_ms"].clip(lower=1e-3), s=8, alpha=0.6,
+                             label=f"wait: {path}")
+        twin.axhline(threshold_ms, color="grey", linestyle=":", linewidth=1)
+        twin.set_yscale("log")
+        twin.set_ylabel("wait (ms, log)")
+        twin.legend(fontsize=7, loc="upper right")
+    if len(inflight):
+        ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("In-flight FUSE WRITEs against waits on writeback")
+    return fig
+
+
+def _top_bar(labels: list[str], values: np.ndarray, title: str) -> Figure | None:
+    if not labels:
+        return None
+    fig = Figure(figsize=(9, 0.35 * len(labels) + 1.2))
+    ax = fig.subplots()
+    ax.barh(labels[::-1], values[::-1])
+    ax.set_xlabel("total time waited (ms)")
+    ax.set_title(title)
+    return fig
+
+
+def _top_tasks(w: pd.DataFrame) -> Figure | None:
+    if w.empty:
+        return None
+    totals = w.groupby(["comm", "pid"], observed=True)["duration_ms"].sum().nlargest(10)
+    labels = [f"{comm}[{pid}]" for comm, pid in totals.index]
+    return _top_bar(labels, totals.to_numpy(), "Tasks that waited longest")
+
+
+def _top_inodes(w: pd.DataFrame) -> Figure | None:
+    if w.empty:
+        return None
+    totals = w.groupby(["mount", "ino"], observed=True)["duration_ms"].sum().nlargest(10)
+    labels = [f"{mount} ino {ino}" for mount, ino in totals.index]
+    return _top_bar(labels, totals.to_numpy(), "Inodes waited on longest")
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "<p>none</p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape('' if r.get(c) is None else str(r.get(c)))}</td>"
+                         for c in columns) + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+_STYLE = """
+body { font-family: sans-serif; margin: 2em; max-width: 80em; }
+table { border-collapse: collapse; font-size: 0.85em; margin-bottom: 1em; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; vertical-align: top; }
+th { background: #eee; } .critical { color: #b00; font-weight: bold; }
+img { max-width: 100%; display: block; margin: 1em 0; }
+"""
+
+
+def render_html(cap: Capture, report: dict[str, Any]) -> str:
+    """The whole HTML document for ``report`` (from ``build_report``) of ``cap``."""
+    w = waits(cap) if cap.recorded("waits") else pd.DataFrame(
+        columns=["duration_ms", "path", "t_s", "comm", "pid", "mount", "ino"])
+    threshold = report["threshold_ms"]
+    figures = [_histogram(w), _timeline(cap, w, threshold), _top_tasks(w), _top_inodes(w)]
+    images = "".join(_png(f) for f in figures if f is not None) or "<p>no waits to plot</p>"
+    capture = report["capture"]
+    sources = [
+        {**s, "lost_events": (s["lost_events"] or {}).get("total", 0),
+         "mounts": ", ".join(f"{m.get('mountpoint')} ({m.get('bdi')})" for m in s["mounts"])}
+        for s in capture["sources"]
+    ]
+    flag_rows = report["flags"][:FLAG_ROWS_SHOWN]
+    more = len(report["flags"]) - len(flag_rows)
+    mechanisms = [{"flag": k, "mechanism": FLAG_KINDS[k].mechanism}
+                  for k in report["flag_counts"]]
+    path_notes = [{"path": r["path"], "mechanism": PATH_MECHANISMS.get(r["path"], "")}
+                  for r in report["waits_by_path"]]
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>fusewb report: {html.escape(capture['path'])}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>fusewb report</h1><p>{html.escape(capture['path'])} &middot; threshold "
+        f"{threshold:g} ms &middot; {html.escape(report['generator'])}</p>",
+        "<h2>Capture</h2>",
+        _table(sources, ["host", "kernel_release", "plan", "duration_s", "complete",
+                         "lost_events", "mounts"]),
+        "<h2>Flags</h2>",
+        "<p>" + html.escape(", ".join(f"{n} {k}" for k, n in report["flag_counts"].items())
+                            or "none") + "</p>",
+        _table(flag_rows, ["flag", "severity", "host", "path", "comm", "pid", "mount", "bdi",
+                           "ino", "duration_ms", "ongoing", "count", "evidence"]),
+        f"<p>... {more} more flags (see --format json)</p>" if more > 0 else "",
+        _table(mechanisms, ["flag", "mechanism"]),
+        "".join(f"<p>not checked: {html.escape(k)} ({html.escape(v)})</p>"
+                for k, v in report["not_checked"].items()),
+        "<h2>Waits per path</h2>",
+        _table(report["waits_by_path"], ["host", "path", "count", "ongoing", "p50_ms", "p99_ms",
+                                         "max_ms", "total_ms", "tasks", "inodes"]),
+        _table(path_notes, ["path", "mechanism"]),
+        "<h2>Plots</h2>", images,
+        "<h2>FUSE requests per opcode</h2>",
+        _table(report["requests_by_opcode"], ["host", "mount", "opcode_name", "count", "ongoing",
+                                              "errors", "bytes", "p50_ms", "p99_ms", "max_ms"]),
+        "<h2>Dirty throttling</h2>",
+        _table(report["dirty_throttling"], ["host", "mount", "comm", "pid", "pauses",
+                                            "pause_ms_total", "pause_ms_max", "max_ratio"]),
+        "<h2>Reclaim and migration</h2>",
+        _table(report["reclaim"] + report["migration"],
+               ["host", "kind", "events", "total_ms", "max_ms", "nr_scanned", "nr_reclaimed",
+                "nr_writeback", "succeeded", "failed", "throttled_writeback"]),
+        "<h2>What this kernel did</h2>",
+        "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report["kernel_notes"]) + "</ul>"
+        if report["kernel_notes"] else "<p>nothing to note</p>",
+        "</body></html>",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,321 @@
+"""Reports: one JSON-able dict built from a capture, rendered as terminal text or JSON.
+
+The JSON schema (``REPORT_VERSION``) is stable: top-level ``report_version``, ``generator``,
+``threshold_ms``, ``capture`` (path, hosts, kernel_release, plan, duration_s, complete,
+``lost_events`` (int, total over hosts), sources[] with per-host detail), ``waits_by_path``,
+``requests_by_opcode``, ``dirty_throttling``, ``reclaim``, ``migration``, ``flags`` (items with
+flag, severity, host, path, bdi, mount, pid, tgid, comm, ino, duration_ms, ongoing, count,
+total_ms, evidence, mechanism), ``flag_counts``, ``not_checked`` and ``kernel_notes``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusewb import __version__
+from fusewb.analysis.capture import Capture, load_capture
+from fusewb.analysis.findings import FLAG_KINDS, FLAG_NAMES, flags
+from fusewb.analysis.paths import PATH_MECHANISMS
+from fusewb.analysis.requests import requests_by_opcode
+from fusewb.analysis.vm import dirty_throttling, migration_activity, reclaim_activity
+from fusewb.analysis.waiting import wait_paths
+from fusewb.errors import FusewbError
+from fusewb.schema import TABLES
+
+__all__ = ["REPORT_VERSION", "FORMATS", "build_report", "render_text", "render_json", "records",
+           "kernel_version", "render_report", "RenderedReport"]
+
+REPORT_VERSION = 1
+FORMATS = ("text", "json", "html")
+FLAGS_PER_KIND = 8  # text report: rows shown per flag kind before "... N more"
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as plain-Python dicts (NaN/NA -> None, numpy scalars -> int/float/bool/str)."""
+    out = []
+    for row in frame.astype(object).to_dict("records"):
+        out.append({str(k): _plain(v) for k, v in row.items()})
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else round(float(value), 3)
+    return str(value)
+
+
+def kernel_version(release: str | None) -> tuple[int, int] | None:
+    """``"6.18.44-fc"`` -> ``(6, 18)``; None when unparsable."""
+    match = re.match(r"(\d+)\.(\d+)", release or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _optional(cap: Capture, needs: list[str], build: Any) -> list[dict[str, Any]]:
+    return records(build(cap)) if all(cap.recorded(n) for n in needs) else []
+
+
+def _capture_summary(cap: Capture) -> dict[str, Any]:
+    sources = []
+    for src in cap.sources:
+        meta = src.meta
+        end = src.end_ns
+        sources.append({
+            "host": src.host,
+            "path": str(src.path),
+            "kernel_release": meta.get("kernel_release"),
+            "plan": meta.get("plan"),
+            "fusewb_version": meta.get("fusewb_version"),
+            "schema_version": meta.get("schema_version"),
+            "duration_s": round((end - src.start_ns) / 1e9, 3) if end else None,
+            "complete": bool(meta.get("complete", False)),
+            "lost_events": meta.get("lost_events") or {"total": 0},
+            "mounts": [m for m in meta.get("mounts") or [] if isinstance(m, dict)],
+            "tables": meta.get("tables") or {},
+            "probes": meta.get("probes") or [],
+            "counters": meta.get("counters") or {},
+        })
+    first = sources[0]
+    durations = [s["duration_s"] for s in sources if s["duration_s"] is not None]
+    return {
+        "path": str(cap.path),
+        "hosts": cap.hosts,
+        "kernel_release": first["kernel_release"],
+        "plan": first["plan"],
+        "duration_s": max(durations) if durations else None,
+        "complete": all(s["complete"] for s in sources),
+        "lost_events": sum(src.lost_total for src in cap.sources),
+        "sources": sources,
+    }
+
+
+def _kernel_notes(cap: Capture, paths: pd.DataFrame) -> list[str]:
+    notes = []
+    for src in cap.sources:
+        version = kernel_version(src.meta.get("kernel_release"))
+        if version is None:
+            continue
+        prefix = f"{src.host} ({src.meta.get('kernel_release')}): " if len(cap.sources) > 1 else ""
+        mine = paths[paths["host"].astype(object) == src.host] if len(paths) else paths
+        counts = dict(zip(mine["path"].astype(object), mine["count"])) if len(mine) else {}
+        if cap.recorded("vm") and cap.recorded("waits"):
+            vm = cap.table("vm")
+            vm = vm[(vm["host"].astype(object) == src.host) & (vm["kind"] == "shrink_inactive")]
+            met = int(vm["nr_writeback"].fillna(0).sum())
+            if met and not counts.get("reclaim"):
+                if version >= (6, 16):
+                    notes.append(
+                        f"{prefix}reclaim met {met} folios under writeback (any filesystem) and "
+                        "no task waited on FUSE writeback in reclaim: 6.16+ skips folios of FUSE "
+                        "mappings in reclaim instead of waiting on the server"
+                    )
+                else:
+                    notes.append(f"{prefix}reclaim met {met} folios under writeback, none of FUSE")
+        if counts.get("reclaim") and version >= (6, 16):
+            notes.append(f"{prefix}reclaim waited on FUSE writeback although 6.16+ should skip "
+                         "such folios: check the mapping flag on this kernel")
+        elif counts.get("reclaim"):
+            notes.append(f"{prefix}reclaim waited on FUSE writeback, as kernels before 6.16 do "
+                         "(deadlock risk if the server needs memory)")
+        if counts.get("sync"):
+            notes.append(f"{prefix}sync(2)/syncfs(2) waited on FUSE writeback: this kernel lacks "
+                         "the fix that skips the integrity wait for FUSE")
+        if counts.get("migration"):
+            notes.append(f"{prefix}migration/compaction waited on FUSE writeback "
+                         "(MIGRATE_SYNC; no kernel release avoids this yet)")
+        if version < (6, 12) and not cap.recorded("requests"):
+            notes.append(f"{prefix}no fuse:fuse_request_* tracepoints before 6.12: FUSE "
+                         "requests were not traced")
+    return notes
+
+
+def build_report(cap: Capture, threshold_ms: float = 50.0) -> dict[str, Any]:
+    """Everything the text, JSON and HTML reports show, as plain Python data."""
+    paths = wait_paths(cap) if cap.recorded("waits") else pd.DataFrame(
+        columns=["host", "path", "count"])
+    raised = flags(cap, threshold_ms)
+    counts = raised["flag"].astype(object).value_counts() if len(raised) else pd.Series(dtype=int)
+    return {
+        "report_version": REPORT_VERSION,
+        "generator": f"fusewb {__version__}",
+        "threshold_ms": float(threshold_ms),
+        "capture": _capture_summary(cap),
+        "waits_by_path": records(paths),
+        "requests_by_opcode": _optional(cap, ["requests"], requests_by_opcode),
+        "dirty_throttling": _optional(cap, ["throttle"], dirty_throttling),
+        "reclaim": _optional(cap, ["vm"], reclaim_activity),
+        "migration": _optional(cap, ["vm"], migration_activity),
+        "flags": records(raised),
+        "flag_counts": {name: int(counts.get(name, 0)) for name in FLAG_NAMES if counts.get(name)},
+        "not_checked": dict(raised.attrs.get("not_checked", {})),
+        "kernel_notes": _kernel_notes(cap, paths),
+    }
+
+
+def render_json(report: dict[str, Any]) -> str:
+    """The report as JSON (stable keys, see the module docstring)."""
+    return json.dumps(report, indent=2, sort_keys=False) + "\n"
+
+
+def _fmt_ms(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if value >= 100 else f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def _task(item: dict[str, Any]) -> str:
+    if item.get("pid") is None:
+        return "-"
+    return f"{item.get('comm') or '?'}[{item['pid']}]"
+
+
+def _where(item: dict[str, Any]) -> str:
+    if item.get("bdi") is None:
+        return ""
+    where = f"{item.get('mount') or '?'} (bdi {item['bdi']})"
+    if item.get("ino") is not None:
+        where += f" ino {item['ino']}"
+    return where
+
+
+def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) -> str:
+    """A terminal report: capture summary, waits per path, requests, flags, mechanisms, notes."""
+    cap = report["capture"]
+    multi = len(cap["hosts"]) > 1
+    lines = [f"fusewb analysis of {cap['path']}"
+             + (f" ({len(cap['hosts'])} hosts)" if multi else "")]
+    for src in cap["sources"]:
+        lost = (src["lost_events"] or {}).get("total", 0)
+        duration = f"{src['duration_s']:.1f} s" if src["duration_s"] is not None else "unknown"
+        lines.append(
+            f"  host {src['host']}  kernel {src['kernel_release']}  plan {src['plan']}  "
+            f"duration {duration}  lost events {lost}"
+            f"{'' if src['complete'] else '  INCOMPLETE (tracer did not stop cleanly)'}"
+        )
+        for m in src["mounts"]:
+            ratio = f", max_ratio {m.get('max_ratio')}%" if m.get("max_ratio") is not None else ""
+            lines.append(f"    mount {m.get('mountpoint')}  bdi {m.get('bdi')}  "
+                         f"{m.get('fstype')}{ratio}")
+    lines.append("")
+    lines.append("Waits on FUSE writeback, per path")
+    if report["waits_by_path"]:
+        lines.append(f"  {'host  ' if multi else ''}{'path':<13}{'count':>8}{'ongoing':>9}"
+                     f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'tasks':>7}")
+        for row in report["waits_by_path"]:
+            lines.append(
+                f"  {row['host'] + '  ' if multi else ''}{row['path']:<13}{row['count']:>8}"
+                f"{row['ongoing']:>9}{_fmt_ms(row['p50_ms']):>9}{_fmt_ms(row['p99_ms']):>9}"
+                f"{_fmt_ms(row['max_ms']):>9}{row['tasks']:>7}"
+            )
+    else:
+        lines.append("  none")
+    if report["requests_by_opcode"]:
+        lines.append("")
+        lines.append("FUSE requests, per opcode (most time first)")
+        lines.append(f"  {'opcode':<12}{'count':>9}{'ongoing':>9}{'errors':>8}"
+                     f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}  mount")
+        for row in report["requests_by_opcode"][:8]:
+            lines.append(
+                f"  {row['opcode_name']:<12}{row['count']:>9}{row['ongoing']:>9}"
+                f"{row['errors']:>8}{_fmt_ms(row['p50_ms']):>9}{_fmt_ms(row['p99_ms']):>9}"
+                f"{_fmt_ms(row['max_ms']):>9}  {row['mount']}"
+            )
+    lines.append("")
+    items = report["flags"]
+    summary = ", ".join(f"{n} {k}" for k, n in report["flag_counts"].items())
+    lines.append(f"Flags (threshold {report['threshold_ms']:g} ms): {summary or 'none'}")
+    for name in FLAG_NAMES:
+        mine = [f for f in items if f["flag"] == name]
+        if not mine:
+            continue
+        lines.append(f"{name} ({len(mine)}): {FLAG_KINDS[name].raised_when}")
+        for item in mine[:flags_per_kind]:
+            duration = _fmt_ms(item["duration_ms"])
+            host = f"{item['host']}  " if multi else ""
+            lines.append(
+                f"  {item['severity']:<8} {host}{_task(item)}  {_where(item)}  "
+                f"{duration} ms{' ONGOING' if item['ongoing'] else ''}".rstrip()
+            )
+            lines.append(f"      {item['evidence']}")
+        if len(mine) > flags_per_kind:
+            lines.append(f"  ... {len(mine) - flags_per_kind} more")
+        lines.append(f"  why: {FLAG_KINDS[name].mechanism}")
+    for name, why in report["not_checked"].items():
+        lines.append(f"not checked: {name} ({why})")
+    raised_paths = {r["path"] for r in report["waits_by_path"]}
+    if raised_paths:
+        lines.append("")
+        lines.append("Kernel mechanisms of the paths seen")
+        for path, mechanism in PATH_MECHANISMS.items():
+            if path in raised_paths:
+                lines.append(f"  {path}: {mechanism}")
+    if report["kernel_notes"]:
+        lines.append("")
+        lines.append("What this kernel did")
+        lines.extend(f"  - {note}" for note in report["kernel_notes"])
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class RenderedReport:
+    """What :func:`render_report` produced: the report data, its rendering, the flags raised."""
+
+    report: dict[str, Any]
+    text: str
+    raised: frozenset[str]
+    output: Path | None
+
+
+def render_report(
+    capture_path: str | Path,
+    fmt: str = "text",
+    threshold_ms: float = 50.0,
+    out: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RenderedReport:
+    """Analyse ``capture_path`` and render it as ``fmt`` (text, json or html) into ``out``.
+
+    With ``out`` the rendering is written there (html needs it); without, it is only returned.
+    Raises ``FusewbError`` subclasses (one line, exit 2) for unreadable captures.
+    """
+    if fmt not in FORMATS:
+        raise FusewbError(f"unknown report format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    cap = load_capture(capture_path, progress=progress)
+    for table in TABLES:
+        cap.table(table)  # read everything now: a corrupt part fails here, on one line
+    if progress is not None:
+        progress("analysing")
+    report = build_report(cap, threshold_ms)
+    if fmt == "json":
+        text = render_json(report)
+    elif fmt == "html":
+        from fusewb.analysis.html import render_html
+
+        if progress is not None:
+            progress("plotting")
+        text = render_html(cap, report)
+    else:
+        text = render_text(report)
+    target = Path(out) if out is not None else None
+    if target is not None:
+        try:
+            target.write_text(text)
+        except OSError as exc:
+            raise FusewbError(f"cannot write {target}: {exc.strerror}",
+                              "choose a writable -o path") from None
+    raised = frozenset(str(item["flag"]) for item in report["flags"])
+    return RenderedReport(report=report, text=text, raised=raised, output=target)

@@ -1,0 +1,145 @@
+"""Questions about FUSE requests: each request, requests per opcode, in-flight writeback over time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fusewb.analysis.capture import Capture
+from fusewb.analysis.common import NS_PER_MS, duration_stats, mount_column, requires, seconds_since_start
+
+__all__ = ["fuse_requests", "requests_by_opcode", "inflight_writeback", "inflight_at", "WRITE"]
+
+WRITE = "WRITE"
+
+
+@requires("requests")
+def fuse_requests(cap: Capture) -> pd.DataFrame:
+    """Every FUSE request, send joined with end.
+
+    Columns: host, t_s, send_ts_ns, end_ts_ns, duration_ms, ongoing, connection, bdi, mount,
+    unique, opcode, opcode_name, len, error, pid, tgid, comm, end_pid, end_tgid, end_comm.
+    """
+
+    def build() -> pd.DataFrame:
+        frame = cap.table("requests").copy()
+        frame["duration_ms"] = frame["duration_ns"].astype("float64") / NS_PER_MS
+        frame["t_s"] = seconds_since_start(cap, frame, "send_ts_ns")
+        frame["mount"] = mount_column(cap, frame)
+        columns = ["host", "t_s", "send_ts_ns", "end_ts_ns", "duration_ms", "ongoing",
+                   "connection", "bdi", "mount", "unique", "opcode", "opcode_name", "len",
+                   "error", "pid", "tgid", "comm", "end_pid", "end_tgid", "end_comm"]
+        return frame[columns].sort_values(["host", "send_ts_ns"], kind="stable").reset_index(
+            drop=True
+        )
+
+    return cap.derived("requests", build)
+
+
+@requires("requests")
+def requests_by_opcode(cap: Capture) -> pd.DataFrame:
+    """FUSE requests per host, bdi and opcode, most time first.
+
+    Columns: host, bdi, mount, opcode_name, count, ongoing, errors (replies with error != 0),
+    bytes (sum of len), p50_ms, p99_ms, max_ms, total_ms.
+    """
+    frame = fuse_requests(cap)
+    columns = ["host", "bdi", "mount", "opcode_name", "count", "ongoing", "errors", "bytes",
+               "p50_ms", "p99_ms", "max_ms", "total_ms"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    keys = ["host", "bdi", "mount", "opcode_name"]
+    frame = frame.assign(failed=frame["error"].fillna(0).ne(0))
+    grouped = frame.groupby(keys, observed=True, sort=False)
+    out = duration_stats(grouped["duration_ms"])
+    out["ongoing"] = grouped["ongoing"].sum().astype(np.int64)
+    out["errors"] = grouped["failed"].sum().astype(np.int64)
+    out["bytes"] = grouped["len"].sum().astype(np.int64)
+    out = out.reset_index().sort_values("total_ms", ascending=False, kind="stable")
+    return out[columns].reset_index(drop=True)
+
+
+def _end_times(cap: Capture, frame: pd.DataFrame) -> np.ndarray:
+    """End of each request; ongoing ones end at their host's capture end (or never)."""
+    ends = frame["end_ts_ns"].astype("float64").to_numpy(copy=True)
+    fallback = (frame["send_ts_ns"] + frame["duration_ns"]).astype("float64").to_numpy()
+    missing = np.isnan(ends)
+    ends[missing] = fallback[missing]
+    ends[frame["ongoing"].to_numpy(dtype=bool)] = np.inf
+    return ends
+
+
+def inflight_at(cap: Capture, host: str, times_ns: np.ndarray, bdi: str | None = None) -> np.ndarray:
+    """How many FUSE WRITEs of ``host`` (optionally one bdi) were in flight at each time."""
+    frame = cap.table("requests") if cap.recorded("requests") else None
+    if frame is None or frame.empty:
+        return np.zeros(len(times_ns), dtype=np.int64)
+    mask = (frame["host"] == host) & (frame["opcode_name"] == WRITE)
+    if bdi is not None:
+        mask &= frame["bdi"] == bdi
+    writes = frame[mask]
+    sends = np.sort(writes["send_ts_ns"].to_numpy(dtype="float64"))
+    ends = np.sort(_end_times(cap, writes))
+    times = np.asarray(times_ns, dtype="float64")
+    return (np.searchsorted(sends, times, "right") - np.searchsorted(ends, times, "right")).astype(
+        np.int64
+    )
+
+
+@requires("requests")
+def inflight_writeback(cap: Capture, bin_ms: float = 100.0) -> pd.DataFrame:
+    """FUSE WRITE requests in flight over time, per host and bdi, with waits in progress.
+
+    Columns: host, bdi, mount, t_s (bin start, seconds since capture start), inflight_writes (most
+    WRITEs in flight at once during the bin), inflight_bytes (bytes of WRITEs in flight at the bin
+    start), waiting_tasks (waits on that bdi in progress at the bin start; 0 without waits).
+    """
+    frame = cap.table("requests")
+    columns = ["host", "bdi", "mount", "t_s", "inflight_writes", "inflight_bytes", "waiting_tasks"]
+    writes = frame[frame["opcode_name"] == WRITE]
+    if writes.empty:
+        return pd.DataFrame(columns=columns)
+    wait_table = cap.table("waits") if cap.recorded("waits") else None
+    bin_ns = max(int(bin_ms * NS_PER_MS), 1)
+    pieces = []
+    for (host, bdi), group in writes.groupby(["host", "bdi"], observed=True, sort=True):
+        start = cap.source(str(host)).start_ns
+        sends = group["send_ts_ns"].to_numpy(dtype=np.int64)
+        ends = _end_times(cap, group)
+        finite_end = np.where(np.isfinite(ends), ends, sends).astype(np.int64)
+        stop = cap.source(str(host)).end_ns or int(max(sends.max(), finite_end.max()))
+        edges = np.arange(start, max(stop, start + 1) + bin_ns, bin_ns, dtype=np.int64)
+        # sweep line: level after each send/end event
+        times = np.concatenate([sends, np.where(np.isfinite(ends), ends, np.inf)])
+        steps = np.concatenate([np.ones(len(sends)), -np.ones(len(sends))])
+        lengths = np.concatenate([group["len"].fillna(0).to_numpy(dtype="float64")] * 2) * steps
+        order = np.argsort(times, kind="stable")
+        times, steps, lengths = times[order], steps[order], lengths[order]
+        level = np.cumsum(steps)
+        level_bytes = np.cumsum(lengths)
+        at_start = np.searchsorted(times, edges[:-1], "right") - 1
+        level_start = np.where(at_start >= 0, level[np.maximum(at_start, 0)], 0)
+        bytes_start = np.where(at_start >= 0, level_bytes[np.maximum(at_start, 0)], 0)
+        peak = level_start.copy()
+        bin_of_event = np.searchsorted(edges, times, "right") - 1
+        valid = (bin_of_event >= 0) & (bin_of_event < len(peak))
+        np.maximum.at(peak, bin_of_event[valid], level[valid])
+        waiting = np.zeros(len(peak), dtype=np.int64)
+        if wait_table is not None and len(wait_table):
+            w = wait_table[(wait_table["host"] == host) & (wait_table["bdi"] == bdi)]
+            w_start = np.sort(w["ts_ns"].to_numpy(dtype="float64"))
+            w_end = np.sort((w["ts_ns"] + w["duration_ns"]).to_numpy(dtype="float64"))
+            probe = edges[:-1].astype("float64")
+            waiting = np.searchsorted(w_start, probe, "right") - np.searchsorted(w_end, probe, "right")
+        pieces.append(pd.DataFrame({
+            "host": host, "bdi": bdi,
+            "t_s": (edges[:-1] - start) / 1e9,
+            "inflight_writes": peak.astype(np.int64),
+            "inflight_bytes": bytes_start.astype(np.int64),
+            "waiting_tasks": np.asarray(waiting, dtype=np.int64),
+        }))
+    out = pd.concat(pieces, ignore_index=True)
+    out["host"] = pd.Categorical(out["host"].astype(object), categories=cap.hosts)
+    out["bdi"] = out["bdi"].astype("category")
+    out["mount"] = mount_column(cap, out)
+    return out[columns]
