@@ -54,6 +54,14 @@ TABLE_PROBES: dict[str, tuple[str, ...]] = {
 }
 
 
+# meta.json keys the analysis reads, and the JSON types they must have when present.
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "host": (str,), "kernel_release": (str,), "plan": (str,), "probes": (list,),
+    "mounts": (list,), "start_monotonic_ns": (int,), "end_monotonic_ns": (int,),
+    "complete": (bool,), "lost_events": (dict,), "server_threads": (list,), "tables": (dict,),
+}
+
+
 class CaptureError(FusewbError):
     """A capture that cannot be read: missing, empty, truncated, corrupt or from a newer fusewb."""
 
@@ -233,6 +241,12 @@ def _read_meta(folder: Path) -> dict[str, Any]:
         )
     if version < 1:
         raise _fail(f"{meta_path} has an invalid schema_version {version}", "trace again")
+    for key, types in _META_TYPES.items():
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)
+                                  and bool not in types):
+            raise _fail(f"{meta_path} is corrupt ({key} is a {type(value).__name__})",
+                        "trace again")
     return meta
 
 
@@ -310,8 +324,10 @@ def _read_part(part: Path, schema: pa.Schema) -> pa.Table:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "magic bytes" in reason:
+            reason = "not a complete Parquet file"
         raise _fail(
-            f"{part} is truncated or corrupt ({reason[:120]})",
+            f"{part} is truncated or corrupt ({reason.replace(str(part), 'part')[:120]})",
             "trace again, or move that part aside to analyse the rest",
         ) from None
     missing = [f.name for f in schema if f.name not in table.column_names]

@@ -25,6 +25,7 @@ from fusewb.analysis.waiting import waits
 __all__ = ["render_html", "FLAG_ROWS_SHOWN"]
 
 FLAG_ROWS_SHOWN = 500
+SCATTER_POINTS = 5000  # most waits drawn on the timeline
 
 
 def _png(fig: Figure) -> str:
@@ -61,29 +62,33 @@ def _timeline(cap: Capture, w: pd.DataFrame, threshold_ms: float) -> Figure | No
     inflight = inflight_writeback(cap) if cap.recorded("requests") else pd.DataFrame()
     if inflight.empty and w.empty:
         return None
-    fig = Figure(figsize=(9, 4))
-    ax = fig.subplots()
-    for (host, bdi), group in (inflight.groupby(["host", "bdi"], observed=True)
-                               if len(inflight) else []):
-        label = f"{host} {bdi}" if len(cap.hosts) > 1 else f"bdi {bdi}"
-        ax.step(group["t_s"], group["inflight_writes"], where="post",
-                label=f"WRITEs in flight, {label}")
-    ax.set_xlabel("seconds since capture start")
-    ax.set_ylabel("FUSE WRITEs in flight")
-    if len(w):
-        twin = ax.twinx()
-        for path in PATHS:
-            mine = w[w["path"] == path]
-            if len(mine):
-                twin.scatter(mine["t_s"], mine["duration_ms"].clip(lower=1e-3), s=8, alpha=0.6,
-                             label=f"wait: {path}")
-        twin.axhline(threshold_ms, color="grey", linestyle=":", linewidth=1)
-        twin.set_yscale("log")
-        twin.set_ylabel("wait (ms, log)")
-        twin.legend(fontsize=7, loc="upper right")
+    fig = Figure(figsize=(9, 5.5))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 1.4]})
     if len(inflight):
-        ax.legend(fontsize=7, loc="upper left")
-    ax.set_title("In-flight FUSE WRITEs against waits on writeback")
+        for (host, bdi), group in inflight.groupby(["host", "bdi"], observed=True):
+            label = f"{host} {bdi}" if len(cap.hosts) > 1 else f"bdi {bdi}"
+            top.step(group["t_s"], group["inflight_writes"], where="post", label=label)
+        top.legend(fontsize=7, loc="upper right")
+    top.set_ylabel("WRITEs in flight")
+    top.set_title("In-flight FUSE WRITEs against waits on writeback")
+    shown = w
+    if len(w) > SCATTER_POINTS:
+        # keep every wait over the threshold, thin out the short ones evenly
+        long = w[w["duration_ms"] >= threshold_ms]
+        short = w[w["duration_ms"] < threshold_ms]
+        step = max(len(short) // max(SCATTER_POINTS - len(long), 1), 1)
+        shown = pd.concat([long, short.iloc[::step]])
+    for path in PATHS:
+        mine = shown[shown["path"] == path]
+        if len(mine):
+            bottom.scatter(mine["t_s"], mine["duration_ms"].clip(lower=1e-3), s=8, alpha=0.6,
+                           label=path)
+    if len(shown):
+        bottom.axhline(threshold_ms, color="grey", linestyle=":", linewidth=1)
+        bottom.set_yscale("log")
+        bottom.legend(fontsize=7, loc="upper right", ncol=3)
+    bottom.set_ylabel("wait (ms, log)")
+    bottom.set_xlabel("seconds since capture start (wait start)")
     return fig
 
 

@@ -1,0 +1,136 @@
+"""Flags over small synthetic captures with known answers: every flag, and none when healthy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fusewb.analysis.capture import load_capture
+from fusewb.analysis.findings import FLAG_COLUMNS, FLAG_NAMES, flags, parse_flag_names
+from fusewb.analysis.synthetic import make_meta, write_capture
+from tests.analysis_cases import SERVER_TGID, STACK_IDS, at, clean_capture, everything_capture
+
+MS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def raised(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    folder = everything_capture(tmp_path_factory.mktemp("cap") / "everything")
+    return flags(load_capture(folder), threshold_ms=50)
+
+
+def _only(frame: pd.DataFrame, flag: str) -> pd.DataFrame:
+    return frame[frame["flag"] == flag]
+
+
+def test_every_flag_is_raised(raised: pd.DataFrame) -> None:
+    assert list(raised.columns) == FLAG_COLUMNS
+    assert set(raised["flag"].astype(str)) == set(FLAG_NAMES)
+    assert raised.attrs["not_checked"] == {}
+    assert raised["mechanism"].str.len().gt(40).all()
+
+
+def test_blocked_wait(raised: pd.DataFrame) -> None:
+    blocked = _only(raised, "BLOCKED_WAIT").set_index("pid")
+    assert sorted(blocked.index) == [100, 102, SERVER_TGID + 1]  # 120, 3000 (ongoing), 80 ms
+    assert blocked.loc[100, "duration_ms"] == pytest.approx(120)
+    assert blocked.loc[100, "path"] == "fsync" and blocked.loc[100, "ino"] == 11
+    assert blocked.loc[100, "mount"] == "/mnt/fusewb" and blocked.loc[100, "bdi"] == "0:52"
+    assert "fuse_fsync" in blocked.loc[100, "evidence"]
+    assert blocked.loc[102, "ongoing"] and blocked.loc[102, "severity"] == "critical"
+    assert not blocked.loc[100, "ongoing"] and blocked.loc[100, "severity"] == "medium"
+
+
+@pytest.mark.parametrize(("flag", "pid", "path", "frame"), [
+    ("RECLAIM_WAIT", 101, "reclaim", "shrink_folio_list"),
+    ("MIGRATION_WAIT", 102, "migration", "migrate_pages"),
+    ("SYNC_WAIT", 103, "sync", "wait_sb_inodes"),
+])
+def test_path_waits_any_duration(raised: pd.DataFrame, flag: str, pid: int, path: str,
+                                 frame: str) -> None:
+    rows = _only(raised, flag)
+    assert list(rows["pid"]) == [pid]
+    row = rows.iloc[0]
+    assert row["path"] == path and frame in row["evidence"]
+    assert row["duration_ms"] < 50 or row["ongoing"]  # raised below the threshold too
+
+
+def test_ongoing_migration_wait_is_critical(raised: pd.DataFrame) -> None:
+    row = _only(raised, "MIGRATION_WAIT").iloc[0]
+    assert row["ongoing"] and row["severity"] == "critical"
+    assert row["duration_ms"] == pytest.approx(3000)
+    assert "still waiting" in row["evidence"]
+    assert raised.iloc[0]["severity"] == "critical"  # most severe first
+
+
+def test_server_self_wait(raised: pd.DataFrame) -> None:
+    rows = _only(raised, "SERVER_SELF_WAIT")
+    assert list(rows["tgid"]) == [SERVER_TGID]
+    assert rows.iloc[0]["path"] == "close" and rows.iloc[0]["severity"] == "critical"
+
+
+def test_stalled_request(raised: pd.DataFrame) -> None:
+    rows = _only(raised, "STALLED_REQUEST")
+    assert len(rows) == 1
+    row = rows.iloc[0]
+    assert row["count"] == 2  # the 200 ms WRITE and the unanswered one, not the slow GETATTR
+    assert row["ongoing"] and row["severity"] == "critical"
+    assert row["duration_ms"] == pytest.approx(9000)
+    assert "1 never completed" in row["evidence"] and "unique=6" in row["evidence"]
+
+
+def test_dirty_throttle_totals(raised: pd.DataFrame) -> None:
+    row = _only(raised, "DIRTY_THROTTLE").iloc[0]
+    assert row["pid"] == 100 and row["count"] == 3
+    assert row["total_ms"] == pytest.approx(200) and row["duration_ms"] == pytest.approx(200)
+    assert "max 100 ms" in row["evidence"] and "max_ratio 1%" in row["evidence"]
+
+
+def test_reclaim_throttle_only_with_writes_in_flight(raised: pd.DataFrame) -> None:
+    rows = _only(raised, "RECLAIM_THROTTLE")
+    assert list(rows["pid"]) == [90]  # not pid 92 (nothing in flight), not 91 (ISOLATED)
+    assert rows.iloc[0]["duration_ms"] == pytest.approx(100)
+    assert rows.iloc[0]["bdi"] == "0:52" and "1 FUSE WRITEs" in rows.iloc[0]["evidence"]
+
+
+def test_incomplete_capture(raised: pd.DataFrame, tmp_path: Path) -> None:
+    row = _only(raised, "INCOMPLETE_CAPTURE").iloc[0]
+    assert "lost 3 events" in row["evidence"] and "waits 3" in row["evidence"]
+    unclean = flags(load_capture(clean_capture(tmp_path / "c", complete=False)))
+    assert list(unclean["flag"]) == ["INCOMPLETE_CAPTURE"]
+    assert "complete=false" in unclean.iloc[0]["evidence"]
+
+
+def test_healthy_capture_raises_nothing(tmp_path: Path) -> None:
+    result = flags(load_capture(clean_capture(tmp_path / "c")))
+    assert result.empty and list(result.columns) == FLAG_COLUMNS
+    assert result.attrs["not_checked"] == {}
+
+
+def test_threshold_moves_blocked_wait(tmp_path: Path) -> None:
+    cap = load_capture(everything_capture(tmp_path / "c"))
+    assert len(_only(flags(cap, threshold_ms=100), "BLOCKED_WAIT")) == 2
+    assert len(_only(flags(cap, threshold_ms=5000), "BLOCKED_WAIT")) == 0
+
+
+def test_server_threads_from_meta_without_request_events(tmp_path: Path) -> None:
+    probes = [p for p in make_meta()["probes"] if "fuse_request" not in p]
+    wait = {"ts_ns": [at(10)], "duration_ns": [5 * MS], "pid": [SERVER_TGID + 2],
+            "tgid": [SERVER_TGID], "comm": ["srv"], "stack_id": [STACK_IDS["page_mkwrite"]]}
+    meta = make_meta(probes=probes, server_threads=[
+        {"connection": 52, "tgid": SERVER_TGID, "pid": SERVER_TGID, "comm": "srv", "replies": 1}])
+    folder = write_capture(tmp_path / "c", meta, waits=wait,
+                           stacks={"stack_id": [STACK_IDS["page_mkwrite"]],
+                                   "frames": [["folio_wait_writeback", "fuse_page_mkwrite"]]})
+    result = flags(load_capture(folder))
+    assert list(result["flag"]) == ["SERVER_SELF_WAIT"]  # bdi found from the connection
+    assert set(result.attrs["not_checked"]) == {"STALLED_REQUEST", "RECLAIM_THROTTLE"}
+
+
+def test_parse_flag_names() -> None:
+    assert parse_flag_names("blocked_wait, SYNC_WAIT") == ["BLOCKED_WAIT", "SYNC_WAIT"]
+    assert parse_flag_names(None) == []
+    with pytest.raises(ValueError, match="NOPE"):
+        parse_flag_names("SYNC_WAIT,NOPE")

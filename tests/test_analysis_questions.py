@@ -1,0 +1,139 @@
+"""The question functions over small synthetic captures: columns, figures, dtypes, hosts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fusewb.analysis import capture as capture_module
+from fusewb.analysis.capture import MissingEventsError, load_capture
+from fusewb.analysis.findings import flags
+from fusewb.analysis.requests import fuse_requests, inflight_writeback, requests_by_opcode
+from fusewb.analysis.synthetic import make_meta, synthetic_capture, write_capture
+from fusewb.analysis.vm import dirty_throttling, migration_activity, reclaim_activity, vm_events
+from fusewb.analysis.waiting import stack_paths, wait_paths, waits
+from fusewb.schema import TABLES
+from tests.analysis_cases import at, clean_capture, everything_capture
+
+QUESTIONS = [waits, wait_paths, stack_paths, fuse_requests, requests_by_opcode,
+             inflight_writeback, dirty_throttling, vm_events, reclaim_activity, migration_activity]
+
+
+@pytest.fixture(scope="module")
+def cap(tmp_path_factory: pytest.TempPathFactory) -> capture_module.Capture:
+    return load_capture(everything_capture(tmp_path_factory.mktemp("cap") / "c"))
+
+
+def _documented_columns(fn: object) -> list[str]:
+    doc = " ".join((fn.__doc__ or "").split())
+    listed = re.sub(r"\([^)]*\)", "", doc.split("Columns:", 1)[1]).split(".", 1)[0]
+    return [n.strip() for n in listed.split(",") if n.strip()]
+
+
+@pytest.mark.parametrize("question", QUESTIONS, ids=lambda q: q.__name__)
+def test_docstring_lists_the_columns_and_requires(cap: capture_module.Capture, question) -> None:
+    frame = question(cap)
+    assert list(frame.columns) == _documented_columns(question)
+    assert len(frame) > 0
+    assert question.REQUIRES and all(isinstance(n, str) for n in question.REQUIRES)
+
+
+def test_waits_paths_and_categoricals(cap: capture_module.Capture) -> None:
+    w = waits(cap)
+    assert len(w) == 6 and w["t_s"].is_monotonic_increasing
+    assert w["t_s"].iloc[0] == pytest.approx(0.1)
+    for column in ("host", "comm", "bdi", "mount", "path", "source"):
+        assert isinstance(w[column].dtype, pd.CategoricalDtype), column
+    assert list(w["path"].astype(str)) == ["fsync", "fsync", "reclaim", "migration", "sync",
+                                           "close"]
+    per_path = wait_paths(cap).set_index("path")
+    assert per_path.loc["fsync", "count"] == 2
+    assert per_path.loc["fsync", "max_ms"] == pytest.approx(120)
+    assert per_path.loc["migration", "ongoing"] == 1
+    assert per_path.index[0] == "migration"  # worst first
+
+
+def test_requests_and_inflight(cap: capture_module.Capture) -> None:
+    by_opcode = requests_by_opcode(cap).set_index("opcode_name")
+    assert by_opcode.loc["WRITE", "count"] == 3 and by_opcode.loc["WRITE", "ongoing"] == 1
+    assert by_opcode.loc["GETATTR", "count"] == 1
+    assert by_opcode.loc["WRITE", "bytes"] == 3 * 65536
+    timeline = inflight_writeback(cap, bin_ms=100).set_index("t_s")
+    assert timeline.loc[0.2, "inflight_writes"] == 1  # the 200 ms WRITE from 200 to 400 ms
+    assert timeline.loc[0.0, "inflight_writes"] == 1  # the 1 ms WRITE at 50 ms
+    assert timeline.loc[0.5, "inflight_writes"] == 0
+    assert timeline["inflight_writes"].iloc[-1] == 1  # the unanswered one, to the end
+    assert timeline.loc[0.5, "waiting_tasks"] == 1  # the ongoing migration wait
+
+
+def test_vm_questions(cap: capture_module.Capture) -> None:
+    throttle = dirty_throttling(cap).iloc[0]
+    assert throttle["pauses"] == 3 and throttle["pause_ms_total"] == 200
+    assert throttle["max_ratio"] == "1" and throttle["mount"] == "/mnt/fusewb"
+    reclaim = reclaim_activity(cap).set_index("kind")
+    assert reclaim.loc["vmscan_throttled", "events"] == 3
+    assert reclaim.loc["vmscan_throttled", "throttled_writeback"] == 2
+    assert reclaim.loc["shrink_inactive", "nr_writeback"] == 7
+    migration = migration_activity(cap).set_index("kind")
+    assert migration.loc["migrate_pages", "failed"] == 2
+    assert migration.loc["compaction", "max_ms"] == pytest.approx(3000)
+
+
+def test_absent_table_is_empty_but_unrecorded_one_is_an_error(tmp_path: Path) -> None:
+    cap = load_capture(clean_capture(tmp_path / "c"))  # probes include balance_dirty_pages
+    assert dirty_throttling(cap).empty
+    assert list(cap.table("throttle").columns) == ["host", *TABLES["throttle"].names]
+    probes = [p for p in make_meta()["probes"] if "balance_dirty_pages" not in p]
+    lacking = load_capture(clean_capture(tmp_path / "d", probes=probes))
+    with pytest.raises(MissingEventsError, match="balance_dirty_pages"):
+        dirty_throttling(lacking)
+
+
+def test_folder_of_captures_has_a_host_column(tmp_path: Path) -> None:
+    everything_capture(tmp_path / "fleet" / "a", host="alpha")
+    clean_capture(tmp_path / "fleet" / "b", host="beta",
+                  mounts=[{"mountpoint": "/srv/f", "bdi": "0:52", "connection": 52}])
+    cap = load_capture(tmp_path / "fleet")
+    assert cap.hosts == ["alpha", "beta"]
+    w = waits(cap)
+    assert set(w["host"].astype(str)) == {"alpha", "beta"}
+    assert set(w.loc[w["host"] == "beta", "mount"].astype(str)) == {"/srv/f"}
+    assert set(w.loc[w["host"] == "alpha", "mount"].astype(str)) == {"/mnt/fusewb"}
+    raised = flags(cap)
+    assert set(raised["host"].astype(str)) == {"alpha"}
+
+
+def test_same_host_twice_is_disambiguated(tmp_path: Path) -> None:
+    clean_capture(tmp_path / "runs" / "one")
+    clean_capture(tmp_path / "runs" / "two")
+    cap = load_capture(tmp_path / "runs")
+    assert cap.hosts == ["synthetic/one", "synthetic/two"]
+    assert len(waits(cap)) == 10
+
+
+def test_synthetic_builder_parts_and_counts(tmp_path: Path) -> None:
+    folder = synthetic_capture(tmp_path / "big", 5000, part_rows=2000, seed=3)
+    assert len(list((folder / "waits").glob("part-*.parquet"))) == 3
+    cap = load_capture(folder)
+    assert len(cap.table("waits")) == cap.meta["tables"]["waits"] == 5000
+    assert len(cap.table("requests")) == 5000
+    assert set(waits(cap)["path"].astype(str)) == set(wait_paths(cap)["path"].astype(str))
+    assert {"BLOCKED_WAIT", "STALLED_REQUEST", "SERVER_SELF_WAIT"} - set(
+        flags(cap)["flag"].astype(str)) == {"SERVER_SELF_WAIT"}
+
+
+def test_writer_temporary_files_are_ignored(tmp_path: Path) -> None:
+    folder = clean_capture(tmp_path / "c")
+    (folder / "waits" / ".part-000002.parquet.tmp").write_bytes(b"half a part")
+    assert len(load_capture(folder).table("waits")) == 5
+
+
+def test_write_capture_rows_and_columns_agree(tmp_path: Path) -> None:
+    rows = [{"ts_ns": at(1), "duration_ns": 7 * 1_000_000}]
+    columns = {"ts_ns": [at(1)], "duration_ns": [7 * 1_000_000]}
+    a = load_capture(write_capture(tmp_path / "a", waits=rows)).table("waits")
+    b = load_capture(write_capture(tmp_path / "b", waits=columns)).table("waits")
+    pd.testing.assert_frame_equal(a, b)
