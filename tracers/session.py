@@ -174,7 +174,7 @@ class Tracer:
             self.probes = [p for p in self.plan.probes() if not p.startswith(("kprobe:", "kretprobe:"))]
             self.probes += attach_kprobes(self.bpf, self.plan)
             self._refresh_filter()
-            self.bpf["events"].open_ring_buffer(self._on_event)
+            self.bpf[b"events"].open_ring_buffer(self._on_event)
         except BaseException:
             self.bpf.cleanup()
             self.bpf = None
@@ -207,7 +207,7 @@ class Tracer:
 
     def _refresh_filter(self) -> None:
         """Put the selected FUSE mounts' bdis and connections in the in-kernel filter."""
-        bdis, conns = self.bpf["fuse_bdis"], self.bpf["fuse_conns"]
+        bdis, conns = self.bpf[b"fuse_bdis"], self.bpf[b"fuse_conns"]
         for mount in self._selected_mounts():
             if mount.bdi in self.mounts_seen:
                 continue
@@ -224,7 +224,7 @@ class Tracer:
             return []
         if stack_id not in self.frames_cache:
             try:
-                addresses = list(self.bpf["stacks"].walk(stack_id))
+                addresses = list(self.bpf[b"stacks"].walk(stack_id))
             except KeyError:
                 addresses = []
             self.frames_cache[stack_id] = [
@@ -275,7 +275,7 @@ class Tracer:
         if not self._has_map("wait_pending"):
             return
         now = monotonic_ns()
-        for key, w in self.bpf["wait_pending"].items():
+        for key, w in self.bpf[b"wait_pending"].items():
             ident = (key.value, w.ts_ns)
             if not w.asleep or ident in self.reported_ongoing:
                 continue
@@ -290,7 +290,7 @@ class Tracer:
     def _has_map(self, name: str) -> bool:
         """Whether the compiled program has this map (probe sets are compiled in per plan)."""
         try:
-            self.bpf.get_table(name)
+            self.bpf.get_table(name.encode())
         except KeyError:
             return False
         return True
@@ -312,19 +312,19 @@ class Tracer:
         defs = header_defs()
         out = {name: sum(self._per_cpu("counters", index)) for index, name in defs.names("CNT_").items()}
         if self._has_map("writes_inflight"):
-            for key, value in self.bpf["writes_inflight"].items():
+            for key, value in self.bpf[b"writes_inflight"].items():
                 out[f"inflight_writes.{key.value}"] = int(value.now)
                 out[f"inflight_writes_max.{key.value}"] = int(value.max)
         if self._has_map("opcode_stats"):
             from fusewb.schema import FUSE_OPCODES  # noqa: PLC0415
 
-            for key, value in self.bpf["opcode_stats"].items():
+            for key, value in self.bpf[b"opcode_stats"].items():
                 op = FUSE_OPCODES.get(key.value, f"OP{key.value}")
                 for stat in ("count", "total_ns", "max_ns", "errors"):
                     out[f"requests.{op}.{stat}"] = int(getattr(value, stat))
         if self._has_map("fn_stats"):
             for index, fn in enumerate(KPROBE_FUNCTIONS):
-                value = self.bpf["fn_stats"][self.bpf["fn_stats"].Key(index)]
+                value = self.bpf[b"fn_stats"][self.bpf[b"fn_stats"].Key(index)]
                 if value.count:
                     for stat in ("count", "total_ns", "max_ns"):
                         out[f"kprobe.{fn}.{stat}"] = int(getattr(value, stat))
@@ -339,7 +339,7 @@ class Tracer:
             (
                 {"connection": k.connection, "bdi": self._bdi_of(k.connection), "tgid": v.tgid,
                  "pid": k.pid, "comm": cstr(v.comm), "replies": int(v.replies)}
-                for k, v in self.bpf["server_threads"].items()
+                for k, v in self.bpf[b"server_threads"].items()
             ),
             key=lambda s: (s["connection"], s["tgid"], s["pid"]),
         )
@@ -400,12 +400,12 @@ class Tracer:
                 self.bpf.ring_buffer_consume()
                 end_ns = monotonic_ns()
                 if self._has_map("wait_pending"):
-                    for key, w in self.bpf["wait_pending"].items():
+                    for key, w in self.bpf[b"wait_pending"].items():
                         if w.asleep:
                             self._add_wait(pending_wait_row(key.value, w, end_ns, self._source()))
                             ongoing_waits += 1
                 if self._has_map("requests_pending"):
-                    for key, r in self.bpf["requests_pending"].items():
+                    for key, r in self.bpf[b"requests_pending"].items():
                         row = pending_request_row(key, r, end_ns, self._bdi_of(key.connection))
                         self.capture.add("requests", row)
                         ongoing_requests += 1

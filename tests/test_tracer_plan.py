@@ -1,0 +1,116 @@
+"""The tracer's building blocks on the real kernel: BTF offsets, the probe plan, the kprobe plan
+through the verifier, the header mirrors, and the capture writer."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+
+import pandas as pd
+import pytest
+
+from fusewb.errors import FusewbError
+from fusewb.schema import TABLES
+from fusewb.tracers.btf import load_vmlinux_btf
+from fusewb.tracers.capture import CaptureWriter
+from fusewb.tracers.events import header_defs
+from fusewb.tracers.plan import KPROBE_FUNCTIONS, choose_plan
+from tests.support import require, require_bpf
+
+
+def _bpftool_member_offset(struct: str, member: str) -> int:
+    """The offset bpftool reports (bits_offset / 8) for a direct member of a struct."""
+    out = subprocess.run(
+        ["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    block = out.split(f"STRUCT '{struct}' size=", 1)[1].split("\n[", 1)[0]
+    match = re.search(rf"^\s+'{member}' type_id=\d+ bits_offset=(\d+)", block, re.M)
+    assert match, f"bpftool shows no {struct}.{member}"
+    return int(match.group(1)) // 8
+
+
+def test_btf_offsets_match_bpftool() -> None:
+    require_bpf()
+    require(shutil.which("bpftool") is not None, "needs bpftool")
+    btf = load_vmlinux_btf()
+    for member in ("pid", "tgid"):
+        assert btf.member_offset("task_struct", member) == _bpftool_member_offset("task_struct", member)
+    # The sched_switch raw tracepoint takes (ctx, preempt, prev, next[, prev_state]).
+    assert btf.func_proto_arity("btf_trace_sched_switch") in (4, 5)
+
+
+def test_plan_on_this_kernel() -> None:
+    require_bpf()
+    from fusewb.tracers.features import probe_features
+
+    features = probe_features(test_loads=False)
+    plan = choose_plan(features)
+    expected = "kprobe" if features.kprobes.ok and features.symbols.get("folio_wait_writeback") else "tracepoint"
+    assert plan.name == expected
+    if plan.name == "tracepoint":
+        assert plan.kprobes == []
+        assert all(why for probe, why in plan.skipped.items() if probe.startswith("kprobe:"))
+        if features.raw_tracepoint.ok:
+            assert plan.raw_tracepoints == ["sched_switch"]
+            assert int(plan.defines["TASK_PID_OFF"]) == load_vmlinux_btf().member_offset("task_struct", "pid")
+    assert any(line.startswith("attach ") for line in plan.describe())
+    with pytest.raises(ValueError):
+        choose_plan(features, "fentry-someday")
+
+
+def test_kprobe_plan_passes_the_verifier() -> None:
+    """Compile the kprobe plan and load every kprobe program into the verifier, not attached."""
+    require_bpf()
+    from bcc import BPF
+
+    from fusewb.tracers.features import probe_features
+    from fusewb.tracers.program import BuildOptions, compile_program, kprobe_function_names
+
+    features = probe_features(test_loads=False)
+    plan = choose_plan(features, force="kprobe")
+    assert plan.kprobes[0] == "folio_wait_writeback"
+    assert set(plan.kprobes[1:]) <= set(KPROBE_FUNCTIONS)
+    bpf = compile_program(plan, BuildOptions(ring_pages=1))
+    try:
+        loaded = []
+        for function in plan.kprobes:
+            for name in kprobe_function_names(function):
+                fn = bpf.load_func(name.encode(), BPF.KPROBE)
+                assert fn.fd >= 0
+                loaded.append(name)
+        assert len(loaded) == 2 * len(plan.kprobes)
+        # The ctypes mirrors parsed from bpf/fusewb.h have the compiler's sizes.
+        defs = header_defs()
+        for table, struct in [("wait_pending", "wait_pending"), ("fn_stats", "fn_stats"),
+                              ("requests_pending", "request_pending"), ("server_threads", "server_thread")]:
+            assert ctypes.sizeof(bpf[table.encode()].Leaf) == ctypes.sizeof(defs.structs[struct]), table
+    finally:
+        bpf.cleanup()
+
+
+def test_capture_writer_parts_meta_and_permissions(tmp_path) -> None:
+    out = tmp_path / "cap"
+    writer = CaptureWriter(out, {"plan": "tracepoint"})
+    row = {"stack_id": 7, "frames": ["folio_wait_writeback", "fuse_fsync"]}
+    writer.add("stacks", row)
+    writer.flush()
+    writer.add("stacks", {**row, "stack_id": 8})
+    writer.close(end_monotonic_ns=5)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o700
+    parts = sorted((out / "stacks").glob("*.parquet"))
+    assert [p.name for p in parts] == ["part-000001.parquet", "part-000002.parquet"]
+    assert all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in parts)
+    stacks = pd.read_parquet(out / "stacks")
+    assert stacks.stack_id.tolist() == [7, 8]
+    assert list(stacks.frames[0]) == row["frames"]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["complete"] is True and meta["tables"]["stacks"] == 2
+    assert set(meta["tables"]) == set(TABLES)
+    with pytest.raises(FusewbError):
+        CaptureWriter(out, {})
