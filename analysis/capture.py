@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -157,10 +158,9 @@ class Capture:
         if name not in TABLES:
             raise KeyError(name)
         if name not in self._tables:
-            frames = [_read_table(src, name, self.progress) for src in self.sources]
+            frames = [_read_table(src, name, self.hosts, self.progress) for src in self.sources]
             frames = [f for f in frames if len(f)] or frames[:1]
-            table = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-            self._tables[name] = _categorize(table, self.hosts)
+            self._tables[name] = frames[0] if len(frames) == 1 else _concat(frames)
         return self._tables[name]
 
     def derived(self, key: str, build: Callable[[], pd.DataFrame]) -> pd.DataFrame:
@@ -297,9 +297,9 @@ def _unique_hosts(sources: list[CaptureSource]) -> list[CaptureSource]:
 
 
 def _read_table(
-    src: CaptureSource, name: str, progress: Callable[[str], None] | None
+    src: CaptureSource, name: str, hosts: list[str], progress: Callable[[str], None] | None
 ) -> pd.DataFrame:
-    schema = TABLES[name]
+    schema = _read_schema(TABLES[name])
     parts = []
     files = src.table_files(name)
     for number, part in enumerate(files, 1):
@@ -311,15 +311,36 @@ def _read_table(
     else:
         table = schema.empty_table()
     frame = table.to_pandas()
-    frame.insert(0, "host", src.host)
+    host = pd.Categorical.from_codes(
+        np.full(len(frame), hosts.index(src.host), dtype=np.int8 if len(hosts) < 128 else np.int32),
+        categories=hosts,
+    )
+    frame.insert(0, "host", host)
     return frame
+
+
+def _read_schema(schema: pa.Schema) -> pa.Schema:
+    """The table schema with repeated-string columns read as dictionaries (-> categoricals)."""
+    dictionary = pa.dictionary(pa.int32(), pa.string())
+    return pa.schema([
+        pa.field(f.name, dictionary) if f.name in CATEGORICAL_COLUMNS and f.type == pa.string()
+        else f
+        for f in schema
+    ])
 
 
 def _read_part(part: Path, schema: pa.Schema) -> pa.Table:
     try:
         if part.stat().st_size == 0:
             raise _fail(f"{part} is empty (capture truncated)", "trace again")
-        table = pq.read_table(part)
+        names = set(pq.read_schema(part).names)
+        missing = [f.name for f in schema if f.name not in names]
+        if missing:
+            raise _fail(
+                f"{part} lacks columns {', '.join(missing)} of the capture schema", "trace again"
+            )
+        dictionary = [f.name for f in schema if pa.types.is_dictionary(f.type)]
+        table = pq.read_table(part, columns=schema.names, read_dictionary=dictionary)
     except CaptureError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -330,22 +351,20 @@ def _read_part(part: Path, schema: pa.Schema) -> pa.Table:
             f"{part} is truncated or corrupt ({reason.replace(str(part), 'part')[:120]})",
             "trace again, or move that part aside to analyse the rest",
         ) from None
-    missing = [f.name for f in schema if f.name not in table.column_names]
-    if missing:
-        raise _fail(
-            f"{part} lacks columns {', '.join(missing)} of the capture schema", "trace again"
-        )
     try:
-        return table.select(schema.names).cast(schema)
+        return table.cast(schema)
     except (pa.ArrowException, ValueError) as exc:
         raise _fail(f"{part} has columns of the wrong type ({exc})", "trace again") from None
 
 
-def _categorize(frame: pd.DataFrame, hosts: list[str]) -> pd.DataFrame:
-    frame = frame.copy()
-    for column in frame.columns:
-        if column == "host":
-            frame[column] = pd.Categorical(frame[column], categories=hosts)
-        elif column in CATEGORICAL_COLUMNS:
-            frame[column] = frame[column].astype("category")
-    return frame
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate per-host frames keeping categoricals (categories united first)."""
+    frames = [f.copy() for f in frames]
+    for column in frames[0].columns:
+        if all(isinstance(f[column].dtype, pd.CategoricalDtype) for f in frames):
+            union = pd.Index([])
+            for f in frames:
+                union = union.union(f[column].cat.categories, sort=False)
+            for f in frames:
+                f[column] = f[column].cat.set_categories(union)
+    return pd.concat(frames, ignore_index=True)

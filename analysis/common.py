@@ -42,9 +42,12 @@ def requires(*needs: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
 
 def seconds_since_start(cap: Capture, frame: pd.DataFrame, column: str = "ts_ns") -> pd.Series:
     """Seconds from each host's capture start to ``frame[column]`` (float; NaN where null)."""
-    starts = frame["host"].astype(object).map(cap.start_ns().to_dict())
-    values = frame[column].astype("float64")
-    return ((values - starts.astype("float64")) / 1e9).rename("t_s")
+    host = frame["host"].astype("category")
+    by_host = cap.start_ns().to_dict()
+    lookup = np.array([float(by_host.get(str(h), 0)) for h in host.cat.categories] + [np.nan])
+    starts = lookup[host.cat.codes.to_numpy()]
+    values = frame[column].to_numpy(dtype="float64", na_value=np.nan)
+    return pd.Series((values - starts) / 1e9, index=frame.index, name="t_s")
 
 
 def mount_column(cap: Capture, frame: pd.DataFrame) -> pd.Series:
