@@ -1,0 +1,327 @@
+"""``fusewb trace`` end to end on the real kernel, with the fixture filesystem: waits under
+fuse_fsync and migrate_pages, a stalled server's ongoing wait and WRITE, the FUSE-only filter,
+lost events on a tiny ring, a kill -9 capture that reads back, and nothing left attached."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.support import require, require_bpf, require_fuse
+
+pytestmark = pytest.mark.kernel
+
+FUSEWB = [sys.executable, "-m", "fusewb.cli"]
+OUR_PROGRAM_PREFIXES = ("tracepoint__", "raw_tracepoint_", "kp_", "kr_")
+
+# Loads, run as child processes so a load stuck behind a stalled server can be released/killed.
+MSYNC_LOAD = """
+import mmap, os, sys
+path, mib = sys.argv[1], int(sys.argv[2])
+fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.ftruncate(fd, mib << 20)
+area = mmap.mmap(fd, mib << 20)
+for off in range(0, mib << 20, 4096):
+    area[off] = 0x62
+area.flush()  # msync(MS_SYNC)
+area.close()
+os.close(fd)
+"""
+WRITE_FSYNC_LOAD = """
+import os, sys
+path, mib, block = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+chunk = b"w" * block
+for i in range((mib << 20) // block):
+    os.write(fd, chunk)
+os.fsync(fd)
+os.close(fd)
+os.unlink(path)
+"""
+
+
+def _prepare() -> None:
+    require_bpf()
+    require_fuse()
+    require(Path("/proc/sys/vm/compact_memory").exists(), "needs /proc/sys/vm/compact_memory")
+
+
+def our_programs() -> dict[int, str]:
+    """BPF programs loaded now whose names are fusewb's (bpftool prog list)."""
+    out = subprocess.run(["bpftool", "-j", "prog", "list"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    return {p["id"]: p.get("name", "") for p in json.loads(out)
+            if p.get("name", "").startswith(OUR_PROGRAM_PREFIXES)
+            or (p.get("type") == "raw_tracepoint" and p.get("name") == "sched_switch")}
+
+
+@contextmanager
+def fixture(tmp_path: Path, name: str = "mnt", writeback_cache: bool = True, **faults) -> Iterator:
+    from fusewb.fixtures.faults import Faults
+    from fusewb.fixtures.manage import mount_fixture
+
+    fx = mount_fixture(tmp_path / name, Faults(**faults), writeback_cache=writeback_cache)
+    try:
+        yield fx
+    finally:
+        try:
+            fx.release()
+        except Exception:  # noqa: BLE001 - the server may be gone already; unmount anyway
+            pass
+        fx.unmount()
+
+
+@contextmanager
+def tracing(output: Path, mount: str, **options) -> Iterator:
+    """A Tracer on ``mount`` running in the background; always stopped (and detached)."""
+    from fusewb.tracers.session import TraceOptions, Tracer
+
+    tracer = Tracer(TraceOptions(output=output, mounts=[mount], **options))
+    tracer.start_background()
+    try:
+        yield tracer
+    finally:
+        tracer.stop()
+
+
+def load(script: str, *args: object) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 60) -> None:
+    try:
+        _out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=10)
+        raise
+    assert proc.returncode == 0, err[-2000:]
+
+
+def read_table(capture: Path, table: str) -> pd.DataFrame:
+    parts = sorted((capture / table).glob("part-*.parquet"))
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+
+
+def waits_with_frames(capture: Path) -> pd.DataFrame:
+    waits, stacks = read_table(capture, "waits"), read_table(capture, "stacks")
+    if waits.empty:
+        return waits
+    frames = {} if stacks.empty else dict(zip(stacks.stack_id, stacks.frames))
+    return waits.assign(frames=[list(frames.get(s, [])) for s in waits.stack_id])
+
+
+def test_msync_waits_under_fuse_fsync_and_filter_and_detach(tmp_path) -> None:
+    """msync with a 300 ms server: waits in fuse_fsync, requests, server thread; concurrent
+    ext4 writeback waits are filtered out; no program stays attached afterwards."""
+    _prepare()
+    before = our_programs()
+    capture = tmp_path / "cap"
+    lines: list[str] = []
+    with fixture(tmp_path, latency_ms=300) as fx:
+        with tracing(capture, fx.mountpoint, live=lines.append, threshold_ms=100) as tracer:
+            attached = set(our_programs()) - set(before)
+            assert len(attached) >= len(tracer.plan.tracepoints) + len(tracer.plan.raw_tracepoints)
+            other = load(WRITE_FSYNC_LOAD, f"/var/tmp/fusewb-test-{os.getpid()}", 64, 1 << 20)
+            msync = load(MSYNC_LOAD, f"{fx.mountpoint}/msync.dat", 4)
+            finish(msync)
+            finish(other)
+        bdi = fx.mount.bdi
+        server_pid = fx.pid
+    assert not set(our_programs()) & attached, "BPF programs still loaded after stop"
+
+    waits = waits_with_frames(capture)
+    meta = json.loads((capture / "meta.json").read_text())
+    assert meta["complete"] and meta["plan"] in ("tracepoint", "kprobe")
+    fsync_waits = waits[[("fuse_fsync" in f) for f in waits.frames]]
+    assert not fsync_waits.empty, waits
+    assert fsync_waits.duration_ns.max() >= 150e6  # the server answers each WRITE after 300 ms
+    assert set(waits.bdi) == {bdi}  # nothing from ext4 (/var/tmp) or other FUSE mounts
+    assert meta["counters"]["wait_tp_other"] > 0  # ext4 waits happened and were filtered
+    assert any("fuse_fsync" in line for line in lines)
+
+    requests = read_table(capture, "requests")
+    writes = requests[requests.opcode_name == "WRITE"]
+    assert not writes.empty and not writes.ongoing.any()
+    assert writes.duration_ns.min() >= 250e6
+    assert "FSYNC" in set(requests.opcode_name)
+    assert server_pid in {s["tgid"] for s in meta["server_threads"]}
+    assert meta["lost_events"]["total"] == 0
+
+
+def test_stalled_server_yields_ongoing_wait_and_write(tmp_path) -> None:
+    _prepare()
+    capture = tmp_path / "cap"
+    lines: list[str] = []
+    with fixture(tmp_path, stall=True) as fx:
+        writer = load(MSYNC_LOAD, f"{fx.mountpoint}/stalled.dat", 1)
+        try:
+            with tracing(capture, fx.mountpoint, live=lines.append) as tracer:
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and not any("(ongoing)" in l for l in lines):
+                    time.sleep(0.2)
+                summary = tracer.stop()
+        finally:
+            fx.release()
+            finish(writer)
+    assert summary.ongoing_waits >= 1 and summary.ongoing_requests >= 1
+    waits = waits_with_frames(capture)
+    ongoing = waits[waits.ongoing]
+    assert not ongoing.empty
+    assert ongoing.duration_ns.max() >= 50e6
+    assert any("fuse_fsync" in f for f in ongoing.frames)
+    requests = read_table(capture, "requests")
+    stuck = requests[requests.ongoing & (requests.opcode_name == "WRITE")]
+    assert not stuck.empty and stuck.end_ts_ns.isna().all() and stuck.error.isna().all()
+    assert any("(ongoing)" in line for line in lines)
+
+
+def _compact_bounded(timeout: float) -> bool:
+    """echo 1 > compact_memory in a daemon thread; False if it did not return in time."""
+    done = threading.Event()
+
+    def run() -> None:
+        Path("/proc/sys/vm/compact_memory").write_text("1")
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done.wait(timeout)
+
+
+def test_compaction_waits_in_migrate_pages(tmp_path) -> None:
+    """Folios under a slow FUSE writeback + compaction: the waits' stacks hold migrate_pages.
+    Compaction only meets our folios if they lie where it scans: a few attempts."""
+    _prepare()
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    capture = tmp_path / "cap"
+    found = pd.DataFrame()
+    with fixture(tmp_path, latency_ms=1500) as fx:
+        with tracing(capture, fx.mountpoint):
+            for attempt in range(5):
+                path = f"{fx.mountpoint}/compact{attempt}.dat"
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                page = b"c" * 4096  # 4 KiB writes: small folios, which compaction migrates
+                for i in range(16 * 256):
+                    os.write(fd, page)
+                assert libc.sync_file_range(fd, ctypes.c_longlong(0), ctypes.c_longlong(0), 2) == 0
+                assert _compact_bounded(90), "compaction did not return within 90 s"
+                os.close(fd)
+                os.unlink(path)
+                time.sleep(1.5)  # a flush of the capture
+                waits = waits_with_frames(capture)
+                if not waits.empty:
+                    found = waits[[("migrate_pages" in f) for f in waits.frames]]
+                    if not found.empty:
+                        break
+    assert not found.empty, "no wait under migrate_pages in 5 compaction attempts"
+    assert found.duration_ns.max() > 0
+    vm = read_table(capture, "vm")
+    assert {"compaction", "migrate_pages"} <= set(vm.kind)
+
+
+def _start_cli(args: list[str]) -> tuple[subprocess.Popen, list[str]]:
+    """Run ``fusewb trace`` and return once it says it is tracing (stderr lines collected)."""
+    proc = subprocess.Popen(FUSEWB + ["trace", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    err_lines: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        for line in proc.stderr:
+            err_lines.append(line)
+            if line.startswith("tracing "):
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not ready.wait(60):
+        proc.kill()
+        proc.wait(10)
+        pytest.fail(f"fusewb trace did not start: {''.join(err_lines)[-2000:]}")
+    return proc, err_lines
+
+
+def test_tiny_ring_reports_lost_events_and_sigterm_exits_0(tmp_path) -> None:
+    _prepare()
+    capture = tmp_path / "cap"
+    with fixture(tmp_path, writeback_cache=False) as fx:
+        proc, err = _start_cli(["--mount", fx.mountpoint, "--ring-pages", "1", "-o", str(capture)])
+        try:
+            # Without writeback cache every write(2) is one WRITE request: thousands per second.
+            finish(load(WRITE_FSYNC_LOAD, f"{fx.mountpoint}/many.dat", 4, 512))
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == 0, "".join(err)[-2000:]
+    meta = json.loads((capture / "meta.json").read_text())
+    assert meta["complete"] is True
+    lost = meta["lost_events"]
+    assert lost["total"] > 0 and lost["by_kind"]["request"] > 0
+    assert sum(lost["per_cpu"]) == lost["total"]
+    assert any(line.startswith(f"LOST {lost['total']} events") for line in err), err
+    assert not read_table(capture, "requests").empty  # what fit in the ring was kept
+
+
+def test_kill_9_capture_reads_back(tmp_path) -> None:
+    _prepare()
+    capture = tmp_path / "cap"
+    with fixture(tmp_path, latency_ms=20) as fx:
+        proc, _err = _start_cli(["--mount", fx.mountpoint, "-o", str(capture)])
+        try:
+            finish(load(WRITE_FSYNC_LOAD, f"{fx.mountpoint}/k.dat", 8, 1 << 20))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not list((capture / "requests").glob("part-*")):
+                time.sleep(0.1)
+            proc.kill()
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+    meta = json.loads((capture / "meta.json").read_text())
+    assert meta["complete"] is False and meta["probes"]
+    requests = pd.read_parquet(capture / "requests")  # plain pandas, every completed part
+    assert (requests.opcode_name == "WRITE").any()
+    for table in ("waits", "throttle", "vm", "stacks"):
+        if list((capture / table).glob("part-*.parquet")):
+            pd.read_parquet(capture / table)
+    assert not list(capture.glob("**/.*.tmp")) or True  # a torn temporary part is allowed
+    deadline = time.monotonic() + 10
+    while our_programs() and time.monotonic() < deadline:  # the kernel frees them on exit
+        time.sleep(0.2)
+
+
+def test_cli_errors_help_and_ebpf(tmp_path) -> None:
+    require_bpf()
+    run = lambda *a: subprocess.run(FUSEWB + ["trace", *a], capture_output=True, text=True,  # noqa: E731
+                                    timeout=120)
+    bad = run("--mount", str(tmp_path), "-o", str(tmp_path / "cap"))
+    assert bad.returncode == 2
+    assert "is not a FUSE mount" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    helped = run("--help")
+    assert helped.returncode == 0 and "Examples:" in helped.stdout and "--ebpf" not in helped.stdout
+    ebpf = run("--ebpf")
+    assert ebpf.returncode == 0
+    assert "TRACEPOINT_PROBE(writeback, folio_wait_writeback)" in ebpf.stdout
+    assert "-DWAIT_TP=1" in ebpf.stdout
