@@ -1,0 +1,363 @@
+"""``fusewb run``: one command from mount to verdict for each FUSE writeback stall path.
+
+A scenario mounts the fixture with its faults, starts the tracer on that mount only, runs a load
+generator, stops tracing, analyses the capture and prints the report with a verdict: which flags
+this kernel raised against the ones the scenario expects, and what the kernel did where kernel
+versions differ. Everything is cleaned up on every exit, Ctrl-C and SIGTERM included.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fusewb.errors import FusewbError
+
+__all__ = ["Scenario", "SCENARIOS", "ScenarioOutcome", "run_scenario", "run"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One stall path: how to provoke it and what the kernel is expected to do."""
+
+    name: str
+    title: str
+    load: str  # name in fusewb.fixtures.loads.LOADS
+    expect: str  # what the kernel does on this path, across versions
+    expected_flags: tuple[str, ...]  # flags this scenario must raise on the fixture's bdi
+    faults: dict[str, Any] = field(default_factory=dict)  # fusewb.fixtures.faults.Faults fields
+    load_args: dict[str, Any] = field(default_factory=dict)
+    single_threaded: bool = False
+    # Stop tracing this many seconds into the load while the server still holds WRITEs, so the
+    # capture shows the stall as ongoing; the fixture is released afterwards.
+    stop_tracing_after_s: float | None = None
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario(
+            "msync-slow",
+            "msync(MS_SYNC) of a dirty shared mapping; the server answers each WRITE after 200 ms",
+            load="mmap-msync",
+            faults={"latency_ms": 200},
+            load_args={"size_mib": 4, "timeout_s": 60},
+            expect="msync waits in fuse_fsync -> file_write_and_wait_range -> "
+            "folio_wait_writeback until the server has answered every WRITE (all kernels)",
+            expected_flags=("BLOCKED_WAIT",),
+        ),
+        Scenario(
+            "close-slow",
+            "close(2) of a file with dirty pages; the server answers each WRITE after 200 ms",
+            load="write-close",
+            faults={"latency_ms": 200},
+            load_args={"size_mib": 4, "timeout_s": 60},
+            expect="close calls fuse_flush -> write_inode_now, which waits for the writeback it "
+            "started (writeback cache mode, all kernels)",
+            expected_flags=("BLOCKED_WAIT",),
+        ),
+        Scenario(
+            "sync-stalled",
+            "sync(2) and syncfs(2) while the server holds every WRITE; then close",
+            load="sync",
+            faults={"stall": True},
+            load_args={"size_mib": 8, "timeout_s": 30},
+            stop_tracing_after_s=5.0,
+            expect="6.16 up to the fix: sync(2) hangs in wait_sb_inodes behind the server "
+            "(SYNC_WAIT); with the fix (skip the data-integrity wait for FUSE) sync returns at "
+            "once leaving the data unwritten, and close still waits in fuse_flush",
+            expected_flags=("STALLED_REQUEST", "BLOCKED_WAIT"),
+        ),
+        Scenario(
+            "compaction",
+            "echo 1 > /proc/sys/vm/compact_memory while 32 MiB of FUSE folios are under writeback",
+            load="compaction",
+            load_args={"size_mib": 32, "hold_s": 3.0, "timeout_s": 60},
+            expect="compaction migrates in MIGRATE_SYNC mode and waits in migrate_pages_batch "
+            "for writeback to end, on every kernel including 6.16+ (CMA and memory hot-unplug "
+            "stall the same way)",
+            expected_flags=("MIGRATION_WAIT", "BLOCKED_WAIT"),
+        ),
+        Scenario(
+            "reclaim-memcg",
+            "write 200 MiB through a 64 MiB memory cgroup; the server answers each WRITE after 20 ms",
+            load="reclaim",
+            faults={"latency_ms": 20},
+            load_args={"size_mib": 200, "cgroup_mib": 64, "timeout_s": 120},
+            expect="before 6.16 memcg reclaim waited on FUSE writeback (RECLAIM_WAIT); from 6.16 "
+            "reclaim skips folios of FUSE mappings under writeback, so the cgroup reclaims other "
+            "memory and dirty throttling paces the writer",
+            expected_flags=(),
+        ),
+        Scenario(
+            "self-wait",
+            "a single-threaded server allocating 16 MiB per WRITE shares a 96 MiB memory cgroup "
+            "with the writer",
+            load="self-wait",
+            single_threaded=True,
+            load_args={"size_mib": 128, "cgroup_mib": 96, "alloc_mib": 16, "timeout_s": 60},
+            expect="before 6.16 the server's own allocation could reclaim-wait on the writeback "
+            "only it can finish (deadlock, SERVER_SELF_WAIT); from 6.16 reclaim skips those "
+            "folios and the server makes progress",
+            expected_flags=(),
+        ),
+        Scenario(
+            "dirty-throttle",
+            "sequential 1 MiB writes of 256 MiB; the server answers each WRITE after 5 ms",
+            load="write",
+            faults={"latency_ms": 5},
+            load_args={"size_mib": 256, "block_kib": 1024, "timeout_s": 120},
+            expect="the FUSE bdi may hold only its max_ratio (1%) share of the dirty limit "
+            "(strictlimit), so balance_dirty_pages pauses the writer early (all kernels since 3.x)",
+            expected_flags=("DIRTY_THROTTLE",),
+        ),
+    ]
+}
+
+
+@dataclass
+class ScenarioOutcome:
+    """What one scenario run produced and whether the kernel did what was expected."""
+
+    scenario: Scenario
+    capture: Path
+    report_text: str
+    report_file: Path | None
+    raised: frozenset[str]
+    foreign_bdi_flags: list[str]
+    load_summary: str
+    load_notes: list[str]
+    kernel_release: str
+
+    @property
+    def missing(self) -> list[str]:
+        return [f for f in self.scenario.expected_flags if f not in self.raised]
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.foreign_bdi_flags
+
+    def verdict(self) -> str:
+        lines = [f"scenario {self.scenario.name}: {self.scenario.title}"]
+        lines.append(f"  expected: {self.scenario.expect}")
+        got = ", ".join(sorted(self.raised)) or "no flags"
+        lines.append(f"  this kernel ({self.kernel_release}) raised: {got}")
+        for note in self.load_notes:
+            lines.append(f"  load: {note}")
+        if self.missing:
+            lines.append(f"  MISSING expected flags: {', '.join(self.missing)}")
+        if self.foreign_bdi_flags:
+            lines.append(f"  UNEXPECTED flags on other bdis: {', '.join(self.foreign_bdi_flags)}")
+        lines.append(f"  verdict: {'as expected' if self.ok else 'NOT as expected'}")
+        return "\n".join(lines)
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so the same cleanup runs for both."""
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_load(scenario: Scenario, mountpoint: str, echo: Callable[[str], None]) -> Any:
+    from fusewb.fixtures.loads import LOADS  # noqa: PLC0415
+
+    return LOADS[scenario.load](mountpoint, echo=echo, **scenario.load_args)
+
+
+def _load_with_early_stop(scenario: Scenario, fixture: Any, tracer: Any,
+                          echo: Callable[[str], None]) -> tuple[Any, Any]:
+    """Run the load in a thread; stop tracing mid-stall, then release the server."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = _run_load(scenario, fixture.mountpoint, echo)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name=f"fusewb-run-{scenario.name}", daemon=True)
+    worker.start()
+    worker.join(scenario.stop_tracing_after_s)
+    echo(f"stopping the tracer while the server still holds WRITEs ({scenario.stop_tracing_after_s:g} s in)")
+    summary = tracer.stop()
+    fixture.release()
+    worker.join(float(scenario.load_args.get("timeout_s", 60)) * 2 + 10)
+    if worker.is_alive():
+        raise FusewbError(f"the {scenario.load} load did not finish after the release",
+                          f"run 'fusewb fixture umount {fixture.mountpoint}'")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"], summary
+
+
+def _flags_elsewhere(report: dict[str, Any], bdi: str) -> list[str]:
+    return sorted({f"{item['flag']}@{item['bdi']}" for item in report["flags"]
+                   if item.get("bdi") not in (None, "", bdi)})
+
+
+def run_scenario(scenario: Scenario, workdir: Path, fmt: str = "text", threshold_ms: float = 50.0,
+                 echo: Callable[[str], None] = click.echo) -> ScenarioOutcome:
+    """Run one scenario with its own fixture mount under ``workdir``; always cleans up."""
+    from fusewb.analysis.report import render_report  # noqa: PLC0415
+    from fusewb.fixtures.faults import Faults  # noqa: PLC0415
+    from fusewb.fixtures.manage import mount_fixture  # noqa: PLC0415
+    from fusewb.tracers.session import Tracer, TraceOptions  # noqa: PLC0415
+
+    base = workdir / scenario.name
+    base.mkdir(parents=True, exist_ok=True)
+    mountpoint, capture = base / "mnt", base / "capture"
+    echo(f"[{scenario.name}] mounting the fixture at {mountpoint} "
+         f"(faults: {scenario.faults or 'none'}{', single-threaded' if scenario.single_threaded else ''})")
+    with mount_fixture(mountpoint, Faults(**scenario.faults),
+                       single_threaded=scenario.single_threaded) as fixture:
+        bdi = fixture.mount.bdi
+        tracer = Tracer(TraceOptions(output=capture, mounts=[str(mountpoint)], threshold_ms=threshold_ms,
+                                     live=lambda line: echo(f"  wait: {line}")))
+        echo(f"[{scenario.name}] tracing bdi {bdi}; running load '{scenario.load}'")
+        tracer.start_background()
+        try:
+            if scenario.stop_tracing_after_s is None:
+                result = _run_load(scenario, fixture.mountpoint, lambda line: echo(f"  {line}"))
+                summary = tracer.stop()
+            else:
+                result, summary = _load_with_early_stop(
+                    scenario, fixture, tracer, lambda line: echo(f"  {line}"))
+        finally:
+            tracer.stop()  # idempotent: detaches even when the load failed
+            fixture.release()
+        for line in summary.lines():
+            echo(f"  {line}")
+        echo(f"[{scenario.name}] unmounting the fixture")
+    out = base / ("report.html" if fmt == "html" else f"report.{ 'json' if fmt == 'json' else 'txt'}")
+    rendered = render_report(capture, fmt, threshold_ms, out)
+    text_report = rendered.text if fmt == "text" else render_report(capture, "text", threshold_ms).text
+    import json  # noqa: PLC0415
+
+    release = json.loads((capture / "meta.json").read_text()).get("kernel_release", "?")
+    return ScenarioOutcome(
+        scenario=scenario,
+        capture=capture,
+        report_text=text_report,
+        report_file=rendered.output,
+        raised=frozenset(item["flag"] for item in rendered.report["flags"] if item.get("bdi") in (None, "", bdi)),
+        foreign_bdi_flags=_flags_elsewhere(rendered.report, bdi),
+        load_summary=result.summary(),
+        load_notes=list(result.notes),
+        kernel_release=release,
+    )
+
+
+def _write_index(workdir: Path, outcomes: list[ScenarioOutcome]) -> Path:
+    """One HTML page linking each scenario's report, with its verdict."""
+    rows = []
+    for o in outcomes:
+        link = o.report_file.relative_to(workdir) if o.report_file else None
+        verdict = "as expected" if o.ok else "NOT as expected"
+        rows.append(
+            f"<tr><td><a href='{html.escape(str(link))}'>{html.escape(o.scenario.name)}</a></td>"
+            f"<td>{html.escape(o.scenario.title)}</td><td>{html.escape(', '.join(sorted(o.raised)) or '-')}</td>"
+            f"<td>{verdict}</td><td>{html.escape(o.scenario.expect)}</td></tr>"
+        )
+    page = (
+        "<!doctype html><meta charset='utf-8'><title>fusewb run</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px;"
+        "vertical-align:top}table{border-collapse:collapse}</style>"
+        "<h1>fusewb run</h1><table><tr><th>scenario</th><th>what</th><th>flags raised</th>"
+        "<th>verdict</th><th>expected</th></tr>" + "".join(rows) + "</table>"
+    )
+    index = workdir / "index.html"
+    index.write_text(page)
+    return index
+
+
+def _selected(names: tuple[str, ...]) -> list[Scenario]:
+    if not names or "all" in names:
+        return list(SCENARIOS.values())
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise FusewbError(f"unknown scenario(s): {', '.join(unknown)}",
+                          f"choose from {', '.join(SCENARIOS)} or all")
+    return [SCENARIOS[n] for n in names]
+
+
+@click.command(context_settings={"max_content_width": 100})
+@click.argument("scenarios", nargs=-1, metavar="SCENARIO...|all")
+@click.option("--keep", "keep", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep captures and reports in this folder (default: a temporary folder, "
+              "removed unless the format is html).")
+@click.option("--format", "fmt", type=click.Choice(["text", "html"]), default="text",
+              show_default=True, help="html also writes one report per scenario and an index.")
+@click.option("--threshold-ms", type=float, default=50.0, show_default=True,
+              help="A wait at or over this is a BLOCKED_WAIT.")
+@click.option("--list", "list_only", is_flag=True, help="List the scenarios and exit.")
+def run(scenarios: tuple[str, ...], keep: Path | None, fmt: str, threshold_ms: float,
+        list_only: bool) -> None:
+    """Mount the fixture, trace, run a load, analyse, print the verdict, clean up.
+
+    Scenarios: msync-slow, close-slow, sync-stalled, compaction, reclaim-memcg, self-wait,
+    dirty-throttle (or all). Exit status 0 when every scenario did what is expected on this
+    kernel, 1 when one did not, 2 on bad input (not root, unknown scenario).
+
+    \b
+    Examples:
+      sudo fusewb run --list
+      sudo fusewb run msync-slow
+      sudo fusewb run all --keep /tmp/fusewb-all --format html
+    """
+    if list_only:
+        for s in SCENARIOS.values():
+            click.echo(f"{s.name:<15} {s.title}")
+        return
+    chosen = _selected(scenarios)
+    if os.geteuid() != 0:
+        raise FusewbError("fusewb run needs root (BPF, FUSE mounts, cgroups)", "run it with sudo")
+    workdir = keep if keep is not None else Path(tempfile.mkdtemp(prefix="fusewb-run-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(workdir, 0o700)
+    outcomes: list[ScenarioOutcome] = []
+    started = time.monotonic()
+    with _terminate_as_interrupt():
+        for number, scenario in enumerate(chosen, 1):
+            click.echo(click.style(f"== {number}/{len(chosen)} {scenario.name} "
+                                   f"({time.monotonic() - started:.0f} s elapsed)", bold=True), err=True)
+            outcome = run_scenario(scenario, workdir, fmt, threshold_ms)
+            outcomes.append(outcome)
+            click.echo(outcome.report_text)
+            click.echo(outcome.verdict())
+            click.echo("")
+    click.echo(click.style("Summary", bold=True))
+    for o in outcomes:
+        click.echo(f"  {o.scenario.name:<15} {'as expected' if o.ok else 'NOT as expected':<16} "
+                   f"{', '.join(sorted(o.raised)) or 'no flags'}")
+    if fmt == "html":
+        click.echo(f"HTML report: {_write_index(workdir, outcomes)}")
+    elif keep is None:
+        import shutil  # noqa: PLC0415
+
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        click.echo(f"captures and reports kept in {workdir}")
+    if not all(o.ok for o in outcomes):
+        raise SystemExit(1)
