@@ -179,7 +179,7 @@ def _fmt_ms(value: Any) -> str:
 
 def _task(item: dict[str, Any]) -> str:
     if item.get("pid") is None:
-        return "-"
+        return ""
     return f"{item.get('comm') or '?'}[{item['pid']}]"
 
 
@@ -244,12 +244,17 @@ def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) ->
             continue
         lines.append(f"{name} ({len(mine)}): {FLAG_KINDS[name].raised_when}")
         for item in mine[:flags_per_kind]:
-            duration = _fmt_ms(item["duration_ms"])
-            host = f"{item['host']}  " if multi else ""
-            lines.append(
-                f"  {item['severity']:<8} {host}{_task(item)}  {_where(item)}  "
-                f"{duration} ms{' ONGOING' if item['ongoing'] else ''}".rstrip()
-            )
+            fields = [f"{item['severity']:<8}", item["host"] if multi else "", _task(item),
+                      _where(item)]
+            if item["duration_ms"] is not None:
+                fields.append(f"{_fmt_ms(item['duration_ms'])} ms")
+            if item["ongoing"]:
+                fields.append("ONGOING")
+            if len([f for f in fields if f]) == 1:  # not about a task: the evidence says it all
+                fields += [item["host"] if not multi else "", item["evidence"]]
+                lines.append("  " + "  ".join(f for f in fields if f))
+                continue
+            lines.append("  " + "  ".join(f for f in fields if f))
             lines.append(f"      {item['evidence']}")
         if len(mine) > flags_per_kind:
             lines.append(f"  ... {len(mine) - flags_per_kind} more")

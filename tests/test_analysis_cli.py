@@ -168,3 +168,16 @@ def test_cli_module_imports_only_click() -> None:
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_killed_tracer_capture_with_only_meta(tmp_path: Path) -> None:
+    folder = write_capture(tmp_path / "c", {"complete": False, "end_monotonic_ns": None})
+    for table in ("waits", "requests", "throttle", "vm", "stacks"):
+        (folder / table).mkdir()  # the tracer creates every table folder up front
+    text = _run(folder)
+    assert text.exit_code == 0 and "INCOMPLETE" in text.output and "duration unknown" in text.output
+    report = json.loads(_run(folder, "--format", "json").output)
+    assert [f["flag"] for f in report["flags"]] == ["INCOMPLETE_CAPTURE"]
+    assert report["capture"]["complete"] is False and report["waits_by_path"] == []
+    assert _run(folder, "--format", "html", "-o", tmp_path / "r.html").exit_code == 0
+    assert _run(folder, "--fail-on", "INCOMPLETE_CAPTURE").exit_code == 1

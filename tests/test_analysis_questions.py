@@ -137,3 +137,10 @@ def test_write_capture_rows_and_columns_agree(tmp_path: Path) -> None:
     a = load_capture(write_capture(tmp_path / "a", waits=rows)).table("waits")
     b = load_capture(write_capture(tmp_path / "b", waits=columns)).table("waits")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_wait_without_stack_or_known_mount(tmp_path: Path) -> None:
+    folder = write_capture(tmp_path / "c", waits={"ts_ns": [at(5)], "duration_ns": [80 * 10**6],
+                                                  "stack_id": [-1], "bdi": ["0:99"]})
+    row = waits(load_capture(folder)).iloc[0]
+    assert row["path"] == "other" and row["stack"] == "(no stack)" and row["mount"] == "?"
