@@ -30,6 +30,8 @@ __all__ = [
 ]
 
 SEVERITIES = ["critical", "high", "medium", "low"]
+# -ECONNABORTED, -ENOTCONN: request ends the kernel makes, not replies of a server thread
+KERNEL_ENDED_ERRORS = (-103, -107)
 
 
 @dataclass(frozen=True)
@@ -204,8 +206,10 @@ def _server_tgids(cap: Capture) -> set[tuple[str, str, int]]:
             if bdi is not None:
                 found.add((src.host, str(bdi), int(thread["tgid"])))
     if cap.recorded("requests"):
-        replies = cap.table("requests")[["host", "bdi", "end_tgid"]].dropna()
-        replies = replies.drop_duplicates()
+        requests = cap.table("requests")
+        # requests ended by an abort or a dead connection end in the aborter's context
+        answered = ~requests["error"].isin(KERNEL_ENDED_ERRORS)
+        replies = requests.loc[answered, ["host", "bdi", "end_tgid"]].dropna().drop_duplicates()
         found.update(
             (str(h), str(b), int(t))
             for h, b, t in zip(replies["host"], replies["bdi"], replies["end_tgid"])

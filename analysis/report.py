@@ -143,12 +143,22 @@ def _kernel_notes(cap: Capture, paths: pd.DataFrame) -> list[str]:
     return notes
 
 
-def build_report(cap: Capture, threshold_ms: float = 50.0) -> dict[str, Any]:
+def build_report(
+    cap: Capture, threshold_ms: float = 50.0, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Everything the text, JSON and HTML reports show, as plain Python data."""
+
+    def step(what: str) -> None:
+        if progress is not None:
+            progress(f"analysing: {what}")
+
+    step("waits per path")
     paths = wait_paths(cap) if cap.recorded("waits") else pd.DataFrame(
         columns=["host", "path", "count"])
+    step("flags")
     raised = flags(cap, threshold_ms)
     counts = raised["flag"].astype(object).value_counts() if len(raised) else pd.Series(dtype=int)
+    step("requests, throttling, reclaim and migration")
     return {
         "report_version": REPORT_VERSION,
         "generator": f"fusewb {__version__}",
@@ -302,13 +312,11 @@ def render_report(
     cap = load_capture(capture_path, progress=progress)
     for table in TABLES:
         cap.table(table)  # read everything now: a corrupt part fails here, on one line
-    if progress is not None:
-        progress("analysing")
-    report = build_report(cap, threshold_ms)
+    report = build_report(cap, threshold_ms, progress)
     if fmt == "json":
         text = render_json(report)
     elif fmt == "html":
-        from fusewb.analysis.html import render_html
+        from fusewb.analysis.html_report import render_html
 
         if progress is not None:
             progress("plotting")

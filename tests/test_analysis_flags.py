@@ -134,3 +134,19 @@ def test_parse_flag_names() -> None:
     assert parse_flag_names(None) == []
     with pytest.raises(ValueError, match="NOPE"):
         parse_flag_names("SYNC_WAIT,NOPE")
+
+
+@pytest.mark.parametrize(("error", "server"), [(-103, False), (-107, False), (0, True),
+                                               (-5, True)])
+def test_requests_ended_by_an_abort_do_not_make_a_server(tmp_path: Path, error: int,
+                                                          server: bool) -> None:
+    """An abort ends requests in the aborting task's context: that task is no server thread."""
+    ender = 4242
+    wait = {"ts_ns": [at(10)], "duration_ns": [5 * MS], "pid": [ender], "tgid": [ender],
+            "stack_id": [STACK_IDS["fsync"]]}
+    request = {"send_ts_ns": [at(1)], "end_ts_ns": [at(30)], "duration_ns": [29 * MS],
+               "error": [error], "end_pid": [ender], "end_tgid": [ender], "end_comm": ["sh"]}
+    folder = write_capture(tmp_path / "c", waits=wait, requests=request,
+                           stacks={"stack_id": [STACK_IDS["fsync"]], "frames": [["fuse_fsync"]]})
+    raised = set(flags(load_capture(folder))["flag"].astype(str))
+    assert ("SERVER_SELF_WAIT" in raised) is server
