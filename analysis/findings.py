@@ -226,8 +226,8 @@ def _wait_flags(cap: Capture, threshold_ms: float) -> list[pd.DataFrame]:
     servers = _server_tgids(cap)
     if servers and len(w):
         candidates = w["tgid"].isin({t for _, _, t in servers})
-        keys = zip(w.loc[candidates, "host"].astype(object), w.loc[candidates, "bdi"].astype(object),
-                   w.loc[candidates, "tgid"])
+        chosen = w.loc[candidates]
+        keys = zip(chosen["host"].astype(object), chosen["bdi"].astype(object), chosen["tgid"])
         hits = np.array([(str(h), str(b), int(t)) in servers for h, b, t in keys], dtype=bool)
         mask = candidates.copy()
         mask.loc[candidates] = hits
@@ -297,8 +297,8 @@ def _dirty_throttle(cap: Capture) -> pd.DataFrame:
 
 def _reclaim_throttle(cap: Capture) -> pd.DataFrame:
     vm = vm_events(cap)
-    throttled = vm[(vm["kind"] == "vmscan_throttled")
-                   & (vm["reason"].fillna(0).astype(np.int64) & VMSCAN_THROTTLE_WRITEBACK).astype(bool)]
+    on_writeback = (vm["reason"].fillna(0).astype(np.int64) & VMSCAN_THROTTLE_WRITEBACK) > 0
+    throttled = vm[(vm["kind"] == "vmscan_throttled") & on_writeback]
     if throttled.empty:
         return _empty()
     writes = fuse_requests(cap)

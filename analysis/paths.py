@@ -5,8 +5,9 @@ functions whose presence in a stack puts a wait on that path, and one line on th
 :func:`attribute_path` returns the path of the first rule (in table order) that matches any frame,
 so the order is the priority when a stack holds several: migration (compaction, CMA, hot-unplug,
 NUMA balancing) before reclaim (CMA reclaims clean pages through ``shrink_folio_list``), reclaim
-before sync, sync before fsync (``msync`` lands in ``fuse_fsync``), then close, truncate and write,
-and page_mkwrite last because its ``folio_wait_stable`` also sits under buffered writes.
+before sync, sync before fsync (``msync`` lands in ``fuse_fsync``), then close; write before
+truncate (a direct write launders cached folios through ``invalidate_inode_pages2_range``); and
+page_mkwrite last because its ``folio_wait_stable`` also sits under buffered writes.
 
 Frames are normalised before matching: ``+0x1a/0x40`` offsets, ``[module]`` tags, compiler
 suffixes (``.isra.0``, ``.constprop.0``, ``.part.0``, ``.cold``), the ``_noprof`` suffix of
@@ -74,7 +75,7 @@ PATH_RULES: list[PathRule] = [
         "try_to_free_mem_cgroup_pages mem_cgroup_shrink_node kswapd balance_pgdat "
         "kswapd_shrink_node node_reclaim reclaim_pages reclaim_folio_list evict_folios "
         "try_to_shrink_lruvec lru_gen_shrink_lruvec mem_cgroup_handle_over_high "
-        "reclaim_high try_charge_memcg",
+        "reclaim_high try_charge_memcg shrink_slab do_shrink_slab super_cache_scan prune_icache_sb",
         "reclaim waiting on a folio under FUSE writeback ties memory reclaim to a user-space "
         "server: a server that itself needs memory deadlocks, any other stalls (before 6.16; "
         "6.16+ skips such folios via the mapping flag)",
@@ -104,16 +105,6 @@ PATH_RULES: list[PathRule] = [
         "wait, so close(2) and exit(2) take as long as the server's WRITEs",
     ),
     _rule(
-        "truncate",
-        "fuse_do_setattr fuse_setattr notify_change do_truncate vfs_truncate sys_truncate "
-        "sys_ftruncate do_sys_ftruncate truncate_pagecache truncate_inode_pages_range "
-        "truncate_inode_pages invalidate_inode_pages2_range invalidate_inode_pages2 "
-        "fuse_launder_folio fuse_launder_page fuse_file_fallocate sys_fallocate vfs_fallocate "
-        "fuse_open_common fuse_finish_open",
-        "truncate/setattr/fallocate and page-cache invalidation wait for writeback of the "
-        "folios they drop (launder), so they wait on the server",
-    ),
-    _rule(
         "write",
         "fuse_perform_write fuse_fill_write_pages fuse_write_begin fuse_cache_write_iter "
         "fuse_file_write_iter fuse_direct_write_iter fuse_direct_io generic_perform_write "
@@ -122,6 +113,16 @@ PATH_RULES: list[PathRule] = [
         "fuse_copy_file_range sys_copy_file_range",
         "a buffered or direct write waits for earlier writeback of the same folio or range to "
         "finish (stable pages, or FUSE's own in-flight writeback check)",
+    ),
+    _rule(
+        "truncate",
+        "fuse_do_setattr fuse_setattr notify_change do_truncate vfs_truncate sys_truncate "
+        "sys_ftruncate do_sys_ftruncate truncate_pagecache truncate_inode_pages_range "
+        "truncate_inode_pages invalidate_inode_pages2_range invalidate_inode_pages2 "
+        "fuse_launder_folio fuse_launder_page fuse_file_fallocate sys_fallocate vfs_fallocate "
+        "fuse_open_common fuse_finish_open fuse_open",
+        "truncate/setattr/fallocate and page-cache invalidation wait for writeback of the "
+        "folios they drop (launder), so they wait on the server",
     ),
     _rule(
         "page_mkwrite",
@@ -164,7 +165,7 @@ def _strip(frame: str) -> str:
 
 
 def normalize_frame(frame: str) -> str:
-    """The matching key of one frame: ``__x64_sys_msync+0x1a/0x40`` -> ``sys_msync``; "" if unknown."""
+    """The key a frame is matched by: ``__x64_sys_msync+0x1a`` -> ``sys_msync``; "" if unknown."""
     name = _strip(frame).lstrip("_")
     if name.endswith("_noprof"):
         name = name[: -len("_noprof")]
@@ -190,7 +191,7 @@ def matching_frame(frames: Iterable[str] | None) -> tuple[str, str | None]:
 
 
 def attribute_path(frames: Iterable[str] | None) -> str:
-    """The path (one of :data:`PATHS`) of a wait whose kernel stack is ``frames``, innermost first."""
+    """The path (one of :data:`PATHS`) of a wait with kernel stack ``frames``, innermost first."""
     return matching_frame(frames)[0]
 
 

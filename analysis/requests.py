@@ -1,4 +1,4 @@
-"""Questions about FUSE requests: each request, requests per opcode, in-flight writeback over time."""
+"""Questions about FUSE requests: each one, per opcode, and in-flight WRITEs over time."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 
 from fusewb.analysis.capture import Capture
-from fusewb.analysis.common import NS_PER_MS, duration_stats, mount_column, requires, seconds_since_start
+from fusewb.analysis.common import (
+    NS_PER_MS,
+    duration_stats,
+    mount_column,
+    requires,
+    seconds_since_start,
+)
 
 __all__ = ["fuse_requests", "requests_by_opcode", "inflight_writeback", "inflight_at", "WRITE"]
 
@@ -69,7 +75,9 @@ def _end_times(cap: Capture, frame: pd.DataFrame) -> np.ndarray:
     return ends
 
 
-def inflight_at(cap: Capture, host: str, times_ns: np.ndarray, bdi: str | None = None) -> np.ndarray:
+def inflight_at(
+    cap: Capture, host: str, times_ns: np.ndarray, bdi: str | None = None
+) -> np.ndarray:
     """How many FUSE WRITEs of ``host`` (optionally one bdi) were in flight at each time."""
     frame = cap.table("requests") if cap.recorded("requests") else None
     if frame is None or frame.empty:
@@ -130,7 +138,8 @@ def inflight_writeback(cap: Capture, bin_ms: float = 100.0) -> pd.DataFrame:
             w_start = np.sort(w["ts_ns"].to_numpy(dtype="float64"))
             w_end = np.sort((w["ts_ns"] + w["duration_ns"]).to_numpy(dtype="float64"))
             probe = edges[:-1].astype("float64")
-            waiting = np.searchsorted(w_start, probe, "right") - np.searchsorted(w_end, probe, "right")
+            waiting = (np.searchsorted(w_start, probe, "right")
+                       - np.searchsorted(w_end, probe, "right"))
         pieces.append(pd.DataFrame({
             "host": host, "bdi": bdi,
             "t_s": (edges[:-1] - start) / 1e9,

@@ -156,7 +156,10 @@ def _column_length(data: Mapping[str, Any]) -> int:
     return lengths.pop() if lengths else 0
 
 
-def table_from(name: str, data: Mapping[str, Any] | Sequence[Mapping[str, Any]] | pa.Table | None) -> pa.Table:
+TableData = Mapping[str, Any] | Sequence[Mapping[str, Any]] | pa.Table | None
+
+
+def table_from(name: str, data: TableData) -> pa.Table:
     """A pyarrow table of ``name``'s schema from columns or rows; defaults fill missing columns.
 
     In the requests table ``opcode_name`` defaults from ``opcode`` and ``end_*``/``error`` are
@@ -204,7 +207,7 @@ def write_capture(
     *,
     part_rows: int | None = None,
     write_meta: bool = True,
-    **tables: Mapping[str, Any] | Sequence[Mapping[str, Any]] | pa.Table | None,
+    **tables: TableData,
 ) -> Path:
     """Write a capture directory: ``write_capture(dir, meta, waits=..., requests=..., ...)``.
 

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 
 from fusewb.analysis.capture import Capture
-from fusewb.analysis.common import NS_PER_MS, duration_stats, mount_column, requires, seconds_since_start
+from fusewb.analysis.common import (
+    NS_PER_MS,
+    duration_stats,
+    mount_column,
+    requires,
+    seconds_since_start,
+)
 from fusewb.analysis.paths import PATH_MECHANISMS, PATHS, matching_frame, stack_summary
 
 __all__ = ["waits", "wait_paths", "stack_paths"]

@@ -1,4 +1,4 @@
-"""Small hand-made captures for the analysis tests: every flag and every path, with known answers."""
+"""Small hand-made captures for the analysis tests: every flag, with known answers."""
 
 from __future__ import annotations
 

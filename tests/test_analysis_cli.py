@@ -131,19 +131,24 @@ def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
     return cases
 
 
+def _contents(target: Path) -> dict[Path, bytes]:
+    if not target.is_dir():
+        return {}
+    return {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "file", "empty meta", "corrupt meta",
                                   "newer", "truncated part", "corrupt part", "empty part",
                                   "meta wrong type", "part lacks column"])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, case: str) -> None:
     target = _bad_inputs(tmp_path)[case]
-    before = {p: p.read_bytes() for p in target.rglob("*") if p.is_file()} if target.is_dir() else {}
+    before = _contents(target)
     result = _run(target)
     assert result.exit_code == 2, (case, result.output, result.exception)
     assert len(result.output.strip().splitlines()) == 1, result.output
     assert "Traceback" not in result.output and result.output.startswith("Error: ")
     assert str(target.name) in result.output
-    after = {p: p.read_bytes() for p in target.rglob("*") if p.is_file()} if target.is_dir() else {}
-    assert before == after  # never modified
+    assert _contents(target) == before  # never modified
 
 
 def test_subprocess_runs_without_warnings(everything: Path, tmp_path: Path) -> None:

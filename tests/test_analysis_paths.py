@@ -43,6 +43,13 @@ OLDER_AND_ODD: list[tuple[str, list[str]]] = [
     ("write", ["fuse_wait_on_page_writeback [fuse]", "fuse_fill_write_pages [fuse]",
                "fuse_perform_write [fuse]", "fuse_file_write_iter [fuse]", "new_sync_write",
                "vfs_write", "ksys_write"]),
+    # a direct write launders cached folios first: the write decides, not the invalidation
+    ("write", ["folio_wait_writeback", "fuse_launder_folio", "invalidate_inode_pages2_range",
+               "kiocb_invalidate_pages", "fuse_direct_write_iter", "vfs_write", "ksys_write"]),
+    # inode eviction from the slab shrinker inside reclaim
+    ("reclaim", ["folio_wait_writeback", "truncate_inode_pages_range", "evict",
+                 "prune_icache_sb", "super_cache_scan", "do_shrink_slab", "shrink_slab",
+                 "shrink_node", "balance_pgdat", "kswapd"]),
     # 6.17+ buffered write through iomap
     ("write", ["folio_wait_writeback", "folio_wait_stable", "__filemap_get_folio",
                "iomap_write_begin", "iomap_file_buffered_write", "fuse_cache_write_iter",
