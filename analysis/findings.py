@@ -18,6 +18,7 @@ from fusewb.analysis.capture import Capture
 from fusewb.analysis.requests import WRITE, fuse_requests, inflight_at
 from fusewb.analysis.vm import VMSCAN_THROTTLE_WRITEBACK, dirty_throttling, vm_events
 from fusewb.analysis.waiting import waits
+from fusewb.schema import TABLES
 
 __all__ = [
     "FlagKind",
@@ -97,7 +98,8 @@ FLAG_KINDS: dict[str, FlagKind] = {
             "writeback progress, which in-flight FUSE WRITEs make only at the server's pace",
         ),
         FlagKind(
-            "INCOMPLETE_CAPTURE", "lost events, or the tracer did not stop cleanly", (),
+            "INCOMPLETE_CAPTURE",
+            "lost events, a tracer that did not stop cleanly, or parts missing", (),
             "the ring buffer dropped events or the tracer did not flush at exit: counts are "
             "lower bounds and ongoing waits may be missing",
         ),
@@ -345,12 +347,28 @@ def _reclaim_throttle(cap: Capture) -> pd.DataFrame:
     })
 
 
+def _missing_rows(cap: Capture, host: str, counted: object) -> list[str]:
+    """Tables holding fewer rows than ``meta.json`` counts (a part went missing)."""
+    if not isinstance(counted, dict):
+        return []
+    short = []
+    for table, expected in counted.items():
+        if table not in TABLES or not isinstance(expected, int) or expected <= 0:
+            continue
+        frame = cap.table(table)
+        found = int((frame["host"] == host).sum()) if len(frame) else 0
+        if found < expected:
+            short.append(f"{table} has {found} of the {expected} rows meta.json counts")
+    return short
+
+
 def _incomplete(cap: Capture) -> pd.DataFrame:
     rows = []
     for src in cap.sources:
         lost = src.lost_total
         complete = bool(src.meta.get("complete", False))
-        if lost <= 0 and complete:
+        short = _missing_rows(cap, src.host, src.meta.get("tables"))
+        if lost <= 0 and complete and not short:
             continue
         parts = []
         if lost > 0:
@@ -359,8 +377,10 @@ def _incomplete(cap: Capture) -> pd.DataFrame:
             parts.append(f"lost {lost} events" + (f" ({detail})" if detail else ""))
         if not complete:
             parts.append("the tracer did not stop cleanly (complete=false)")
+        if short:
+            parts.append("parts missing: " + ", ".join(short))
         rows.append({
-            "flag": "INCOMPLETE_CAPTURE", "severity": "high" if lost > 0 else "medium",
+            "flag": "INCOMPLETE_CAPTURE", "severity": "high" if lost > 0 or short else "medium",
             "host": src.host, "path": None, "pid": None, "tgid": None, "comm": None,
             "mount": None, "bdi": None, "ino": None, "duration_ms": None, "ongoing": False,
             "count": max(lost, 1), "total_ms": None, "evidence": "; ".join(parts),

@@ -103,6 +103,15 @@ def test_incomplete_capture(raised: pd.DataFrame, tmp_path: Path) -> None:
     assert "complete=false" in unclean.iloc[0]["evidence"]
 
 
+def test_missing_part_is_an_incomplete_capture(tmp_path: Path) -> None:
+    folder = write_capture(tmp_path / "c", waits={"ts_ns": [at(i) for i in range(4)],
+                                                  "duration_ns": [MS] * 4}, part_rows=2)
+    (folder / "waits" / "part-000002.parquet").unlink()
+    row = flags(load_capture(folder)).iloc[0]
+    assert row["flag"] == "INCOMPLETE_CAPTURE" and row["severity"] == "high"
+    assert "waits has 2 of the 4 rows" in row["evidence"]
+
+
 def test_healthy_capture_raises_nothing(tmp_path: Path) -> None:
     result = flags(load_capture(clean_capture(tmp_path / "c")))
     assert result.empty and list(result.columns) == FLAG_COLUMNS
