@@ -206,6 +206,10 @@ def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) ->
     """A terminal report: capture summary, waits per path, requests, flags, mechanisms, notes."""
     cap = report["capture"]
     multi = len(cap["hosts"]) > 1
+    width = max(len(h) for h in cap["hosts"]) + 2 if multi else 0
+
+    def host(name: str) -> str:
+        return f"{name:<{width}}" if multi else ""
     lines = [f"fusewb analysis of {cap['path']}"
              + (f" ({len(cap['hosts'])} hosts)" if multi else "")]
     for src in cap["sources"]:
@@ -223,11 +227,11 @@ def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) ->
     lines.append("")
     lines.append("Waits on FUSE writeback, per path")
     if report["waits_by_path"]:
-        lines.append(f"  {'host  ' if multi else ''}{'path':<13}{'count':>8}{'ongoing':>9}"
+        lines.append(f"  {host('host')}{'path':<13}{'count':>8}{'ongoing':>9}"
                      f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'tasks':>7}")
         for row in report["waits_by_path"]:
             lines.append(
-                f"  {row['host'] + '  ' if multi else ''}{row['path']:<13}{row['count']:>8}"
+                f"  {host(row['host'])}{row['path']:<13}{row['count']:>8}"
                 f"{row['ongoing']:>9}{_fmt_ms(row['p50_ms']):>9}{_fmt_ms(row['p99_ms']):>9}"
                 f"{_fmt_ms(row['max_ms']):>9}{row['tasks']:>7}"
             )
@@ -236,11 +240,11 @@ def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) ->
     if report["requests_by_opcode"]:
         lines.append("")
         lines.append("FUSE requests, per opcode (most time first)")
-        lines.append(f"  {'opcode':<12}{'count':>9}{'ongoing':>9}{'errors':>8}"
+        lines.append(f"  {host('host')}{'opcode':<12}{'count':>9}{'ongoing':>9}{'errors':>8}"
                      f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}  mount")
         for row in report["requests_by_opcode"][:8]:
             lines.append(
-                f"  {row['opcode_name']:<12}{row['count']:>9}{row['ongoing']:>9}"
+                f"  {host(row['host'])}{row['opcode_name']:<12}{row['count']:>9}{row['ongoing']:>9}"
                 f"{row['errors']:>8}{_fmt_ms(row['p50_ms']):>9}{_fmt_ms(row['p99_ms']):>9}"
                 f"{_fmt_ms(row['max_ms']):>9}  {row['mount']}"
             )
