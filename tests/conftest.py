@@ -1,0 +1,42 @@
+"""Session-wide checks shared by all tests: nothing of fusewb's may outlive the test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def _owner_gone_or_us(name: str, pid_alive) -> bool:
+    """Whether cgroup ``fusewb-<what>-<pid>`` was made by this process or by a dead one."""
+    suffix = name.rsplit("-", 1)[-1]
+    return suffix.isdigit() and (int(suffix) == os.getpid() or not pid_alive(int(suffix)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_fixture_leftovers(tmp_path_factory):
+    """After the session: clean stale fixture mounts, then assert that no fixture mount under
+    this session's temporary folder and no fusewb cgroup of this session is left."""
+    if os.geteuid() != 0:
+        yield
+        return
+    from fusewb.fixtures.cgroup import fusewb_cgroups
+    from fusewb.fixtures.manage import cleanup_stale, fixture_mounts, unmount_fixture
+    from fusewb.fixtures.registry import pid_alive
+
+    base = str(tmp_path_factory.getbasetemp()) + os.sep
+    cgroups_before = set(fusewb_cgroups())
+    yield
+    cleanup_stale()
+    left_mounts = [m.mountpoint for m in fixture_mounts() if m.mountpoint.startswith(base)]
+    left_cgroups = [p for p in fusewb_cgroups() if p not in cgroups_before
+                    and _owner_gone_or_us(p.name, pid_alive)]
+    for mountpoint in left_mounts:
+        unmount_fixture(mountpoint)
+    for path in left_cgroups:
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+    assert not left_mounts, f"fixture mounts left behind: {left_mounts}"
+    assert not left_cgroups, f"fusewb cgroups left behind: {left_cgroups}"
