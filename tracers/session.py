@@ -297,7 +297,8 @@ class Tracer:
 
     # ---- aggregates ---------------------------------------------------------------------
     def _per_cpu(self, table: str, index: int) -> list[int]:
-        return [int(v) for v in self.bpf[table].getvalue(self.bpf[table].Key(index))]
+        bpf_table = self.bpf[table.encode()]
+        return [int(v) for v in bpf_table.getvalue(bpf_table.Key(index))]
 
     def _lost(self) -> dict[str, Any]:
         defs = header_defs()
@@ -368,6 +369,7 @@ class Tracer:
                 if self.options.duration is not None and now - began >= self.options.duration:
                     break
                 self.bpf.ring_buffer_poll(POLL_MS)
+                self._refresh_filter()  # new mounts join the filter within a poll interval
                 now = time.monotonic()
                 if now >= next_flush:
                     self._flush()
