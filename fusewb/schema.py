@@ -148,6 +148,7 @@ META_KEYS: dict[str, str] = {
     "server_threads": "list[dict]: connection, bdi, tgid, pid, comm, replies (tasks that "
     "answered FUSE requests = the server's threads)",
     "tables": "dict[str,int]: rows written per table",
+    "ring_pages": "int, BPF ring buffer size in pages (lost events grow when it is too small)",
 }
 
 # enum fuse_opcode (include/uapi/linux/fuse.h) -> short name.
