@@ -193,6 +193,36 @@ def test_stalled_server_yields_ongoing_wait_and_write(tmp_path) -> None:
     assert any("(ongoing)" in line for line in lines)
 
 
+def test_pid_filter_keeps_only_that_process(tmp_path) -> None:
+    _prepare()
+    capture = tmp_path / "cap"
+    gated = "import sys; sys.stdin.readline()\n" + MSYNC_LOAD
+    with fixture(tmp_path, latency_ms=100) as fx:
+        chosen = subprocess.Popen([sys.executable, "-c", gated, f"{fx.mountpoint}/a.dat", "2"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        other = subprocess.Popen([sys.executable, "-c", gated, f"{fx.mountpoint}/b.dat", "2"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            with tracing(capture, fx.mountpoint, pid=chosen.pid):
+                chosen.stdin.write("go\n")
+                other.stdin.write("go\n")
+                chosen.stdin.flush()
+                other.stdin.flush()
+                finish(chosen)
+                finish(other)
+        finally:
+            for proc in (chosen, other):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+    waits = read_table(capture, "waits")
+    assert not waits.empty
+    assert set(waits.tgid) == {chosen.pid}
+    assert json.loads((capture / "meta.json").read_text())["filter"]["pid"] == chosen.pid
+
+
 def _compact_bounded(timeout: float) -> bool:
     """echo 1 > compact_memory in a daemon thread; False if it did not return in time."""
     done = threading.Event()
