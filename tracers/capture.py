@@ -31,12 +31,17 @@ def _open_private(path: Path) -> int:
 class CaptureWriter:
     """Buffers rows per table and writes Parquet parts and ``meta.json`` into ``directory``."""
 
+    @staticmethod
+    def check_new(directory: Path) -> None:
+        """FusewbError if ``directory`` already holds a capture (never overwrite one)."""
+        if (Path(directory) / META_FILE).exists():
+            raise FusewbError(
+                f"{directory} already holds a capture", "choose another -o directory or remove it"
+            )
+
     def __init__(self, directory: Path, meta: dict[str, Any]) -> None:
         self.directory = Path(directory)
-        if (self.directory / META_FILE).exists():
-            raise FusewbError(
-                f"{self.directory} already holds a capture", "choose another -o directory or remove it"
-            )
+        self.check_new(self.directory)
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.directory, 0o700)

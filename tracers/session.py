@@ -165,14 +165,15 @@ class Tracer:
         from fusewb.tracers.program import BuildOptions, attach_kprobes, compile_program  # noqa: PLC0415
 
         self._validate()
+        CaptureWriter.check_new(self.options.output)  # before the slow compile
         self.plan = choose_plan(self._features(), self.options.plan)
         build = BuildOptions(ring_pages=self.options.ring_pages, filter_tgid=self.options.pid or 0)
         build.defines()  # validates before the slow compile
-        self.capture = CaptureWriter(self.options.output, self._initial_meta())
         self.bpf = compile_program(self.plan, build)
         try:
             self.probes = [p for p in self.plan.probes() if not p.startswith(("kprobe:", "kretprobe:"))]
             self.probes += attach_kprobes(self.bpf, self.plan)
+            self.capture = CaptureWriter(self.options.output, self._initial_meta())
             self._refresh_filter()
             self.bpf[b"events"].open_ring_buffer(self._on_event)
         except BaseException:
