@@ -148,6 +148,9 @@ META_KEYS: dict[str, str] = {
     "server_threads": "list[dict]: connection, bdi, tgid, pid, comm, replies (tasks that "
     "answered FUSE requests = the server's threads)",
     "tables": "dict[str,int]: rows written per table",
+    "unseen_waiters": "list[dict]: pid, tgid, comm, frames of tasks still asleep in "
+    "folio_wait_writeback at the end whose wait began before tracing (from /proc/*/stack; bdi "
+    "unknown, so not in the waits table)",
     "ring_pages": "int, BPF ring buffer size in pages (lost events grow when it is too small)",
 }
 

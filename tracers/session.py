@@ -33,6 +33,7 @@ from fusewb.tracers.events import decode, header_defs
 from fusewb.tracers.live import WAIT_HEADER, wait_line
 from fusewb.tracers.mounts import FuseMount, fuse_mounts, mount_for_path
 from fusewb.tracers.plan import KPROBE_FUNCTIONS, ProbePlan, choose_plan
+from fusewb.tracers.procscan import blocked_in
 from fusewb.tracers.rows import (
     pending_request_row,
     pending_wait_row,
@@ -88,6 +89,7 @@ class CaptureSummary:
     max_wait_ms: float
     seconds: float
     server_threads: list[dict[str, Any]] = field(default_factory=list)
+    unseen_waiters: list[dict[str, Any]] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         t = self.tables
@@ -101,6 +103,10 @@ class CaptureSummary:
         if self.server_threads:
             servers = sorted({(s["bdi"] or s["connection"], s["tgid"], s["comm"]) for s in self.server_threads})
             out.append("FUSE server threads: " + ", ".join(f"{b}: {c} (pid {p})" for b, p, c in servers))
+        if self.unseen_waiters:
+            tasks = ", ".join(f"{t['comm']} {t['pid']}" for t in self.unseen_waiters[:5])
+            out.append(f"{len(self.unseen_waiters)} task(s) waited on writeback since before tracing "
+                       f"began (bdi unknown; meta.json unseen_waiters): {tasks}")
         lost = self.lost.get("total", 0)
         if lost:
             by_kind = ", ".join(f"{k} {v}" for k, v in self.lost["by_kind"].items() if v)
@@ -203,6 +209,7 @@ class Tracer:
             "lost_events": {"total": 0, "per_cpu": [], "by_kind": {}},
             "counters": {},
             "server_threads": [],
+            "unseen_waiters": [],
             "ring_pages": self.options.ring_pages,
         }
 
@@ -396,17 +403,21 @@ class Tracer:
         ongoing_waits = ongoing_requests = 0
         end_ns = monotonic_ns()
         lost: dict[str, Any] = {"total": 0, "per_cpu": [], "by_kind": {}}
+        unseen: list[dict[str, Any]] = []
         counters: dict[str, int] = {}
         servers: list[dict[str, Any]] = []
         try:
             if self.bpf is not None:
                 self.bpf.ring_buffer_consume()
                 end_ns = monotonic_ns()
+                tracked: set[int] = set()
                 if self._has_map("wait_pending"):
                     for key, w in self.bpf[b"wait_pending"].items():
                         if w.asleep:
                             self._add_wait(pending_wait_row(key.value, w, end_ns, self._source()))
+                            tracked.add(key.value)
                             ongoing_waits += 1
+                unseen = [t for t in blocked_in("folio_wait_writeback") if t["pid"] not in tracked]
                 if self._has_map("requests_pending"):
                     for key, r in self.bpf[b"requests_pending"].items():
                         row = pending_request_row(key, r, end_ns, self._bdi_of(key.connection))
@@ -424,6 +435,7 @@ class Tracer:
                     lost_events=lost,
                     counters=counters,
                     server_threads=servers,
+                    unseen_waiters=unseen,
                 )
         self._summary = CaptureSummary(
             directory=self.options.output,
@@ -437,6 +449,7 @@ class Tracer:
             max_wait_ms=self.max_wait_ms,
             seconds=(end_ns - self.start_ns) / 1e9 if self.start_ns else 0.0,
             server_threads=servers,
+            unseen_waiters=unseen,
         )
         return self._summary
 
