@@ -125,7 +125,8 @@ class Tracer:
         self.plan: ProbePlan | None = None
         self.capture: CaptureWriter | None = None
         self.probes: list[str] = []
-        self.mounts_seen: dict[str, FuseMount] = {}  # bdi -> mount
+        self.mounts_seen: dict[tuple[str, str], FuseMount] = {}  # (bdi, mountpoint) -> mount
+        self.mount_records: list[dict[str, Any]] = []  # as_dict() when first seen, for meta.json
         self.stacks_written: set[int] = set()
         self.frames_cache: dict[int, list[str]] = {}
         self.reported_ongoing: set[tuple[int, int]] = set()
@@ -217,9 +218,10 @@ class Tracer:
         """Put the selected FUSE mounts' bdis and connections in the in-kernel filter."""
         bdis, conns = self.bpf[b"fuse_bdis"], self.bpf[b"fuse_conns"]
         for mount in self._selected_mounts():
-            if mount.bdi in self.mounts_seen:
+            if (mount.bdi, mount.mountpoint) in self.mounts_seen:
                 continue
-            self.mounts_seen[mount.bdi] = mount
+            self.mounts_seen[(mount.bdi, mount.mountpoint)] = mount
+            self.mount_records.append(mount.as_dict())
             key = bdis.Key()
             name = mount.bdi.encode()[:31]
             ctypes.memmove(ctypes.addressof(key), name, len(name))
@@ -257,7 +259,7 @@ class Tracer:
             self.options.live(wait_line(row, frames))
 
     def _bdi_of(self, connection: int) -> str | None:
-        for mount in self.mounts_seen.values():
+        for mount in reversed(list(self.mounts_seen.values())):  # the latest mount wins
             if mount.connection == connection:
                 return mount.bdi
         return None
@@ -357,7 +359,7 @@ class Tracer:
         self._refresh_filter()
         self._report_ongoing()
         self.capture.flush(
-            mounts=[m.as_dict() for m in self.mounts_seen.values()],
+            mounts=self.mount_records,
             lost_events=self._lost(),
             server_threads=self._server_threads(),
         )
@@ -431,7 +433,7 @@ class Tracer:
             if self.capture is not None:
                 self.capture.close(
                     end_monotonic_ns=end_ns,
-                    mounts=[m.as_dict() for m in self.mounts_seen.values()],
+                    mounts=self.mount_records,
                     lost_events=lost,
                     counters=counters,
                     server_threads=servers,
