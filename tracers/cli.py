@@ -22,14 +22,14 @@ def _print_ebpf(plan_name: str | None, ring_pages: int, pid: int | None) -> None
 
 
 @click.command()
-@click.option("--mount", "mounts", multiple=True, type=click.Path(file_okay=False),
+@click.option("--mount", "mounts", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Trace only this FUSE mountpoint (repeatable). Default: every FUSE mount, "
               "including ones mounted while tracing.")
-@click.option("--pid", type=int, help="Only waits and throttling of this process (tgid).")
-@click.option("--duration", type=float, help="Stop after this many seconds (default: Ctrl-C).")
-@click.option("--threshold-ms", type=float, default=50.0, show_default=True,
+@click.option("--pid", type=int, metavar="PID", help="Only waits and throttling of this process (tgid).")
+@click.option("--duration", type=float, metavar="SECONDS", help="Stop after this many seconds (default: Ctrl-C).")
+@click.option("--threshold-ms", type=float, default=50.0, show_default=True, metavar="MS",
               help="Print each wait at least this long as it happens.")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=False,
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), metavar="CAPTURE_DIR",
               help="Capture directory to create (owner-only).")
 @click.option("--ring-pages", type=int, default=256, hidden=True,
               help="Ring buffer size in pages (power of two); tests force overflow with 1.")
