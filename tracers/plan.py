@@ -117,7 +117,7 @@ def _sched_switch(features: KernelFeatures, plan: ProbePlan) -> None:
         plan.tracepoints.append("sched:sched_switch")
         plan.skipped["raw_tracepoint:sched_switch"] = why_not_raw
     else:
-        plan.skipped["sched:sched_switch"] = "absent: waits cannot be timed"
+        plan.skipped["tracepoint:sched:sched_switch"] = "absent: waits cannot be timed"
         plan.defines["WAIT_TIMING"] = "0"
 
 
@@ -139,7 +139,7 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
         plan.defines["WAIT_TP"] = "2"
     else:
         plan.defines["WAIT_TP"] = "0"
-        plan.skipped["writeback:folio_wait_writeback"] = "absent: waits cannot be told FUSE"
+        plan.skipped["tracepoint:writeback:folio_wait_writeback"] = "absent: waits cannot be told FUSE"
 
     if name == "kprobe":
         plan.defines.update(KPROBES="1", WAIT_TIMING="2")
@@ -178,15 +178,15 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
         else:
             missing = [tp for tp in group if not tps.get(tp)]
             for tp in group:
-                plan.skipped[tp] = f"absent in tracefs ({', '.join(missing)} missing)"
+                plan.skipped[f"tracepoint:{tp}"] = f"absent in tracefs ({', '.join(missing)} missing)"
     if tps.get("migrate:mm_migrate_pages"):
         plan.tracepoints.append("migrate:mm_migrate_pages")
         paired = bool(tps.get("migrate:mm_migrate_pages_start"))
         if paired:
             plan.tracepoints.append("migrate:mm_migrate_pages_start")
         else:
-            plan.skipped["migrate:mm_migrate_pages_start"] = "absent: migrations without duration"
+            plan.skipped["tracepoint:migrate:mm_migrate_pages_start"] = "absent: migrations without duration"
         plan.defines["VM_MIGRATE"] = "2" if paired else "1"
     else:
-        plan.skipped["migrate:mm_migrate_pages"] = "absent in tracefs"
+        plan.skipped["tracepoint:migrate:mm_migrate_pages"] = "absent in tracefs"
     return plan
