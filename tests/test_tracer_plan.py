@@ -114,3 +114,25 @@ def test_capture_writer_parts_meta_and_permissions(tmp_path) -> None:
     assert set(meta["tables"]) == set(TABLES)
     with pytest.raises(FusewbError):
         CaptureWriter(out, {})
+
+
+def test_sched_switch_tracepoint_fallback_loads_and_attaches() -> None:
+    """Without raw tracepoints (or BTF) the plan pairs waits with sched:sched_switch instead."""
+    require_bpf()
+    from dataclasses import replace
+
+    from fusewb.tracers.features import Check, probe_features
+    from fusewb.tracers.program import BuildOptions, compile_program
+
+    features = replace(probe_features(test_loads=False),
+                       raw_tracepoint=Check(False, "pretend: no raw tracepoints"))
+    require(features.tracepoints.get("sched:sched_switch", False), "needs sched:sched_switch")
+    plan = choose_plan(features, force="tracepoint")
+    assert plan.defines["SCHED_SWITCH_RAW"] == "0"
+    assert "sched:sched_switch" in plan.tracepoints and not plan.raw_tracepoints
+    assert "raw_tracepoint:sched_switch" in plan.skipped
+    bpf = compile_program(plan, BuildOptions(ring_pages=1))
+    try:
+        assert bpf.num_open_tracepoints() == len(plan.tracepoints)
+    finally:
+        bpf.cleanup()

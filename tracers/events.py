@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from fusewb.bpf import source_dir
+
 __all__ = ["HEADER", "HeaderDefs", "header_defs", "decode", "cstr"]
 
-HEADER = Path(__file__).resolve().parent.parent / "bpf" / "fusewb.h"
+HEADER = source_dir() / "fusewb.h"
 
 _CTYPES = {
     "u8": ctypes.c_uint8, "u32": ctypes.c_uint32, "s32": ctypes.c_int32,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fusewb.bpf import source_dir
 from fusewb.errors import FusewbError
 from fusewb.tracers.plan import ProbePlan
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["BPF_DIR", "MAIN_SOURCE", "BuildOptions", "cflags", "ebpf_text", "compile_program",
            "attach_kprobes", "kprobe_function_names"]
 
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+BPF_DIR = source_dir()
 MAIN_SOURCE = BPF_DIR / "fusewb.bpf.c"
 _LOCAL_INCLUDE = re.compile(r'^#include "([\w.]+)"\s*$', re.M)
 
