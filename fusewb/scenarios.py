@@ -153,8 +153,9 @@ class ScenarioOutcome:
         lines.append(f"  expected: {self.scenario.expect}")
         got = ", ".join(sorted(self.raised)) or "no flags"
         lines.append(f"  this kernel ({self.kernel_release}) raised: {got}")
+        lines.append("  load: " + self.load_summary.splitlines()[0])
         for note in self.load_notes:
-            lines.append(f"  load: {note}")
+            lines.append(f"  load note: {note}")
         if self.missing:
             lines.append(f"  MISSING expected flags: {', '.join(self.missing)}")
         if self.foreign_bdi_flags:

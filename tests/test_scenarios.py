@@ -1,0 +1,233 @@
+"""End to end on the real kernel: each ``fusewb run`` scenario, and a bindfs mount fusewb did not start.
+
+Each test mounts the fixture, traces it with real BPF, runs the load, analyses the capture, and
+checks the diagnosis from the capture: the expected flags on the fixture's bdi, none on any other
+bdi, and where this kernel does not wait on a path, what it did instead.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import require, require_bpf, require_cgroup_memory, require_fuse
+
+
+def _kernel_ready() -> None:
+    require_fuse()
+    require_bpf()
+
+
+def _run(name: str, workdir: Path):
+    from fusewb.scenarios import SCENARIOS, run_scenario
+
+    lines: list[str] = []
+    outcome = run_scenario(SCENARIOS[name], workdir, echo=lines.append)
+    return outcome, lines
+
+
+def _flags_and_capture(outcome):
+    from fusewb.analysis import flags, load_capture
+
+    cap = load_capture(outcome.capture)
+    return flags(cap, 50.0), cap
+
+
+def _fixture_bdi(cap) -> str:
+    (mount,) = [m for m in cap.sources[0].meta["mounts"] if m["fstype"] == "fuse.fusewb"]
+    return mount["bdi"]
+
+
+def _assert_only_fixture_bdi(raised, bdi: str) -> None:
+    others = raised[raised["bdi"].notna() & (raised["bdi"].astype(object) != bdi)]
+    assert others.empty, others[["flag", "bdi"]].to_string()
+
+
+def _waits_by_path(cap) -> dict[str, int]:
+    from fusewb.analysis import waits
+
+    frame = waits(cap)
+    return frame["path"].astype(object).value_counts().to_dict() if len(frame) else {}
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [("msync-slow", "fsync"), ("close-slow", "close")],
+)
+def test_slow_server_blocks_path(tmp_path, name: str, path: str) -> None:
+    _kernel_ready()
+    outcome, _ = _run(name, tmp_path)
+    raised, cap = _flags_and_capture(outcome)
+    bdi = _fixture_bdi(cap)
+    blocked = raised[(raised["flag"] == "BLOCKED_WAIT") & (raised["bdi"].astype(object) == bdi)]
+    assert not blocked.empty
+    assert set(blocked["path"].astype(object)) == {path}
+    # the wait took about as long as the server's 200 ms latency
+    assert blocked["duration_ms"].max() >= 150
+    _assert_only_fixture_bdi(raised, bdi)
+    assert outcome.ok, outcome.verdict()
+
+
+def test_sync_stalled_returns_at_once_close_waits(tmp_path) -> None:
+    _kernel_ready()
+    outcome, _ = _run("sync-stalled", tmp_path)
+    raised, cap = _flags_and_capture(outcome)
+    bdi = _fixture_bdi(cap)
+    _assert_only_fixture_bdi(raised, bdi)
+    stalled = raised[raised["flag"] == "STALLED_REQUEST"]
+    assert not stalled.empty and stalled["ongoing"].any()
+    requests = cap.table("requests")
+    writes = requests[requests["opcode_name"].astype(object) == "WRITE"]
+    assert writes["ongoing"].any(), "the held WRITEs are recorded as never completed"
+    paths = _waits_by_path(cap)
+    # this kernel carries the fix: no data-integrity wait for FUSE in sync(2)/syncfs(2)...
+    assert paths.get("sync", 0) == 0, paths
+    # ...and says so from what the load measured
+    assert any("skips the data-integrity wait" in note for note in outcome.load_notes), outcome.load_notes
+    # close still waited, and was still waiting when tracing stopped
+    blocked = raised[(raised["flag"] == "BLOCKED_WAIT") & (raised["path"].astype(object) == "close")]
+    assert not blocked.empty and blocked["ongoing"].any()
+
+
+def test_compaction_waits_in_migration(tmp_path) -> None:
+    _kernel_ready()
+    outcome, _ = _run("compaction", tmp_path)
+    raised, cap = _flags_and_capture(outcome)
+    bdi = _fixture_bdi(cap)
+    _assert_only_fixture_bdi(raised, bdi)
+    migration = raised[(raised["flag"] == "MIGRATION_WAIT") & (raised["bdi"].astype(object) == bdi)]
+    assert not migration.empty
+    assert migration["evidence"].astype(str).str.contains("migrate_pages").any()
+    # the fixture held the WRITEs for 3 s: compaction waited for a good part of that
+    assert migration["duration_ms"].max() >= 1000
+
+
+def test_reclaim_in_memcg_skips_fuse_writeback(tmp_path) -> None:
+    _kernel_ready()
+    require_cgroup_memory()
+    outcome, _ = _run("reclaim-memcg", tmp_path)
+    raised, cap = _flags_and_capture(outcome)
+    bdi = _fixture_bdi(cap)
+    _assert_only_fixture_bdi(raised, bdi)
+    vm = cap.table("vm")
+    memcg = vm[vm["kind"].astype(object) == "memcg_reclaim"]
+    assert len(memcg) > 0, "memcg reclaim ran"
+    # reclaim ran while FUSE WRITEs were in flight...
+    requests = cap.table("requests")
+    writes = requests[requests["opcode_name"].astype(object) == "WRITE"]
+    ends = writes["end_ts_ns"].fillna(writes["send_ts_ns"] + writes["duration_ns"])
+    overlap = [((writes["send_ts_ns"] <= t) & (ends >= t)).any() for t in memcg["ts_ns"]]
+    assert any(overlap), "memcg reclaim overlapped FUSE writeback"
+    # ...and no task waited on FUSE writeback in reclaim (6.16+ skips such folios)
+    assert _waits_by_path(cap).get("reclaim", 0) == 0
+    assert "RECLAIM_WAIT" not in set(raised["flag"].astype(object))
+
+
+def test_self_wait_server_is_throttled_not_deadlocked(tmp_path) -> None:
+    _kernel_ready()
+    require_cgroup_memory()
+    start = time.monotonic()
+    outcome, _ = _run("self-wait", tmp_path)
+    assert time.monotonic() - start < 150, "bounded and recovered"
+    raised, cap = _flags_and_capture(outcome)
+    bdi = _fixture_bdi(cap)
+    _assert_only_fixture_bdi(raised, bdi)
+    server_tgids = {s["tgid"] for s in cap.sources[0].meta["server_threads"] if s["bdi"] == bdi}
+    assert server_tgids, "the fixture's server threads were identified"
+    # this kernel does not wait on FUSE writeback in reclaim, not even the server itself
+    assert _waits_by_path(cap).get("reclaim", 0) == 0
+    assert "RECLAIM_WAIT" not in set(raised["flag"].astype(object))
+    vm = cap.table("vm")
+    server_reclaim = vm[vm["tgid"].isin(server_tgids) & vm["kind"].astype(object).isin(
+        ["memcg_reclaim", "vmscan_throttled", "shrink_inactive"])]
+    assert len(server_reclaim) > 0, "the server itself reclaimed in its memory cgroup"
+
+
+def test_dirty_throttle_on_fuse_bdi(tmp_path) -> None:
+    _kernel_ready()
+    outcome, _ = _run("dirty-throttle", tmp_path)
+    raised, cap = _flags_and_capture(outcome)
+    bdi = _fixture_bdi(cap)
+    _assert_only_fixture_bdi(raised, bdi)
+    throttle = raised[(raised["flag"] == "DIRTY_THROTTLE") & (raised["bdi"].astype(object) == bdi)]
+    assert not throttle.empty
+    table = cap.table("throttle")
+    assert (table["bdi"].astype(object) == bdi).all()
+    assert (table["pause_ms"] > 0).any()
+
+
+def test_run_cli_html_index(tmp_path) -> None:
+    _kernel_ready()
+    out = subprocess.run(
+        [sys.executable, "-m", "fusewb.cli", "run", "msync-slow", "--keep", str(tmp_path), "--format", "html"],
+        capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "HTML report:" in out.stdout
+    index = tmp_path / "index.html"
+    assert "msync-slow" in index.read_text()
+    report = (tmp_path / "msync-slow" / "report.html").read_text()
+    assert "data:image/png;base64" in report
+    assert "BLOCKED_WAIT" in report
+
+
+def test_run_unknown_scenario_exits_2() -> None:
+    out = subprocess.run([sys.executable, "-m", "fusewb.cli", "run", "no-such"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "unknown scenario" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def _bindfs_over_slow_fixture(tmp_path: Path, latency_ms: float):
+    """A bindfs mount whose every WRITE goes through a write-through fixture with latency."""
+    from fusewb.fixtures.faults import Faults
+    from fusewb.fixtures.manage import mount_fixture
+
+    require(shutil.which("bindfs") is not None, "needs Debian bindfs")
+    fixture = mount_fixture(tmp_path / "slow", Faults(latency_ms=latency_ms), writeback_cache=False)
+    target = tmp_path / "bindfs"
+    target.mkdir()
+    try:
+        subprocess.run(["bindfs", str(tmp_path / "slow"), str(target)], check=True, timeout=20)
+    except BaseException:
+        fixture.unmount()
+        raise
+    return fixture, target
+
+
+@pytest.mark.parametrize(("load", "flag", "load_args"), [
+    ("mmap-msync", "BLOCKED_WAIT", {"size_mib": 2, "timeout_s": 60}),
+    ("compaction", "MIGRATION_WAIT", {"size_mib": 8, "timeout_s": 60}),
+])
+def test_bindfs_mount_is_diagnosed_the_same_way(tmp_path, load: str, flag: str, load_args: dict) -> None:
+    _kernel_ready()
+    from fusewb.analysis import flags, load_capture
+    from fusewb.fixtures.loads import LOADS
+    from fusewb.tracers.mounts import mount_for_path
+    from fusewb.tracers.session import Tracer, TraceOptions
+
+    fixture, target = _bindfs_over_slow_fixture(tmp_path, latency_ms=300)
+    try:
+        bindfs_bdi = mount_for_path(target).bdi
+        tracer = Tracer(TraceOptions(output=tmp_path / "cap", mounts=[str(target)]))
+        tracer.start_background()
+        try:
+            LOADS[load](str(target), echo=lambda _line: None, **load_args)
+        finally:
+            tracer.stop()
+    finally:
+        subprocess.run(["fusermount3", "-u", str(target)], timeout=30)
+        fixture.unmount()
+    cap = load_capture(tmp_path / "cap")
+    raised = flags(cap, 50.0)
+    assert set(raised["bdi"].dropna().astype(object)) == {bindfs_bdi}
+    hits = raised[raised["flag"] == flag]
+    assert not hits.empty, raised[["flag", "bdi", "path"]].to_string()
+    mounts = {m["bdi"]: m for m in cap.sources[0].meta["mounts"]}
+    assert mounts[bindfs_bdi]["fstype"] == "fuse"
