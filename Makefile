@@ -10,7 +10,7 @@ setup:
 	@scripts/setup.sh
 
 demo: setup
-	$(FUSEWB) run msync-slow compaction sync-stalled --keep $(DEMO_OUT) --format html
+	$(FUSEWB) run msync-slow close-slow sync-stalled compaction reclaim-memcg --keep $(DEMO_OUT) --format html
 
 test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

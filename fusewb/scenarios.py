@@ -306,8 +306,8 @@ def _selected(names: tuple[str, ...]) -> list[Scenario]:
 @click.command(context_settings={"max_content_width": 100})
 @click.argument("scenarios", nargs=-1, metavar="SCENARIO...|all")
 @click.option("--keep", "keep", type=click.Path(file_okay=False, path_type=Path),
-              help="Keep captures and reports in this folder (default: a temporary folder, "
-              "removed unless the format is html).")
+              help="Keep captures and reports in a new run-* folder inside this folder "
+              "(default: a temporary folder, removed unless the format is html).")
 @click.option("--format", "fmt", type=click.Choice(["text", "html"]), default="text",
               show_default=True, help="html also writes one report per scenario and an index.")
 @click.option("--threshold-ms", type=float, default=50.0, show_default=True,
@@ -334,8 +334,12 @@ def run(scenarios: tuple[str, ...], keep: Path | None, fmt: str, threshold_ms: f
     chosen = _selected(scenarios)
     if os.geteuid() != 0:
         raise FusewbError("fusewb run needs root (BPF, FUSE mounts, cgroups)", "run it with sudo")
-    workdir = keep if keep is not None else Path(tempfile.mkdtemp(prefix="fusewb-run-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    if keep is not None:
+        # a new folder per run: earlier captures in --keep are never overwritten
+        keep.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=time.strftime("run-%Y%m%d-%H%M%S-"), dir=keep))
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="fusewb-run-"))
     os.chmod(workdir, 0o700)
     outcomes: list[ScenarioOutcome] = []
     started = time.monotonic()

@@ -169,9 +169,10 @@ def test_run_cli_html_index(tmp_path) -> None:
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "HTML report:" in out.stdout
-    index = tmp_path / "index.html"
+    index = Path(out.stdout.split("HTML report:")[1].split()[0])
+    assert index.parent.parent == tmp_path
     assert "msync-slow" in index.read_text()
-    report = (tmp_path / "msync-slow" / "report.html").read_text()
+    report = (index.parent / "msync-slow" / "report.html").read_text()
     assert "data:image/png;base64" in report
     assert "BLOCKED_WAIT" in report
 
