@@ -14,6 +14,8 @@
  *   RING_PAGES         ring buffer size in pages (power of two)
  *   FILTER_TGID        only this process's waits and throttling (0: all)
  *   MAX_PENDING, MAX_INFLIGHT, STACK_ENTRIES   map sizes (memory bound)
+ *   REQ_EVENTS_PER_SEC per-CPU budget of streamed request events; requests faster than
+ *                      REQ_ALWAYS_NS beyond it are only summed in opcode_stats
  */
 #ifndef FUSEWB_H
 #define FUSEWB_H
@@ -48,7 +50,8 @@
 #define CNT_SHRINK_RECLAIMED 9
 #define CNT_THROTTLE_OTHER 10     /* balance_dirty_pages on non-FUSE bdis */
 #define CNT_PENDING_FULL 11       /* wait/request state map full: entry not tracked */
-#define NR_COUNTERS 12
+#define CNT_REQ_SUMMED 12         /* fast requests over the per-CPU event budget: only summed */
+#define NR_COUNTERS 13
 
 /* Wait timing source. */
 #define SRC_SCHED_SWITCH 1
@@ -205,6 +208,12 @@ struct server_thread {
 struct inflight_writes {
     s64 now;
     s64 max;
+};
+
+/* Per-CPU budget window of streamed request events. */
+struct event_budget {
+    u64 window_start_ns;
+    u64 sent;
 };
 
 struct vm_key {

@@ -6,6 +6,33 @@ BPF_HASH(requests_pending, struct request_key, struct request_pending, MAX_INFLI
 BPF_HASH(server_threads, struct server_key, struct server_thread, 4096);
 BPF_HASH(writes_inflight, u32, struct inflight_writes, 1024);
 BPF_HASH(opcode_stats, u32, struct opcode_stats, 128);
+BPF_PERCPU_ARRAY(request_budget, struct event_budget, 1);
+
+#ifndef REQ_EVENTS_PER_SEC
+#define REQ_EVENTS_PER_SEC 20000
+#endif
+#ifndef REQ_ALWAYS_NS
+#define REQ_ALWAYS_NS 1000000ULL
+#endif
+
+/* Stream this ended request? Slow ones always; fast ones while this CPU's budget lasts. */
+static __always_inline int request_in_budget(u64 now, u64 took)
+{
+    if (took >= REQ_ALWAYS_NS)
+        return 1;
+    u32 zero = 0;
+    struct event_budget *budget = request_budget.lookup(&zero);
+    if (!budget)
+        return 1;
+    if (now - budget->window_start_ns >= 1000000000ULL) {
+        budget->window_start_ns = now;
+        budget->sent = 0;
+    }
+    if (budget->sent >= REQ_EVENTS_PER_SEC)
+        return 0;
+    budget->sent += 1;
+    return 1;
+}
 
 TRACEPOINT_PROBE(fuse, fuse_request_send)
 {
@@ -89,6 +116,11 @@ TRACEPOINT_PROBE(fuse, fuse_request_end)
             __sync_fetch_and_add(&stats->errors, 1);
     }
 
+    if (!request_in_budget(now, took)) {
+        count(CNT_REQ_SUMMED, 1);
+        requests_pending.delete(&key);
+        return 0;
+    }
     struct request_event *e = events.ringbuf_reserve(sizeof(struct request_event));
     if (!e) {
         count_lost(LOST_REQUEST);

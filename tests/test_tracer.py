@@ -287,6 +287,21 @@ def test_compaction_waits_in_migrate_pages(tmp_path) -> None:
     assert {"compaction", "migrate_pages"} <= set(vm.kind)
 
 
+def test_fast_requests_over_the_budget_are_summed_not_streamed(tmp_path) -> None:
+    _prepare()
+    capture = tmp_path / "cap"
+    with fixture(tmp_path, writeback_cache=False) as fx:
+        with tracing(capture, fx.mountpoint, request_events_per_sec=50) as tracer:
+            finish(load(WRITE_FSYNC_LOAD, f"{fx.mountpoint}/fast.dat", 1, 4096))
+            summary = tracer.stop()
+    counters = summary.counters
+    requests = read_table(capture, "requests")
+    assert counters["req_summed"] > 0
+    streamed = len(requests[(requests.opcode_name == "WRITE") & ~requests.ongoing])
+    assert streamed + counters["req_summed"] >= counters["requests.WRITE.count"] >= 256
+    assert summary.lost["total"] == 0
+
+
 def _start_cli(args: list[str]) -> tuple[subprocess.Popen, list[str]]:
     """Run ``fusewb trace`` and return once it says it is tracing (stderr lines collected)."""
     proc = subprocess.Popen(FUSEWB + ["trace", *args], stdout=subprocess.PIPE,

@@ -36,6 +36,7 @@ class BuildOptions:
     max_pending: int = 16384
     max_inflight: int = 65536
     stack_entries: int = 4096
+    request_events_per_sec: int = 20000  # per CPU; faster requests beyond it are only summed
 
     def defines(self) -> dict[str, str]:
         if self.ring_pages < 1 or self.ring_pages & (self.ring_pages - 1):
@@ -46,6 +47,7 @@ class BuildOptions:
             "MAX_PENDING": str(self.max_pending),
             "MAX_INFLIGHT": str(self.max_inflight),
             "STACK_ENTRIES": str(self.stack_entries),
+            "REQ_EVENTS_PER_SEC": str(self.request_events_per_sec),
         }
 
 

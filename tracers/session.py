@@ -68,6 +68,7 @@ class TraceOptions:
     duration: float | None = None  # seconds; None: until stopped
     threshold_ms: float = 50.0  # live view
     ring_pages: int = 256
+    request_events_per_sec: int = 20000  # per CPU; faster requests beyond it are only summed
     plan: str | None = None  # force "tracepoint" or "kprobe"
     flush_interval: float = 1.0
     live: Callable[[str], None] = _discard  # one line per wait over the threshold
@@ -174,7 +175,8 @@ class Tracer:
         self._validate()
         CaptureWriter.check_new(self.options.output)  # before the slow compile
         self.plan = choose_plan(self._features(), self.options.plan)
-        build = BuildOptions(ring_pages=self.options.ring_pages, filter_tgid=self.options.pid or 0)
+        build = BuildOptions(ring_pages=self.options.ring_pages, filter_tgid=self.options.pid or 0,
+                             request_events_per_sec=self.options.request_events_per_sec)
         build.defines()  # validates before the slow compile
         self.bpf = compile_program(self.plan, build)
         try:
