@@ -32,7 +32,7 @@ reads the request, ``requests.pid`` is that reader, not the original requester.
 filtered-out bdis), ``wait_no_sleep``, ``wait_emitted``, ``req_sent``/``req_ended``/
 ``req_end_unmatched`` (ended requests sent before tracing), ``shrink_calls``/``_scanned``/
 ``_reclaimed`` (reclaim scans that met no dirty or writeback folio, summed instead of
-streamed), ``throttle_other``, ``pending_full`` (state maps full), ``inflight_writes.<conn>``
+streamed), ``throttle_other``, ``pending_full`` (state maps full), ``req_summed`` (fast requests over the per-CPU event budget, only in the per-opcode sums), ``inflight_writes.<conn>``
 and ``inflight_writes_max.<conn>``, ``requests.<OPCODE>.count|total_ns|max_ns|errors``, and
 with kprobes ``kprobe.<function>.count|total_ns|max_ns``.
 """
