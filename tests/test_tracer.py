@@ -402,3 +402,16 @@ def test_cli_errors_help_and_ebpf(tmp_path) -> None:
     assert ebpf.returncode == 0
     assert "TRACEPOINT_PROBE(writeback, folio_wait_writeback)" in ebpf.stdout
     assert "-DWAIT_TP=1" in ebpf.stdout
+
+
+def test_duration_ends_the_trace_with_exit_0(tmp_path) -> None:
+    require_bpf()
+    capture = tmp_path / "cap"
+    done = subprocess.run(FUSEWB + ["trace", "--duration", "1", "-o", str(capture)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "traced 1." in done.stderr and "lost events: 0" in done.stderr
+    meta = json.loads((capture / "meta.json").read_text())
+    assert meta["complete"] and meta["end_monotonic_ns"] > meta["start_monotonic_ns"]
+    assert (meta["end_monotonic_ns"] - meta["start_monotonic_ns"]) / 1e9 >= 1.0
+    assert oct(os.stat(capture).st_mode & 0o777) == "0o700"
