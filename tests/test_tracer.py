@@ -23,7 +23,6 @@ from tests.support import require, require_bpf, require_fuse
 pytestmark = pytest.mark.kernel
 
 FUSEWB = [sys.executable, "-m", "fusewb.cli"]
-OUR_PROGRAM_PREFIXES = ("tracepoint__", "raw_tracepoint_", "kp_", "kr_")
 
 # Loads, run as child processes so a load stuck behind a stalled server can be released/killed.
 MSYNC_LOAD = """
@@ -57,13 +56,24 @@ def _prepare() -> None:
     require(Path("/proc/sys/vm/compact_memory").exists(), "needs /proc/sys/vm/compact_memory")
 
 
-def our_programs() -> dict[int, str]:
-    """BPF programs loaded now whose names are fusewb's (bpftool prog list)."""
+def loaded_program_ids() -> set[int]:
     out = subprocess.run(["bpftool", "-j", "prog", "list"], capture_output=True, text=True,
                          timeout=30, check=True).stdout
-    return {p["id"]: p.get("name", "") for p in json.loads(out)
-            if p.get("name", "").startswith(OUR_PROGRAM_PREFIXES)
-            or (p.get("type") == "raw_tracepoint" and p.get("name") == "sched_switch")}
+    return {p["id"] for p in json.loads(out)}
+
+
+def programs_held_by(pid: int) -> set[int]:
+    """Ids of the BPF programs a process holds open (``prog_id`` in /proc/PID/fdinfo)."""
+    ids = set()
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            text = info.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("prog_id:"):
+                ids.add(int(line.split()[1]))
+    return ids
 
 
 @contextmanager
@@ -129,12 +139,12 @@ def test_msync_waits_under_fuse_fsync_and_filter_and_detach(tmp_path) -> None:
     """msync with a 300 ms server: waits in fuse_fsync, requests, server thread; concurrent
     ext4 writeback waits are filtered out; no program stays attached afterwards."""
     _prepare()
-    before = our_programs()
     capture = tmp_path / "cap"
     lines: list[str] = []
     with fixture(tmp_path, latency_ms=300) as fx:
         with tracing(capture, fx.mountpoint, live=lines.append, threshold_ms=100) as tracer:
-            attached = set(our_programs()) - set(before)
+            attached = programs_held_by(os.getpid())
+            assert attached <= loaded_program_ids()
             assert len(attached) >= len(tracer.plan.tracepoints) + len(tracer.plan.raw_tracepoints)
             other = load(WRITE_FSYNC_LOAD, f"/var/tmp/fusewb-test-{os.getpid()}", 64, 1 << 20)
             msync = load(MSYNC_LOAD, f"{fx.mountpoint}/msync.dat", 4)
@@ -142,7 +152,7 @@ def test_msync_waits_under_fuse_fsync_and_filter_and_detach(tmp_path) -> None:
             finish(other)
         bdi = fx.mount.bdi
         server_pid = fx.pid
-    assert not set(our_programs()) & attached, "BPF programs still loaded after stop"
+    assert not loaded_program_ids() & attached, "BPF programs still loaded after stop"
 
     waits = waits_with_frames(capture)
     meta = json.loads((capture / "meta.json").read_text())
@@ -353,10 +363,9 @@ def test_kill_9_capture_reads_back(tmp_path) -> None:
     the tracer was started before the mount appeared (the filter follows new mounts)."""
     _prepare()
     capture = tmp_path / "cap"
-    before = set(our_programs())
     proc, _err = _start_cli(["-o", str(capture)])  # every FUSE mount, including later ones
     try:
-        attached = set(our_programs()) - before
+        attached = programs_held_by(proc.pid)
         with fixture(tmp_path, latency_ms=20) as fx:
             bdi = fx.mount.bdi
             deadline = time.monotonic() + 10
@@ -383,9 +392,9 @@ def test_kill_9_capture_reads_back(tmp_path) -> None:
             pd.read_parquet(capture / table)
     assert attached
     deadline = time.monotonic() + 10
-    while set(our_programs()) & attached and time.monotonic() < deadline:
+    while loaded_program_ids() & attached and time.monotonic() < deadline:
         time.sleep(0.2)  # the kernel frees a killed tracer's programs once its files close
-    assert not set(our_programs()) & attached
+    assert not loaded_program_ids() & attached
 
 
 def test_cli_errors_help_and_ebpf(tmp_path) -> None:
