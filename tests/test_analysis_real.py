@@ -19,15 +19,16 @@ TRACE_SECONDS = 6
 READY_TIMEOUT = 90.0
 
 
-def _stderr_lines(process: subprocess.Popen) -> queue.Queue:
+def _stderr_lines(process: subprocess.Popen) -> tuple[queue.Queue, threading.Thread]:
     lines: queue.Queue = queue.Queue()
 
     def pump() -> None:
         for line in process.stderr:
             lines.put(line)
 
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return lines, thread
 
 
 def _wait_ready(lines: queue.Queue, process: subprocess.Popen) -> None:
@@ -66,7 +67,7 @@ def test_real_capture_analyses_without_warnings(tmp_path: Path) -> None:
     except ImportError:
         require(False, "needs the fixture filesystem (fusewb.fixtures.manage)")
     mnt, cap = tmp_path / "mnt", tmp_path / "cap"
-    writer = None
+    writer = pump = None
     with mount_fixture(mnt, Faults(latency_ms=120)) as fixture:
         tracer = subprocess.Popen(
             [sys.executable, "-m", "fusewb.cli", "trace", "--mount", str(mnt), "--duration",
@@ -74,7 +75,8 @@ def test_real_capture_analyses_without_warnings(tmp_path: Path) -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         try:
-            _wait_ready(_stderr_lines(tracer), tracer)
+            lines, pump = _stderr_lines(tracer)
+            _wait_ready(lines, tracer)
             _msync(mnt / "m.bin")
             fixture.stall()
             # a writer whose fsync is still waiting when tracing stops
@@ -89,6 +91,9 @@ def test_real_capture_analyses_without_warnings(tmp_path: Path) -> None:
             if tracer.poll() is None:
                 tracer.send_signal(signal.SIGINT)
                 tracer.wait(timeout=30)
+            if pump is not None:
+                pump.join(timeout=10)
+            tracer.stderr.close()
     result = subprocess.run(
         [sys.executable, "-W", "error", "-m", "fusewb.cli", "analyze", str(cap), "--format",
          "json"],
