@@ -63,6 +63,19 @@ def test_sigkill_of_the_server_leaves_no_stale_mount(tmp_path) -> None:
         assert os.listdir(tmp_path / "mnt") == []
 
 
+def test_umount_of_a_frozen_server_aborts_the_connection(tmp_path) -> None:
+    """A server that stops answering entirely (SIGSTOP): umount escalates to fusectl abort."""
+    with mounted(tmp_path / "mnt") as fx:
+        os.kill(fx.pid, signal.SIGSTOP)
+        thread, outcome = in_thread(lambda: _write_and_close(tmp_path / "mnt" / "f"))
+        thread.join(0.5)
+        report = unmount_fixture(fx.mountpoint, timeout=2.0)
+        assert "abort" in report.steps and report.steps[-1] == "unmounted", report
+        thread.join(10)
+        assert not thread.is_alive() and isinstance(outcome.get("error"), OSError)
+        assert fx.process.wait(10) is not None
+
+
 def test_cli_mount_stall_release_umount(tmp_path) -> None:
     require_fuse()
     mnt = str(tmp_path / "mnt")
