@@ -17,7 +17,7 @@ import pandas as pd
 from fusewb.analysis.capture import Capture
 from fusewb.analysis.requests import WRITE, fuse_requests, inflight_at
 from fusewb.analysis.vm import VMSCAN_THROTTLE_WRITEBACK, dirty_throttling, vm_events
-from fusewb.analysis.waiting import waits
+from fusewb.analysis.waiting import unseen_waits, waits
 from fusewb.schema import TABLES
 
 __all__ = [
@@ -140,7 +140,7 @@ def _wait_flag(
     chosen = w[mask.to_numpy(dtype=bool)]
     if chosen.empty:
         return _empty()
-    grouped = chosen.groupby(_WAIT_KEYS, observed=True, sort=False)
+    grouped = chosen.groupby(_WAIT_KEYS, observed=True, sort=False, dropna=False)
     worst = chosen.loc[grouped["duration_ms"].idxmax().to_numpy()].reset_index(drop=True)
     count = grouped.size().to_numpy()
     total = grouped["duration_ms"].sum().to_numpy()
@@ -219,8 +219,27 @@ def _server_tgids(cap: Capture) -> set[tuple[str, str, int]]:
     return found
 
 
+def _unseen_fuse_waits(cap: Capture) -> pd.DataFrame:
+    """Waits begun before tracing (from /proc) with a FUSE frame, shaped like ``waits``."""
+    unseen = unseen_waits(cap)
+    unseen = unseen[unseen["fuse"]]
+    return pd.DataFrame({
+        "host": unseen["host"].astype(object), "path": unseen["path"].astype(object),
+        "bdi": "?", "mount": "?", "pid": unseen["pid"], "tgid": unseen["tgid"],
+        "comm": unseen["comm"], "ino": pd.array([None] * len(unseen), dtype="Int64"),
+        "duration_ms": unseen["duration_ms"].fillna(0.0), "ongoing": True, "t_s": 0.0,
+        "stack": "asleep since before tracing began (bdi unknown, from /proc): "
+        + unseen["stack"].astype(str),
+    })
+
+
 def _wait_flags(cap: Capture, threshold_ms: float) -> list[pd.DataFrame]:
     w = waits(cap)
+    unseen = _unseen_fuse_waits(cap)
+    if len(unseen):
+        shaped = w[unseen.columns].astype({c: object for c in ("host", "path", "bdi", "mount",
+                                                                  "comm")})
+        w = pd.concat([shaped, unseen], ignore_index=True) if len(shaped) else unseen
     out = [_wait_flag(w, w["duration_ms"] >= threshold_ms, "BLOCKED_WAIT",
                       _severity_by_duration(threshold_ms), f" >= {threshold_ms:g} ms")]
     for flag, path in _PATH_FLAGS.items():
@@ -230,7 +249,10 @@ def _wait_flags(cap: Capture, threshold_ms: float) -> list[pd.DataFrame]:
         candidates = w["tgid"].isin({t for _, _, t in servers})
         chosen = w.loc[candidates]
         keys = zip(chosen["host"].astype(object), chosen["bdi"].astype(object), chosen["tgid"])
-        hits = np.array([(str(h), str(b), int(t)) in servers for h, b, t in keys], dtype=bool)
+        server_anywhere = {(h, t) for h, _, t in servers}  # for waits whose bdi is unknown
+        hits = np.array([(str(h), str(b), int(t)) in servers
+                         or (b == "?" and (str(h), int(t)) in server_anywhere)
+                         for h, b, t in keys], dtype=bool)
         mask = candidates.copy()
         mask.loc[candidates] = hits
         out.append(_wait_flag(w, mask, "SERVER_SELF_WAIT", _fixed("critical"),

@@ -185,6 +185,12 @@ def render_html(cap: Capture, report: dict[str, Any]) -> str:
         "<h2>FUSE requests per opcode</h2>",
         _table(report["requests_by_opcode"], ["host", "mount", "opcode_name", "count", "ongoing",
                                               "errors", "bytes", "p50_ms", "p99_ms", "max_ms"]),
+        _table(report["request_totals"], ["host", "opcode_name", "count", "errors", "mean_ms",
+                                          "max_ms", "streamed", "summed"])
+        if report["request_totals"] else "",
+        "<h2>Asleep in writeback since before tracing (bdi unknown)</h2>",
+        _table(report["unseen_waiters"], ["host", "comm", "pid", "path", "fuse", "duration_ms",
+                                          "stack"]),
         "<h2>Dirty throttling</h2>",
         _table(report["dirty_throttling"], ["host", "mount", "comm", "pid", "pauses",
                                             "pause_ms_total", "pause_ms_max", "max_ratio"]),

@@ -3,7 +3,8 @@
 The JSON schema (``REPORT_VERSION``) is stable: top-level ``report_version``, ``generator``,
 ``threshold_ms``, ``capture`` (path, hosts, kernel_release, plan, duration_s, complete,
 ``lost_events`` (int, total over hosts), sources[] with per-host detail), ``waits_by_path``,
-``requests_by_opcode``, ``dirty_throttling``, ``reclaim``, ``migration``, ``flags`` (items with
+``requests_by_opcode``, ``request_totals`` (kernel counts), ``unseen_waiters`` (asleep since
+before tracing), ``dirty_throttling``, ``reclaim``, ``migration``, ``flags`` (items with
 flag, severity, host, path, bdi, mount, pid, tgid, comm, ino, duration_ms, ongoing, count,
 total_ms, evidence, mechanism), ``flag_counts``, ``not_checked`` and ``kernel_notes``.
 """
@@ -25,9 +26,9 @@ from fusewb import __version__
 from fusewb.analysis.capture import Capture, load_capture
 from fusewb.analysis.findings import FLAG_KINDS, FLAG_NAMES, flags
 from fusewb.analysis.paths import PATH_MECHANISMS
-from fusewb.analysis.requests import requests_by_opcode
+from fusewb.analysis.requests import request_totals, requests_by_opcode
 from fusewb.analysis.vm import dirty_throttling, migration_activity, reclaim_activity
-from fusewb.analysis.waiting import wait_paths
+from fusewb.analysis.waiting import unseen_waits, wait_paths
 from fusewb.errors import FusewbError
 from fusewb.schema import TABLES
 
@@ -166,6 +167,8 @@ def build_report(
         "capture": _capture_summary(cap),
         "waits_by_path": records(paths),
         "requests_by_opcode": _optional(cap, ["requests"], requests_by_opcode),
+        "request_totals": _optional(cap, ["requests"], request_totals),
+        "unseen_waiters": records(unseen_waits(cap)),
         "dirty_throttling": _optional(cap, ["throttle"], dirty_throttling),
         "reclaim": _optional(cap, ["vm"], reclaim_activity),
         "migration": _optional(cap, ["vm"], migration_activity),
@@ -248,6 +251,21 @@ def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) ->
                 f"{row['errors']:>8}{_fmt_ms(row['p50_ms']):>9}{_fmt_ms(row['p99_ms']):>9}"
                 f"{_fmt_ms(row['max_ms']):>9}  {row['mount']}"
             )
+    summed = [r for r in report["request_totals"] if r["summed"]]
+    if summed:
+        lines.append("  the kernel counted more (fast requests over the event budget are only "
+                     "summed): " + ", ".join(f"{host(r['host'])}{r['opcode_name']} {r['count']} "
+                                             f"(mean {_fmt_ms(r['mean_ms'])} ms)"
+                                             for r in summed[:6]))
+    if report["unseen_waiters"]:
+        lines.append("")
+        lines.append("Asleep in writeback since before tracing began (from /proc; bdi unknown)")
+        for row in report["unseen_waiters"][:FLAGS_PER_KIND]:
+            fuse = "FUSE" if row["fuse"] else "fs?"
+            lines.append(f"  {host(row['host'])}{row['comm']}[{row['pid']}]  {row['path']}  "
+                         f"{fuse}  >= {_fmt_ms(row['duration_ms'])} ms: {row['stack']}")
+        if len(report["unseen_waiters"]) > FLAGS_PER_KIND:
+            lines.append(f"  ... {len(report['unseen_waiters']) - FLAGS_PER_KIND} more")
     lines.append("")
     items = report["flags"]
     summary = ", ".join(f"{n} {k}" for k, n in report["flag_counts"].items())

@@ -14,7 +14,14 @@ from fusewb.analysis.common import (
     seconds_since_start,
 )
 
-__all__ = ["fuse_requests", "requests_by_opcode", "inflight_writeback", "inflight_at", "WRITE"]
+__all__ = [
+    "fuse_requests",
+    "requests_by_opcode",
+    "request_totals",
+    "inflight_writeback",
+    "inflight_at",
+    "WRITE",
+]
 
 WRITE = "WRITE"
 
@@ -44,7 +51,8 @@ def fuse_requests(cap: Capture) -> pd.DataFrame:
 
 @requires("requests")
 def requests_by_opcode(cap: Capture) -> pd.DataFrame:
-    """FUSE requests per host, bdi and opcode, most time first.
+    """FUSE requests per host, bdi and opcode, most time first (streamed requests: past the
+    tracer's per-CPU event budget fast ones are only counted in the kernel, see request_totals).
 
     Columns: host, bdi, mount, opcode_name, count, ongoing, errors (replies with error != 0),
     bytes (sum of len), p50_ms, p99_ms, max_ms, total_ms.
@@ -63,6 +71,44 @@ def requests_by_opcode(cap: Capture) -> pd.DataFrame:
     out["bytes"] = grouped["len"].sum().astype(np.int64)
     out = out.reset_index().sort_values("total_ms", ascending=False, kind="stable")
     return out[columns].reset_index(drop=True)
+
+
+@requires("requests")
+def request_totals(cap: Capture) -> pd.DataFrame:
+    """Completed FUSE requests per host and opcode as counted in the kernel (every connection
+    traced, none lost to the event budget), next to how many were streamed as rows.
+
+    Columns: host, opcode_name, count, errors, total_ms, mean_ms, max_ms, streamed (completed
+    rows in the requests table), summed (counted but not streamed). Empty without counters.
+    """
+    columns = ["host", "opcode_name", "count", "errors", "total_ms", "mean_ms", "max_ms",
+               "streamed", "summed"]
+    table = cap.table("requests")
+    done = table[~table["ongoing"].astype(bool)]
+    streamed = done.groupby(["host", "opcode_name"], observed=True).size()
+    rows = []
+    for src in cap.sources:
+        counters = src.meta.get("counters") or {}
+        opcodes = sorted({key.split(".")[1] for key in counters
+                          if key.startswith("requests.") and key.count(".") == 2})
+        for op in opcodes:
+            count = int(counters.get(f"requests.{op}.count", 0))
+            total = counters.get(f"requests.{op}.total_ns", 0) / NS_PER_MS
+            rows.append({
+                "host": src.host, "opcode_name": op, "count": count,
+                "errors": int(counters.get(f"requests.{op}.errors", 0)), "total_ms": total,
+                "mean_ms": total / count if count else float("nan"),
+                "max_ms": counters.get(f"requests.{op}.max_ns", 0) / NS_PER_MS,
+                "streamed": int(streamed.get((src.host, op), 0)),
+            })
+    out = pd.DataFrame(rows, columns=columns[:-1])
+    out["summed"] = (out["count"] - out["streamed"]).clip(lower=0)
+    out["host"] = pd.Categorical(out["host"], categories=cap.hosts)
+    out["opcode_name"] = out["opcode_name"].astype("category")
+    out = out.astype({"count": np.int64, "errors": np.int64, "streamed": np.int64,
+                      "summed": np.int64, "total_ms": "float64", "mean_ms": "float64",
+                      "max_ms": "float64"})
+    return out.sort_values(["host", "total_ms"], ascending=[True, False]).reset_index(drop=True)
 
 
 def _end_times(cap: Capture, frame: pd.DataFrame) -> np.ndarray:

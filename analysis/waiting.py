@@ -1,4 +1,5 @@
-"""Questions about waits on FUSE writeback: every wait with its path, and waits per path."""
+"""Questions about waits on FUSE writeback: every wait with its path, waits per path, and tasks
+already asleep in writeback when tracing began."""
 
 from __future__ import annotations
 
@@ -13,9 +14,15 @@ from fusewb.analysis.common import (
     requires,
     seconds_since_start,
 )
-from fusewb.analysis.paths import PATH_MECHANISMS, PATHS, matching_frame, stack_summary
+from fusewb.analysis.paths import (
+    PATH_MECHANISMS,
+    PATHS,
+    matching_frame,
+    normalize_frame,
+    stack_summary,
+)
 
-__all__ = ["waits", "wait_paths", "stack_paths"]
+__all__ = ["waits", "wait_paths", "stack_paths", "unseen_waits"]
 
 
 @requires("stacks")
@@ -104,3 +111,38 @@ def wait_paths(cap: Capture) -> pd.DataFrame:
     out["mechanism"] = out["path"].astype(object).map(PATH_MECHANISMS)
     out = out.sort_values(["host", "max_ms"], ascending=[True, False], kind="stable")
     return out[columns].reset_index(drop=True)
+
+
+@requires()
+def unseen_waits(cap: Capture) -> pd.DataFrame:
+    """Tasks asleep in folio_wait_writeback since before tracing began (meta ``unseen_waiters``,
+    read by the tracer from ``/proc/*/stack`` at stop; their bdi and inode are unknown).
+
+    Columns: host, pid, tgid, comm, path, frame, stack, fuse (a ``fuse_*`` function in the
+    stack: the wait is almost surely on FUSE), duration_ms (at least the capture's duration),
+    ongoing (always True).
+    """
+    columns = ["host", "pid", "tgid", "comm", "path", "frame", "stack", "fuse", "duration_ms",
+               "ongoing"]
+    rows = []
+    for src in cap.sources:
+        end = src.end_ns
+        at_least = (end - src.start_ns) / NS_PER_MS if end else float("nan")
+        for task in src.meta.get("unseen_waiters") or []:
+            if not isinstance(task, dict):
+                continue
+            frames = [str(f) for f in task.get("frames") or []]
+            path, decisive = matching_frame(frames)
+            rows.append((src.host, task.get("pid"), task.get("tgid"), task.get("comm"), path,
+                         decisive, stack_summary(frames),
+                         any(normalize_frame(f).startswith("fuse_") for f in frames), at_least,
+                         True))
+    out = pd.DataFrame(rows, columns=columns)
+    out["host"] = pd.Categorical(out["host"], categories=cap.hosts)
+    out["path"] = pd.Categorical(out["path"], categories=PATHS)
+    out["pid"] = out["pid"].astype("Int64")
+    out["tgid"] = out["tgid"].astype("Int64")
+    out["fuse"] = out["fuse"].astype(bool)
+    out["ongoing"] = out["ongoing"].astype(bool)
+    out["duration_ms"] = out["duration_ms"].astype("float64")
+    return out

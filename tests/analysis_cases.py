@@ -86,6 +86,14 @@ def everything_capture(folder: Path, **meta: Any) -> Path:
         lost_events={"total": 3, "per_cpu": [3, 0], "by_kind": {"waits": 3}},
         server_threads=[{"connection": 52, "bdi": "0:52", "tgid": SERVER_TGID,
                          "pid": SERVER_TGID + 1, "comm": "fusewb-server", "replies": 3}],
+        # 40 WRITEs counted in the kernel, 2 completed ones streamed
+        counters={"req_summed": 38, "requests.WRITE.count": 40, "requests.WRITE.errors": 0,
+                  "requests.WRITE.total_ns": 240 * MS, "requests.WRITE.max_ns": 200 * MS,
+                  "requests.GETATTR.count": 1, "requests.GETATTR.total_ns": 300 * MS,
+                  "requests.GETATTR.max_ns": 300 * MS, "requests.GETATTR.errors": 0},
+        # asleep before tracing on another filesystem: listed, not flagged
+        unseen_waiters=[{"pid": 77, "tgid": 77, "comm": "jbd2/vda1-8",
+                         "frames": ["folio_wait_writeback", "ext4_sync_file", "do_fsync"]}],
         **meta,
     )
     return write_capture(folder, full_meta, waits=waits, requests=requests, throttle=throttle,

@@ -37,6 +37,8 @@ def test_text_report(everything: Path) -> None:
     assert "kernel 6.18.0-synthetic" in out and "lost events 3" in out
     assert "migration" in out and "MIGRATION_WAIT (1)" in out and "why: migration" in out
     assert "fuse_fsync" in out
+    assert "the kernel counted more" in out and "WRITE 40" in out
+    assert "Asleep in writeback since before tracing" in out and "jbd2/vda1-8[77]" in out
     assert "What this kernel did" in out
     assert "reclaim waited on FUSE writeback although 6.16+" in out
     assert "skips folios of FUSE mappings" not in out
@@ -75,6 +77,8 @@ def test_json_report_schema(everything: Path, tmp_path: Path) -> None:
     assert stalled["ongoing"] is True and stalled["pid"] == 40 and stalled["path"] is None
     assert {r["path"] for r in report["waits_by_path"]} == {"fsync", "reclaim", "migration",
                                                             "sync", "close"}
+    assert [r["count"] for r in report["request_totals"]] == [40, 1]
+    assert report["unseen_waiters"][0]["pid"] == 77 and report["unseen_waiters"][0]["fuse"] is False
     stdout = _run(everything, "--format", "json")
     assert json.loads(stdout.output) == report
 

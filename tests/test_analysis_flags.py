@@ -159,3 +159,28 @@ def test_requests_ended_by_an_abort_do_not_make_a_server(tmp_path: Path, error: 
                            stacks={"stack_id": [STACK_IDS["fsync"]], "frames": [["fuse_fsync"]]})
     raised = set(flags(load_capture(folder))["flag"].astype(str))
     assert ("SERVER_SELF_WAIT" in raised) is server
+
+
+def test_waiters_from_before_tracing(tmp_path: Path) -> None:
+    fuse_frames = ["folio_wait_bit", "folio_wait_writeback", "__filemap_fdatawait_range",
+                   "file_write_and_wait_range", "fuse_fsync", "do_fsync", "__x64_sys_fsync"]
+    other_frames = ["folio_wait_bit", "folio_wait_writeback", "__filemap_fdatawait_range",
+                    "file_write_and_wait_range", "ext4_sync_file", "do_fsync"]
+    meta = make_meta(
+        unseen_waiters=[
+            {"pid": 700, "tgid": 700, "comm": "db", "frames": fuse_frames},
+            {"pid": 701, "tgid": 701, "comm": "logger", "frames": other_frames},
+            {"pid": SERVER_TGID + 5, "tgid": SERVER_TGID, "comm": "srv", "frames": fuse_frames},
+        ],
+        server_threads=[{"connection": 52, "bdi": "0:52", "tgid": SERVER_TGID,
+                         "pid": SERVER_TGID, "comm": "srv", "replies": 9}],
+    )
+    cap = load_capture(write_capture(tmp_path / "c", meta))
+    result = flags(cap)
+    blocked = _only(result, "BLOCKED_WAIT")
+    assert sorted(blocked["pid"]) == [700, SERVER_TGID + 5]  # not the ext4 waiter
+    row = blocked.set_index("pid").loc[700]
+    assert row["ongoing"] and row["severity"] == "critical" and row["path"] == "fsync"
+    assert row["duration_ms"] == pytest.approx(10_000) and row["bdi"] == "?"
+    assert "before tracing" in row["evidence"]
+    assert list(_only(result, "SERVER_SELF_WAIT")["pid"]) == [SERVER_TGID + 5]

@@ -11,15 +11,21 @@ import pytest
 from fusewb.analysis import capture as capture_module
 from fusewb.analysis.capture import MissingEventsError, load_capture
 from fusewb.analysis.findings import flags
-from fusewb.analysis.requests import fuse_requests, inflight_writeback, requests_by_opcode
+from fusewb.analysis.requests import (
+    fuse_requests,
+    inflight_writeback,
+    request_totals,
+    requests_by_opcode,
+)
 from fusewb.analysis.synthetic import make_meta, synthetic_capture, write_capture
 from fusewb.analysis.vm import dirty_throttling, migration_activity, reclaim_activity, vm_events
-from fusewb.analysis.waiting import stack_paths, wait_paths, waits
+from fusewb.analysis.waiting import stack_paths, unseen_waits, wait_paths, waits
 from fusewb.schema import TABLES
 from tests.analysis_cases import at, clean_capture, everything_capture
 
-QUESTIONS = [waits, wait_paths, stack_paths, fuse_requests, requests_by_opcode,
-             inflight_writeback, dirty_throttling, vm_events, reclaim_activity, migration_activity]
+QUESTIONS = [waits, wait_paths, stack_paths, unseen_waits, fuse_requests, requests_by_opcode,
+             request_totals, inflight_writeback, dirty_throttling, vm_events, reclaim_activity,
+             migration_activity]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +44,8 @@ def test_docstring_lists_the_columns_and_requires(cap: capture_module.Capture, q
     frame = question(cap)
     assert list(frame.columns) == _documented_columns(question)
     assert len(frame) > 0
-    assert question.REQUIRES and all(isinstance(n, str) for n in question.REQUIRES)
+    assert isinstance(question.REQUIRES, list)
+    assert all(isinstance(n, str) for n in question.REQUIRES)
 
 
 def test_waits_paths_and_categoricals(cap: capture_module.Capture) -> None:
@@ -67,6 +74,15 @@ def test_requests_and_inflight(cap: capture_module.Capture) -> None:
     assert timeline.loc[0.5, "inflight_writes"] == 0
     assert timeline["inflight_writes"].iloc[-1] == 1  # the unanswered one, to the end
     assert timeline.loc[0.5, "waiting_tasks"] == 1  # the ongoing migration wait
+
+
+def test_kernel_request_totals_and_unseen_waiters(cap: capture_module.Capture) -> None:
+    totals = request_totals(cap).set_index("opcode_name")
+    assert totals.loc["WRITE", "count"] == 40 and totals.loc["WRITE", "streamed"] == 2
+    assert totals.loc["WRITE", "summed"] == 38 and totals.loc["WRITE", "mean_ms"] == 6
+    unseen = unseen_waits(cap).iloc[0]
+    assert unseen["comm"] == "jbd2/vda1-8" and unseen["path"] == "fsync" and not unseen["fuse"]
+    assert unseen["duration_ms"] == pytest.approx(10_000) and unseen["ongoing"]
 
 
 def test_vm_questions(cap: capture_module.Capture) -> None:
