@@ -220,12 +220,13 @@ def _server_tgids(cap: Capture) -> set[tuple[str, str, int]]:
 
 
 def _unseen_fuse_waits(cap: Capture) -> pd.DataFrame:
-    """Waits begun before tracing (from /proc) with a FUSE frame, shaped like ``waits``."""
+    """Waits begun before tracing (from /proc) with a FUSE frame, shaped like ``waits``; their
+    bdi and mount are unknown (None)."""
     unseen = unseen_waits(cap)
     unseen = unseen[unseen["fuse"]]
     return pd.DataFrame({
         "host": unseen["host"].astype(object), "path": unseen["path"].astype(object),
-        "bdi": "?", "mount": "?", "pid": unseen["pid"], "tgid": unseen["tgid"],
+        "bdi": None, "mount": None, "pid": unseen["pid"], "tgid": unseen["tgid"],
         "comm": unseen["comm"], "ino": pd.array([None] * len(unseen), dtype="Int64"),
         "duration_ms": unseen["duration_ms"].fillna(0.0), "ongoing": True, "t_s": 0.0,
         "stack": "asleep since before tracing began (bdi unknown, from /proc): "
@@ -251,7 +252,7 @@ def _wait_flags(cap: Capture, threshold_ms: float) -> list[pd.DataFrame]:
         keys = zip(chosen["host"].astype(object), chosen["bdi"].astype(object), chosen["tgid"])
         server_anywhere = {(h, t) for h, _, t in servers}  # for waits whose bdi is unknown
         hits = np.array([(str(h), str(b), int(t)) in servers
-                         or (b == "?" and (str(h), int(t)) in server_anywhere)
+                         or (pd.isna(b) and (str(h), int(t)) in server_anywhere)
                          for h, b, t in keys], dtype=bool)
         mask = candidates.copy()
         mask.loc[candidates] = hits
