@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+
+def _live_children() -> list[int]:
+    """Live fixture servers and load children (``fusewb.fixtures.*``) started by this process."""
+    me, found = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[1]) != me or fields[0] in ("Z", "X"):
+                continue
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"fusewb.fixtures." in cmdline:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _owner_gone_or_us(name: str, pid_alive) -> bool:
@@ -16,7 +33,8 @@ def _owner_gone_or_us(name: str, pid_alive) -> bool:
 @pytest.fixture(scope="session", autouse=True)
 def no_fixture_leftovers(tmp_path_factory):
     """After the session: clean stale fixture mounts, then assert that no fixture mount under
-    this session's temporary folder and no fusewb cgroup of this session is left."""
+    this session's temporary folder, no fusewb cgroup and no fixture process of this session
+    is left."""
     if os.geteuid() != 0:
         yield
         return
@@ -38,5 +56,9 @@ def no_fixture_leftovers(tmp_path_factory):
             path.rmdir()
         except OSError:
             pass
+    left_children = _live_children()
+    for pid in left_children:
+        os.kill(pid, 9)
     assert not left_mounts, f"fixture mounts left behind: {left_mounts}"
+    assert not left_children, f"processes left behind: {left_children}"
     assert not left_cgroups, f"fusewb cgroups left behind: {left_cgroups}"

@@ -29,7 +29,12 @@ def test_control_answers_while_single_threaded_server_is_stalled(tmp_path) -> No
         assert status["single_threaded"] is True
         assert status["fuse_thread_id"] != status["control_thread_id"]
         assert thread.is_alive(), "close() returned while its WRITE was stalled"
+        lookup, looked = in_thread(lambda: os.path.exists(tmp_path / "mnt" / "other"))
+        lookup.join(0.5)
+        assert lookup.is_alive(), "a single-threaded server answered a LOOKUP while stalled"
         fx.release()
+        lookup.join(10)
+        assert not lookup.is_alive() and "error" not in looked
         thread.join(10)
         assert not thread.is_alive() and "error" not in outcome, outcome
         assert fx.status()["writes"]["completed"] >= 1
@@ -40,6 +45,9 @@ def test_umount_of_a_stalled_server_does_not_hang(tmp_path) -> None:
     with mounted(tmp_path / "mnt", Faults(stall=True)) as fx:
         thread, outcome = in_thread(lambda: _write_and_close(tmp_path / "mnt" / "f"))
         assert wait_until(lambda: fx.status()["writes"]["stalled"] >= 1, timeout=10)
+        lookup, _ = in_thread(lambda: os.path.exists(tmp_path / "mnt" / "other"))
+        lookup.join(5)
+        assert not lookup.is_alive(), "a multi-task server must answer LOOKUP while a WRITE stalls"
         report = unmount_fixture(fx.mountpoint)
         assert "unmounted" in report.steps, report
         thread.join(10)
