@@ -99,7 +99,7 @@ FLAG_KINDS: dict[str, FlagKind] = {
         ),
         FlagKind(
             "INCOMPLETE_CAPTURE",
-            "lost events, a tracer that did not stop cleanly, or parts missing", (),
+            "lost events, a tracer that did not stop cleanly, parts missing or full maps", (),
             "the ring buffer dropped events or the tracer did not flush at exit: counts are "
             "lower bounds and ongoing waits may be missing",
         ),
@@ -391,7 +391,9 @@ def _incomplete(cap: Capture) -> pd.DataFrame:
         lost = src.lost_total
         complete = bool(src.meta.get("complete", False))
         short = _missing_rows(cap, src.host, src.meta.get("tables"))
-        if lost <= 0 and complete and not short:
+        counters = src.meta.get("counters") or {}
+        untracked = int(counters.get("pending_full", 0) or 0) if isinstance(counters, dict) else 0
+        if lost <= 0 and complete and not short and untracked <= 0:
             continue
         parts = []
         if lost > 0:
@@ -402,8 +404,11 @@ def _incomplete(cap: Capture) -> pd.DataFrame:
             parts.append("the tracer did not stop cleanly (complete=false)")
         if short:
             parts.append("parts missing: " + ", ".join(short))
+        if untracked > 0:
+            parts.append(f"{untracked} waits or requests not tracked (tracer state maps full)")
         rows.append({
-            "flag": "INCOMPLETE_CAPTURE", "severity": "high" if lost > 0 or short else "medium",
+            "flag": "INCOMPLETE_CAPTURE",
+            "severity": "high" if lost > 0 or short or untracked > 0 else "medium",
             "host": src.host, "path": None, "pid": None, "tgid": None, "comm": None,
             "mount": None, "bdi": None, "ino": None, "duration_ms": None, "ongoing": False,
             "count": max(lost, 1), "total_ms": None, "evidence": "; ".join(parts),

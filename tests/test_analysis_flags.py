@@ -112,6 +112,12 @@ def test_missing_part_is_an_incomplete_capture(tmp_path: Path) -> None:
     assert "waits has 2 of the 4 rows" in row["evidence"]
 
 
+def test_full_tracer_maps_make_an_incomplete_capture(tmp_path: Path) -> None:
+    row = flags(load_capture(clean_capture(tmp_path / "c", counters={"pending_full": 7}))).iloc[0]
+    assert row["flag"] == "INCOMPLETE_CAPTURE" and "7 waits or requests not tracked" in row[
+        "evidence"]
+
+
 def test_healthy_capture_raises_nothing(tmp_path: Path) -> None:
     result = flags(load_capture(clean_capture(tmp_path / "c")))
     assert result.empty and list(result.columns) == FLAG_COLUMNS
