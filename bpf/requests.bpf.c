@@ -142,7 +142,7 @@ TRACEPOINT_PROBE(fuse, fuse_request_end)
     e->pad = 0;
     __builtin_memcpy(e->comm, req->comm, sizeof(e->comm));
     bpf_get_current_comm(&e->end_comm, sizeof(e->end_comm));
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     requests_pending.delete(&key);
     return 0;
 }

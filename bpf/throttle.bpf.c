@@ -33,6 +33,6 @@ TRACEPOINT_PROBE(writeback, balance_dirty_pages)
     e->dirtied = args->dirtied;
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
     bpf_probe_read_kernel(&e->bdi, sizeof(e->bdi), args->bdi);
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     return 0;
 }

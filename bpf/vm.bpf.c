@@ -73,7 +73,7 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_end)
         return 0;
     vm_join(e);
     e->nr_reclaimed = args->nr_reclaimed;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     return 0;
 }
 #endif
@@ -91,7 +91,7 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_reclaim_end)
         return 0;
     vm_join(e);
     e->nr_reclaimed = args->nr_reclaimed;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     return 0;
 }
 #endif
@@ -104,7 +104,7 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_throttled)
         return 0;
     e->usec_delayed = args->usec_delayed;
     e->reason = args->reason;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     return 0;
 }
 #endif
@@ -127,7 +127,7 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_lru_shrink_inactive)
     e->nr_writeback = args->nr_writeback;
     e->nr_immediate = args->nr_immediate;
     e->reason = args->reclaim_flags;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     return 0;
 }
 #endif
@@ -152,7 +152,7 @@ TRACEPOINT_PROBE(migrate, mm_migrate_pages)
     e->failed = args->failed;
     e->mode = args->mode;
     e->reason = args->reason;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     return 0;
 }
 #endif
@@ -170,7 +170,7 @@ TRACEPOINT_PROBE(compaction, mm_compaction_end)
         return 0;
     vm_join(e);
     e->status = args->status;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     return 0;
 }
 #endif

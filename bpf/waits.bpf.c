@@ -27,7 +27,7 @@ static __always_inline void emit_wait(struct wait_pending *w, u32 pid, u64 now, 
     e->pad = 0;
     __builtin_memcpy(e->comm, w->comm, sizeof(e->comm));
     __builtin_memcpy(e->bdi, w->bdi, sizeof(e->bdi));
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     count(CNT_WAIT_EMITTED, 1);
 }
 

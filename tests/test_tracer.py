@@ -312,43 +312,56 @@ def test_fast_requests_over_the_budget_are_summed_not_streamed(tmp_path) -> None
     assert summary.lost["total"] == 0
 
 
-def _start_cli(args: list[str]) -> tuple[subprocess.Popen, list[str]]:
-    """Run ``fusewb trace`` and return once it says it is tracing (stderr lines collected)."""
-    proc = subprocess.Popen(FUSEWB + ["trace", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    err_lines: list[str] = []
-    ready = threading.Event()
+class TraceProcess:
+    """``fusewb trace`` as a child process: stderr lines collected by a thread, stdout to a file."""
 
-    def pump() -> None:
-        for line in proc.stderr:
-            err_lines.append(line)
+    def __init__(self, args: list[str], stdout: Path) -> None:
+        self.stdout = stdout
+        with open(stdout, "w") as out:
+            self.proc = subprocess.Popen(FUSEWB + ["trace", *args], stdout=out,
+                                         stderr=subprocess.PIPE, text=True)
+        self.err: list[str] = []
+        self.ready = threading.Event()
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
+        if not self.ready.wait(60):
+            self.kill()
+            pytest.fail(f"fusewb trace did not start: {''.join(self.err)[-2000:]}")
+
+    def _pump(self) -> None:
+        for line in self.proc.stderr:
+            self.err.append(line)
             if line.startswith("tracing "):
-                ready.set()
+                self.ready.set()
 
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(60):
-        proc.kill()
-        proc.wait(10)
-        pytest.fail(f"fusewb trace did not start: {''.join(err_lines)[-2000:]}")
-    return proc, err_lines
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        self.pump.join(timeout)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.wait(30)
 
 
 def test_tiny_ring_reports_lost_events_and_sigterm_exits_0(tmp_path) -> None:
     _prepare()
     capture = tmp_path / "cap"
     with fixture(tmp_path, writeback_cache=False) as fx:
-        proc, err = _start_cli(["--mount", fx.mountpoint, "--ring-pages", "1", "-o", str(capture)])
+        trace = TraceProcess(["--mount", fx.mountpoint, "--ring-pages", "1", "-o", str(capture)],
+                             tmp_path / "stdout")
         try:
-            # Without writeback cache every write(2) is one WRITE request: thousands per second.
+            # Without writeback cache every write(2) is one WRITE request: thousands per second,
+            # far more than a 4 KiB ring holds between two 100 ms drains.
             finish(load(WRITE_FSYNC_LOAD, f"{fx.mountpoint}/many.dat", 4, 512))
             time.sleep(0.5)
-            proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=60)
+            trace.proc.send_signal(signal.SIGTERM)
+            code = trace.wait(60)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-    assert proc.returncode == 0, "".join(err)[-2000:]
+            trace.kill()
+    err = trace.err
+    assert code == 0, "".join(err)[-2000:]
     meta = json.loads((capture / "meta.json").read_text())
     assert meta["complete"] is True
     lost = meta["lost_events"]
@@ -363,7 +376,8 @@ def test_kill_9_capture_reads_back(tmp_path) -> None:
     the tracer was started before the mount appeared (the filter follows new mounts)."""
     _prepare()
     capture = tmp_path / "cap"
-    proc, _err = _start_cli(["-o", str(capture)])  # every FUSE mount, including later ones
+    trace = TraceProcess(["-o", str(capture)], tmp_path / "stdout")  # every FUSE mount, also later ones
+    proc = trace.proc
     try:
         attached = programs_held_by(proc.pid)
         with fixture(tmp_path, latency_ms=20) as fx:
@@ -376,11 +390,9 @@ def test_kill_9_capture_reads_back(tmp_path) -> None:
             finish(load(WRITE_FSYNC_LOAD, f"{fx.mountpoint}/k.dat", 8, 1 << 20))
             time.sleep(2.5)  # at least one flush after the load
             proc.kill()
-            proc.wait(30)
+            trace.wait(30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        trace.kill()
     assert proc.returncode == -signal.SIGKILL
     meta = json.loads((capture / "meta.json").read_text())
     assert meta["complete"] is False and meta["probes"]
