@@ -1,10 +1,23 @@
 """pandas analysis of fusewb captures: one function per question, each returning a DataFrame.
 
-LISA-style: ``cap = load_capture(path)`` (one capture, or a folder of captures with a ``host``
-column), then ``waits(cap)``, ``wait_paths(cap)``, ``requests_by_opcode(cap)``,
-``inflight_writeback(cap, bin_ms)``, ``dirty_throttling(cap)``, ``reclaim_activity(cap)``,
-``migration_activity(cap)`` and ``flags(cap, threshold_ms)``. Each question lists its columns in
-its docstring and the events it needs in ``REQUIRES``.
+LISA-style::
+
+    from fusewb.analysis import load_capture, waits, wait_paths, flags
+    cap = load_capture("cap/")          # one capture, or a folder of captures (host column)
+    wait_paths(cap)                      # count, p50/p99/max ms, ongoing per kernel path
+    flags(cap, threshold_ms=50)          # the findings, worst first
+
+Questions (columns in each docstring, needed events in ``fn.REQUIRES``; a capture without them
+raises ``MissingEventsError``, one line): ``waits``, ``wait_paths``, ``stack_paths``,
+``unseen_waits`` (module ``waiting``); ``fuse_requests``, ``requests_by_opcode``,
+``request_totals``, ``inflight_writeback`` (``requests``); ``dirty_throttling``, ``vm_events``,
+``reclaim_activity``, ``migration_activity`` (``vm``); ``flags`` (``findings``).
+
+Modules: ``capture`` (reading and validation only), ``paths`` (``PATH_RULES``: the table that
+maps kernel stacks to the paths reclaim, migration, sync, fsync, close, write, truncate,
+page_mkwrite, other), ``report`` (text and JSON, ``render_report`` for ``fusewb run``),
+``html_report`` (matplotlib), ``cli`` (``fusewb analyze``), ``synthetic`` (captures for tests
+and benchmarks, vectorised).
 
 The names below load lazily, so ``fusewb.analysis.cli`` (and ``fusewb --help``) need not import
 pandas.
@@ -19,18 +32,18 @@ __all__ = [
     "Capture", "CaptureError", "MissingEventsError", "load_capture",
     "FLAG_KINDS", "FLAG_NAMES", "flags",
     "PATH_RULES", "PATHS", "attribute_path",
-    "fuse_requests", "inflight_writeback", "requests_by_opcode",
+    "fuse_requests", "inflight_writeback", "requests_by_opcode", "request_totals",
     "dirty_throttling", "migration_activity", "reclaim_activity", "vm_events",
-    "stack_paths", "wait_paths", "waits",
+    "stack_paths", "wait_paths", "waits", "unseen_waits",
 ]
 
 _HOME = {
     "capture": ["Capture", "CaptureError", "MissingEventsError", "load_capture"],
     "findings": ["FLAG_KINDS", "FLAG_NAMES", "flags"],
     "paths": ["PATH_RULES", "PATHS", "attribute_path"],
-    "requests": ["fuse_requests", "inflight_writeback", "requests_by_opcode"],
+    "requests": ["fuse_requests", "inflight_writeback", "requests_by_opcode", "request_totals"],
     "vm": ["dirty_throttling", "migration_activity", "reclaim_activity", "vm_events"],
-    "waiting": ["stack_paths", "wait_paths", "waits"],
+    "waiting": ["stack_paths", "wait_paths", "waits", "unseen_waits"],
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
 
