@@ -160,3 +160,11 @@ def test_wait_without_stack_or_known_mount(tmp_path: Path) -> None:
                                                   "stack_id": [-1], "bdi": ["0:99"]})
     row = waits(load_capture(folder)).iloc[0]
     assert row["path"] == "other" and row["stack"] == "(no stack)" and row["mount"] == "?"
+
+
+def test_package_exports_questions() -> None:
+    import fusewb.analysis as package
+
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
+    assert package.flags is flags and package.waits is waits  # functions, not modules
