@@ -1,0 +1,169 @@
+"""Tracers run beside a workload, each in its own process, started and confirmed attached
+before the workload begins: ``fusewb trace``, ``perf record``, ``bpftrace``, and the bench's own
+tracer runner (:mod:`bench.tracer_proc`, the Python API with options the CLI does not offer).
+
+Attachment is confirmed from outside the tracer where possible: the ``tracing`` line of
+``fusewb trace``, BPF programs of the process in ``bpftool perf show``, perf event descriptors
+in ``/proc/PID/fd``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fusewb.errors import FusewbError
+
+from bench.system import bench_env
+
+__all__ = ["TracerProcess", "fusewb_trace", "perf_record", "bpftrace", "bench_tracer",
+           "bpf_programs_of", "FOLIO_WAIT_BT"]
+
+FOLIO_WAIT_BT = Path(__file__).resolve().parent / "folio_wait.bt"
+FUSEWB = Path(sys.executable).parent / "fusewb"
+ATTACH_TIMEOUT = 60.0
+STOP_TIMEOUT = 60.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class TracerProcess:
+    """A tracer in a subprocess: stderr drained in a thread, stopped with SIGINT, bounded."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.args = args
+        self.stderr_lines: list[str] = []
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env, start_new_session=True,
+        )
+        self.stdout = ""
+        self._out_thread = threading.Thread(target=self._read_stdout, daemon=True)
+        self._err_thread = threading.Thread(target=self._read_stderr, daemon=True)
+        self._out_thread.start()
+        self._err_thread.start()
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        self.stdout = self.process.stdout.read()
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr_lines.append(line.rstrip("\n"))
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_until(self, attached: Callable[[], bool], timeout: float = ATTACH_TIMEOUT) -> None:
+        """Return once ``attached()`` holds; FusewbError if the tracer exits or times out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._err_thread.join(2.0)
+                tail = " | ".join(self.stderr_lines[-3:]) or "no output"
+                raise FusewbError(f"{self.name} exited with {self.process.returncode} before "
+                                  f"attaching ({tail})", "run the same command by hand to see why")
+            if attached():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise FusewbError(f"{self.name} did not attach within {timeout:g} s",
+                          "check that tracefs is mounted and BPF works (fusewb doctor)")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far (all its threads)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGINT, then SIGKILL after ``timeout``; the exit code."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self._out_thread.join(10)
+        self._err_thread.join(10)
+        return self.process.returncode
+
+
+def bpf_programs_of(pid: int) -> list[dict]:
+    """The BPF programs ``pid`` has attached (``bpftool perf show``): prog_id, tracepoint..."""
+    try:
+        out = subprocess.run(["bpftool", "perf", "show", "--json"], capture_output=True,
+                             text=True, timeout=10, check=False)
+        entries = json.loads(out.stdout or "[]")
+    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
+        return []
+    return [e for e in entries if e.get("pid") == pid]
+
+
+def _perf_event_fds(pid: int) -> int:
+    count = 0
+    try:
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(fd.path) == "anon_inode:[perf_event]":
+                    count += 1
+            except OSError:
+                continue
+    except OSError:
+        return 0
+    return count
+
+
+def fusewb_trace(mountpoint: str, capture: Path) -> TracerProcess:
+    """``fusewb trace --mount MOUNT -o CAPTURE``, attached (its ``tracing`` line seen)."""
+    tracer = TracerProcess("fusewb trace", [str(FUSEWB), "trace", "--mount", mountpoint,
+                                            "-o", str(capture)])
+    tracer.wait_until(lambda: any(line.startswith("tracing ") for line in tracer.stderr_lines))
+    return tracer
+
+
+def perf_record(output: Path) -> TracerProcess:
+    """``perf record -e writeback:folio_wait_writeback -g -a``, attached (one event per CPU)."""
+    tracer = TracerProcess("perf record", ["perf", "record", "-e", "writeback:folio_wait_writeback",
+                                           "-g", "-a", "-o", str(output)])
+    cpus = os.cpu_count() or 1
+    tracer.wait_until(lambda: _perf_event_fds(tracer.pid) >= cpus)
+    return tracer
+
+
+def bpftrace(bdi: str, script: Path = FOLIO_WAIT_BT) -> TracerProcess:
+    """bpftrace running ``script`` with the FUSE bdi as $1, attached (every probe in bpftool)."""
+    probes = sum(1 for line in script.read_text().splitlines()
+                 if line.startswith(("tracepoint:", "rawtracepoint:")))
+    tracer = TracerProcess("bpftrace", ["bpftrace", str(script), bdi])
+    tracer.wait_until(lambda: len(bpf_programs_of(tracer.pid)) >= probes)
+    return tracer
+
+
+def bench_tracer(mountpoint: str, capture: Path, ring_pages: int,
+                 request_events_per_sec: int) -> TracerProcess:
+    """:mod:`bench.tracer_proc` (fusewb's Tracer with bench options), attached."""
+    tracer = TracerProcess(
+        "fusewb tracer (bench runner)",
+        [sys.executable, "-m", "bench.tracer_proc", "--mount", mountpoint, "-o", str(capture),
+         "--ring-pages", str(ring_pages), "--request-events-per-sec", str(request_events_per_sec)],
+        env=bench_env(),
+    )
+    tracer.wait_until(lambda: any(line.startswith("tracing ") for line in tracer.stderr_lines))
+    return tracer
+

@@ -1,0 +1,125 @@
+"""Workloads and mounts of the bench: fio sequential writes, a bindfs mount, and a paced load
+of FUSE STATFS requests whose count the load itself knows (one ``fstatvfs`` = one request).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fusewb.errors import FusewbError
+from fusewb.tracers.mounts import FuseMount, fuse_mounts
+
+from bench.system import bench_env
+
+__all__ = ["fio_write", "bindfs_mount", "StatfsLoad", "statfs_load", "MIB"]
+
+MIB = 1024 * 1024
+MOUNT_TIMEOUT = 10.0
+
+
+def fio_write(directory: str, block: str, size: str, timeout: float = 300.0) -> float:
+    """Sequential ``write(2)`` of ``size`` in ``block`` blocks, then fsync; MiB/s as fio
+    measures it (its runtime includes the final fsync, so writeback is counted)."""
+    args = ["fio", "--name=bench", f"--directory={directory}", "--ioengine=psync", "--rw=write",
+            f"--bs={block}", f"--size={size}", "--end_fsync=1", "--unlink=1",
+            "--output-format=json"]
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise FusewbError(f"fio on {directory} ran over {timeout:g} s",
+                          "check the mount with 'fusewb fixture status'") from None
+    if out.returncode != 0:
+        tail = " | ".join(out.stderr.strip().splitlines()[-2:])
+        raise FusewbError(f"fio on {directory} failed ({tail})", "run the fio command by hand")
+    job = json.loads(out.stdout[out.stdout.index("{"):])["jobs"][0]["write"]
+    if not job["runtime"]:
+        raise FusewbError(f"fio on {directory} reported no runtime", "use a larger --size")
+    return job["io_bytes"] / MIB / (job["runtime"] / 1000)
+
+
+def _mount_at(path: str) -> FuseMount | None:
+    return next((m for m in fuse_mounts() if m.mountpoint == path), None)
+
+
+def _unmount(path: str) -> None:
+    for args in (["umount", path], ["umount", "-l", path]):
+        try:
+            if subprocess.run(args, capture_output=True, timeout=MOUNT_TIMEOUT,
+                              check=False).returncode == 0:
+                return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@contextmanager
+def bindfs_mount(backing: Path, mountpoint: Path, *options: str) -> Iterator[FuseMount]:
+    """``bindfs BACKING MOUNTPOINT`` (libfuse, C) for the duration of the block."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    real = os.path.realpath(mountpoint)
+    if _mount_at(real) is not None:
+        raise FusewbError(f"{real} is already a FUSE mount", f"umount {real}")
+    out = subprocess.run(["bindfs", *options, str(backing), real], capture_output=True,
+                         text=True, timeout=MOUNT_TIMEOUT, check=False)
+    mount = _mount_at(real)
+    if out.returncode != 0 or mount is None:
+        _unmount(real)
+        raise FusewbError(f"bindfs did not mount {real} ({out.stderr.strip() or out.returncode})",
+                          "apt-get install bindfs fuse3")
+    try:
+        yield mount
+    finally:
+        _unmount(real)
+
+
+@dataclass(frozen=True)
+class StatfsLoad:
+    """What a paced STATFS load did: requests issued, over how long, by which processes."""
+
+    calls: int
+    seconds: float
+    tgids: list[int]
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+
+def statfs_load(path: Path, rate: float, seconds: float, processes: int = 2) -> StatfsLoad:
+    """``processes`` workers (:mod:`bench.statfs_load`) issuing ``fstatvfs`` on ``path`` at
+    ``rate`` calls/s in total for ``seconds``, started together; their own count of calls."""
+    start_at = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + 1_000_000_000  # after imports
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.statfs_load", str(path), "--rate", str(rate / processes),
+             "--seconds", str(seconds), "--start-at-ns", str(start_at)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=bench_env(),
+        )
+        for _ in range(processes)
+    ]
+    results = []
+    for worker in workers:
+        try:
+            out, err = worker.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            for w in workers:
+                w.kill()
+                w.wait(10)
+            raise FusewbError(f"the STATFS load on {path} did not finish",
+                              "check the FUSE mount") from None
+        if worker.returncode != 0:
+            raise FusewbError(f"the STATFS load on {path} failed ({err.strip()[-200:]})",
+                              "check the FUSE mount")
+        results.append(json.loads(out))
+    return StatfsLoad(
+        calls=sum(r["calls"] for r in results),
+        seconds=max(r["seconds"] for r in results),
+        tgids=[r["tgid"] for r in results],
+    )
