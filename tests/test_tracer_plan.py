@@ -136,3 +136,15 @@ def test_sched_switch_tracepoint_fallback_loads_and_attaches() -> None:
         assert bpf.num_open_tracepoints() == len(plan.tracepoints)
     finally:
         bpf.cleanup()
+
+
+def test_tracing_frames_are_dropped_from_stacks() -> None:
+    from fusewb.tracers.live import path_hint
+    from fusewb.tracers.rows import clean_frames
+
+    raw = ["__traceiter_folio_wait_writeback", "folio_wait_writeback", "__filemap_fdatawait_range",
+           "file_write_and_wait_range", "fuse_fsync", "__do_sys_msync"]
+    assert clean_frames(raw) == raw[1:]
+    assert clean_frames(raw[1:]) == raw[1:]
+    assert path_hint(clean_frames(raw)) == "fuse_fsync"
+    assert path_hint(["folio_wait_writeback", "migrate_pages_batch", "migrate_pages"]) == "migrate_pages_batch"

@@ -9,8 +9,23 @@ from typing import Any
 from fusewb.schema import FUSE_OPCODES
 from fusewb.tracers.events import cstr, header_defs
 
-__all__ = ["wait_row", "pending_wait_row", "request_row", "pending_request_row", "throttle_row",
+__all__ = ["clean_frames", "wait_row", "pending_wait_row", "request_row", "pending_request_row", "throttle_row",
            "vm_row", "VM_KIND_NAMES", "SOURCE_NAMES"]
+
+# Frames of the tracing machinery itself, seen on top of a tracepoint's stack when several
+# programs share the tracepoint (the static call then goes through __traceiter_*).
+_TRACING_FRAMES = ("__traceiter_", "__bpf_trace_", "bpf_trace_run", "perf_trace_",
+                   "trace_event_raw_event_", "bpf_prog_")
+
+
+def clean_frames(frames: list[str]) -> list[str]:
+    """A kernel stack without the leading tracing-machinery frames: innermost is the traced
+    function (``folio_wait_writeback``)."""
+    start = 0
+    while start < len(frames) - 1 and frames[start].startswith(_TRACING_FRAMES):
+        start += 1
+    return frames[start:]
+
 
 # vm_event.vm_kind (bpf/fusewb.h VM_*) -> schema VM_KINDS name.
 VM_KIND_NAMES: dict[str, str] = {

@@ -35,6 +35,7 @@ from fusewb.tracers.mounts import FuseMount, fuse_mounts, mount_for_path
 from fusewb.tracers.plan import KPROBE_FUNCTIONS, ProbePlan, choose_plan
 from fusewb.tracers.procscan import blocked_in
 from fusewb.tracers.rows import (
+    clean_frames,
     pending_request_row,
     pending_wait_row,
     request_row,
@@ -241,9 +242,9 @@ class Tracer:
                 addresses = list(self.bpf[b"stacks"].walk(stack_id))
             except KeyError:
                 addresses = []
-            self.frames_cache[stack_id] = [
-                self.bpf.ksym(a, show_offset=False).decode(errors="replace") for a in addresses
-            ]
+            self.frames_cache[stack_id] = clean_frames(
+                [self.bpf.ksym(a, show_offset=False).decode(errors="replace") for a in addresses]
+            )
         return self.frames_cache[stack_id]
 
     def _add_stack(self, stack_id: int) -> list[str]:
