@@ -261,7 +261,7 @@ def _wait_flags(cap: Capture, threshold_ms: float) -> list[pd.DataFrame]:
     return out
 
 
-def _stalled_requests(cap: Capture, threshold_ms: float) -> pd.DataFrame:
+def _streamed_stalls(cap: Capture, threshold_ms: float) -> pd.DataFrame:
     r = fuse_requests(cap)
     chosen = r[(r["opcode_name"] == WRITE) & ((r["duration_ms"] >= threshold_ms) | r["ongoing"])]
     if chosen.empty:
@@ -292,6 +292,46 @@ def _stalled_requests(cap: Capture, threshold_ms: float) -> pd.DataFrame:
         "total_ms": grouped["duration_ms"].sum().to_numpy(dtype="float64"),
         "evidence": evidence, "mechanism": FLAG_KINDS["STALLED_REQUEST"].mechanism,
     })
+
+
+def _stalled_requests(cap: Capture, threshold_ms: float) -> pd.DataFrame:
+    """Slow or unanswered WRITEs from the streamed rows, corrected by the kernel's per-opcode
+    maximum when the slowest WRITE's event was lost or only summed."""
+    out = _streamed_stalls(cap, threshold_ms)
+    extra = []
+    for src in cap.sources:
+        counters = src.meta.get("counters") or {}
+        if not isinstance(counters, dict):
+            continue
+        kernel_max = float(counters.get(f"requests.{WRITE}.max_ns", 0) or 0) / 1e6
+        if kernel_max < threshold_ms:
+            continue
+        mine = out.index[out["host"] == src.host]
+        if len(mine) and out.loc[mine, "duration_ms"].max() >= kernel_max:
+            continue
+        note = (f"the kernel counted {counters.get(f'requests.{WRITE}.count', '?')} WRITEs, the "
+                f"slowest answered after {_ms(kernel_max)} (its event was lost or only summed)")
+        if len(mine) == 1:
+            at = mine[0]
+            out.loc[at, "evidence"] = f"{out.loc[at, 'evidence']}; {note}"
+            out.loc[at, "duration_ms"] = kernel_max
+            if out.loc[at, "severity"] == "medium" and kernel_max >= max(1000.0, 10 * threshold_ms):
+                out.loc[at, "severity"] = "high"
+            continue
+        mounts = [m for m in src.meta.get("mounts") or [] if isinstance(m, dict)]
+        only = mounts[0] if len(mounts) == 1 else {}
+        extra.append({
+            "flag": "STALLED_REQUEST",
+            "severity": "high" if kernel_max >= max(1000.0, 10 * threshold_ms) else "medium",
+            "host": src.host, "path": None, "pid": None, "tgid": None, "comm": None,
+            "mount": only.get("mountpoint"), "bdi": only.get("bdi"), "ino": None,
+            "duration_ms": kernel_max, "ongoing": False, "count": 1, "total_ms": kernel_max,
+            "evidence": note, "mechanism": FLAG_KINDS["STALLED_REQUEST"].mechanism,
+        })
+    if extra:
+        added = pd.DataFrame(extra, columns=FLAG_COLUMNS)
+        out = pd.concat([out, added], ignore_index=True) if len(out) else added
+    return out
 
 
 def _dirty_throttle(cap: Capture) -> pd.DataFrame:
@@ -353,7 +393,8 @@ def _reclaim_throttle(cap: Capture) -> pd.DataFrame:
     mounts = cap.mount_of()
     evidence = [
         f"{n} reclaim throttle{'s' if n != 1 else ''} on WRITEBACK, {_ms(tt)} delayed, while up"
-        f" to {pk} FUSE WRITEs were in flight (first at {t:.1f}s)"
+        f" to {pk} FUSE WRITEs were in flight on this bdi (first at {t:.1f}s; throttling is"
+        f" node-wide, the task need not use this mount)"
         for n, tt, pk, t in zip(count, total, peak, grouped["t_s"].min())
     ]
     return pd.DataFrame({

@@ -81,6 +81,21 @@ def test_stalled_request(raised: pd.DataFrame) -> None:
     assert "1 never completed" in row["evidence"] and "unique=6" in row["evidence"]
 
 
+@pytest.mark.parametrize("streamed_ms", [60, 1])
+def test_stalled_write_known_only_to_kernel_counters(tmp_path: Path, streamed_ms: int) -> None:
+    """The slowest WRITE's event was lost: the kernel's per-opcode maximum still raises it."""
+    counters = {"requests.WRITE.count": 50, "requests.WRITE.max_ns": 12_000 * MS}
+    requests = {"send_ts_ns": [at(1)], "end_ts_ns": [at(1 + streamed_ms)],
+                "duration_ns": [streamed_ms * MS], "end_tgid": [SERVER_TGID]}
+    folder = write_capture(tmp_path / "c", make_meta(counters=counters), requests=requests)
+    rows = _only(flags(load_capture(folder)), "STALLED_REQUEST")
+    assert len(rows) == 1
+    row = rows.iloc[0]
+    assert row["duration_ms"] == pytest.approx(12_000) and row["severity"] == "high"
+    assert "the kernel counted 50 WRITEs" in row["evidence"]
+    assert row["bdi"] == "0:52" and row["mount"] == "/mnt/fusewb"
+
+
 def test_dirty_throttle_totals(raised: pd.DataFrame) -> None:
     row = _only(raised, "DIRTY_THROTTLE").iloc[0]
     assert row["pid"] == 100 and row["count"] == 3
