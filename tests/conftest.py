@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -24,7 +25,7 @@ def _live_children() -> list[int]:
     return found
 
 
-def _owner_gone_or_us(name: str, pid_alive) -> bool:
+def _owner_gone_or_us(name: str, pid_alive: Callable[[int], bool]) -> bool:
     """Whether cgroup ``fusewb-<what>-<pid>`` was made by this process or by a dead one."""
     suffix = name.rsplit("-", 1)[-1]
     return suffix.isdigit() and (int(suffix) == os.getpid() or not pid_alive(int(suffix)))
