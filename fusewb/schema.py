@@ -151,6 +151,8 @@ META_KEYS: dict[str, str] = {
     "unseen_waiters": "list[dict]: pid, tgid, comm, frames of tasks still asleep in "
     "folio_wait_writeback at the end whose wait began before tracing (from /proc/*/stack; bdi "
     "unknown, so not in the waits table)",
+    "first_event_error": "str or null: the first ring buffer record user space could not turn "
+    "into a row (counted in counters.user_event_errors)",
     "ring_pages": "int, BPF ring buffer size in pages (lost events grow when it is too small)",
 }
 

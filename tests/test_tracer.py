@@ -171,6 +171,7 @@ def test_msync_waits_under_fuse_fsync_and_filter_and_detach(tmp_path) -> None:
     assert "FSYNC" in set(requests.opcode_name)
     assert server_pid in {s["tgid"] for s in meta["server_threads"]}
     assert meta["lost_events"]["total"] == 0
+    assert meta["counters"]["user_event_errors"] == 0 and meta["first_event_error"] is None
 
 
 def test_stalled_server_yields_ongoing_wait_and_write(tmp_path) -> None:

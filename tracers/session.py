@@ -138,6 +138,8 @@ class Tracer:
         self.start_ns = 0
         self.waits_seen = 0
         self.requests_seen = 0
+        self.event_errors = 0
+        self.first_event_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._summary: CaptureSummary | None = None
@@ -269,9 +271,21 @@ class Tracer:
                 return mount.bdi
         return None
 
-    def _on_event(self, _ctx: Any, data: int, size: int) -> None:
+    def _on_event(self, ctx: Any, data: int, size: int) -> int:
+        """Ring buffer callback: never raise into bcc's C caller; problems are counted and the
+        first one is kept for meta.json (``user_event_errors``, ``first_event_error``)."""
+        try:
+            self._handle_event(data, size)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the capture
+            self.event_errors += 1
+            if self.first_event_error is None:
+                self.first_event_error = f"{type(exc).__name__}: {exc}"
+        return 0
+
+    def _handle_event(self, data: int, size: int) -> None:
         decoded = decode(data, size)
         if decoded is None:
+            self.event_errors += 1
             return
         kind, event = decoded
         consts = header_defs().constants
@@ -327,6 +341,7 @@ class Tracer:
     def _counters(self) -> dict[str, int]:
         defs = header_defs()
         out = {name: sum(self._per_cpu("counters", index)) for index, name in defs.names("CNT_").items()}
+        out["user_event_errors"] = self.event_errors
         if self._has_map("writes_inflight"):
             for key, value in self.bpf[b"writes_inflight"].items():
                 out[f"inflight_writes.{key.value}"] = int(value.now)
@@ -445,6 +460,7 @@ class Tracer:
                     counters=counters,
                     server_threads=servers,
                     unseen_waiters=unseen,
+                    first_event_error=self.first_event_error,
                 )
         self._summary = CaptureSummary(
             directory=self.options.output,
