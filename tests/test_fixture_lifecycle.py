@@ -113,6 +113,16 @@ def test_cli_mount_stall_release_umount(tmp_path) -> None:
     assert gone.returncode == 2 and "Traceback" not in gone.stderr
 
 
+def test_mount_failure_is_one_line(tmp_path) -> None:
+    require_fuse()
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    out = subprocess.run([*FUSEWB, "fixture", "mount", str(not_a_folder)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "mountpoint" in out.stderr
+
+
 def test_help_has_examples() -> None:
     for args in (["fixture", "--help"], ["fixture", "mount", "--help"], ["load", "--help"]):
         out = subprocess.run([*FUSEWB, *args], capture_output=True, text=True, timeout=60)
