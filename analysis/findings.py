@@ -73,7 +73,9 @@ FLAG_KINDS: dict[str, FlagKind] = {
             "that skips the integrity wait for FUSE)",
         ),
         FlagKind(
-            "SERVER_SELF_WAIT", "the waiter is a thread of the FUSE server of that connection",
+            "SERVER_SELF_WAIT",
+            "the waiter (on FUSE writeback, or throttled in reclaim on writeback while WRITEs "
+            "were in flight) is a thread of the FUSE server of that connection",
             ("waits",),
             "the server sleeps on writeback that only its own replies can end: when the thread "
             "that must answer the WRITE is the one waiting, the connection deadlocks",
@@ -411,6 +413,32 @@ def _reclaim_throttle(cap: Capture) -> pd.DataFrame:
     })
 
 
+def _server_reclaim_throttle(cap: Capture, throttled: pd.DataFrame) -> pd.DataFrame:
+    """RECLAIM_THROTTLE rows whose task is a thread of the FUSE server of that same bdi.
+
+    From 6.16 reclaim skips folios under FUSE writeback instead of waiting on them, but it still
+    throttles on writeback progress; a server whose own allocations are throttled while its
+    WRITEs are in flight waits on writeback only it can end (the 2024 deadlock shape, slowed
+    instead of hung)."""
+    if throttled.empty:
+        return _empty()
+    servers = _server_tgids(cap)
+    keys = zip(throttled["host"].astype(object), throttled["bdi"].astype(object),
+               throttled["tgid"].astype("Int64"))
+    mine = np.array([not pd.isna(t) and (str(h), str(b), int(t)) in servers for h, b, t in keys],
+                    dtype=bool)
+    chosen = throttled[mine]
+    if chosen.empty:
+        return _empty()
+    return chosen.assign(
+        flag="SERVER_SELF_WAIT",
+        severity=np.where(chosen["duration_ms"].to_numpy() >= 1000, "critical", "high"),
+        evidence="the FUSE server itself was throttled in reclaim on writeback while its own "
+        "WRITEs were in flight: " + chosen["evidence"].astype(str),
+        mechanism=FLAG_KINDS["SERVER_SELF_WAIT"].mechanism,
+    )
+
+
 def _missing_rows(cap: Capture, host: str, counted: object) -> list[str]:
     """Tables holding fewer rows than ``meta.json`` counts (a part went missing)."""
     if not isinstance(counted, dict):
@@ -484,7 +512,10 @@ def flags(cap: Capture, threshold_ms: float = 50.0) -> pd.DataFrame:
     if can("DIRTY_THROTTLE"):
         pieces.append(_dirty_throttle(cap))
     if can("RECLAIM_THROTTLE"):
-        pieces.append(_reclaim_throttle(cap))
+        throttled = _reclaim_throttle(cap)
+        pieces.append(throttled)
+        if can("SERVER_SELF_WAIT"):
+            pieces.append(_server_reclaim_throttle(cap, throttled))
     pieces.append(_incomplete(cap))
     pieces = [p for p in pieces if len(p)]
     if not pieces:

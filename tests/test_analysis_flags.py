@@ -205,3 +205,25 @@ def test_waiters_from_before_tracing(tmp_path: Path) -> None:
     assert row["duration_ms"] == pytest.approx(10_000) and pd.isna(row["bdi"])
     assert "before tracing" in row["evidence"]
     assert list(_only(result, "SERVER_SELF_WAIT")["pid"]) == [SERVER_TGID + 5]
+
+
+def test_server_throttled_in_reclaim_is_a_self_wait(tmp_path: Path) -> None:
+    """6.16+: reclaim skips FUSE folios but throttles on writeback; the server throttled that
+    way while its own WRITEs are in flight waits on itself."""
+    request = {"send_ts_ns": [at(10)], "end_ts_ns": [at(900)], "duration_ns": [890 * MS],
+               "error": [0], "end_pid": [SERVER_TGID + 1], "end_tgid": [SERVER_TGID],
+               "end_comm": ["fusewb-server"]}
+    vm = {"ts_ns": [at(100), at(200), at(300)], "kind": ["vmscan_throttled"] * 3,
+          "pid": [SERVER_TGID + 1, SERVER_TGID + 1, 555], "tgid": [SERVER_TGID, SERVER_TGID, 555],
+          "comm": ["fusewb-server", "fusewb-server", "writer"], "reason": [1, 1, 1],
+          "usec_delayed": [600_000, 600_000, 100_000]}
+    folder = write_capture(tmp_path / "c", requests=request, vm=vm,
+                           waits={"ts_ns": [at(5)], "duration_ns": [MS]})
+    result = flags(load_capture(folder))
+    self_wait = _only(result, "SERVER_SELF_WAIT")
+    assert list(self_wait["pid"]) == [SERVER_TGID + 1]  # not the unrelated writer
+    row = self_wait.iloc[0]
+    assert row["path"] == "reclaim" and row["severity"] == "critical"
+    assert row["duration_ms"] == pytest.approx(1200)
+    assert "server itself was throttled in reclaim" in row["evidence"]
+    assert sorted(_only(result, "RECLAIM_THROTTLE")["pid"]) == [555, SERVER_TGID + 1]

@@ -146,6 +146,12 @@ def test_self_wait_server_is_throttled_not_deadlocked(tmp_path) -> None:
     server_reclaim = vm[vm["tgid"].isin(server_tgids) & vm["kind"].astype(object).isin(
         ["memcg_reclaim", "vmscan_throttled", "shrink_inactive"])]
     assert len(server_reclaim) > 0, "the server itself reclaimed in its memory cgroup"
+    # ...but it was throttled in reclaim behind its own in-flight WRITEs
+    self_wait = raised[(raised["flag"] == "SERVER_SELF_WAIT") & (raised["bdi"].astype(object) == bdi)]
+    assert not self_wait.empty
+    assert set(self_wait["path"].astype(object)) == {"reclaim"}
+    assert set(self_wait["tgid"].astype(int)) <= server_tgids
+    assert outcome.ok, outcome.verdict()
 
 
 def test_dirty_throttle_on_fuse_bdi(tmp_path) -> None:
