@@ -22,17 +22,18 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fusewb import __version__
 from fusewb.errors import FusewbError
+from fusewb.tracers import kernel_state
 from fusewb.tracers.capture import CaptureWriter
 from fusewb.tracers.events import decode, header_defs
-from fusewb.tracers.live import WAIT_HEADER, wait_line
+from fusewb.tracers.live import WAIT_HEADER, CaptureSummary, wait_line
 from fusewb.tracers.mounts import FuseMount, fuse_mounts, mount_for_path
-from fusewb.tracers.plan import KPROBE_FUNCTIONS, ProbePlan, choose_plan
+from fusewb.tracers.plan import ProbePlan, choose_plan
 from fusewb.tracers.procscan import blocked_in
 from fusewb.tracers.rows import (
     clean_frames,
@@ -44,7 +45,7 @@ from fusewb.tracers.rows import (
     wait_row,
 )
 
-__all__ = ["TraceOptions", "CaptureSummary", "Tracer", "monotonic_ns"]
+__all__ = ["TraceOptions", "Tracer", "monotonic_ns"]
 
 PROGRESS_EVERY_S = 5.0
 # The BPF side submits without wake-ups (BPF_RB_NO_WAKEUP): the ring is drained in batches
@@ -76,48 +77,6 @@ class TraceOptions:
     flush_interval: float = 1.0
     live: Callable[[str], None] = _discard  # one line per wait over the threshold
     progress: Callable[[str], None] = _discard  # status lines (stderr in the CLI)
-
-
-@dataclass
-class CaptureSummary:
-    """What a finished session wrote, for the exit summary and for callers."""
-
-    directory: Path
-    plan: str
-    probes: list[str]
-    tables: dict[str, int]
-    lost: dict[str, Any]
-    counters: dict[str, int]
-    ongoing_waits: int
-    ongoing_requests: int
-    max_wait_ms: float
-    seconds: float
-    server_threads: list[dict[str, Any]] = field(default_factory=list)
-    unseen_waiters: list[dict[str, Any]] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        t = self.tables
-        out = [
-            f"traced {self.seconds:.1f}s with the {self.plan} plan ({len(self.probes)} probes) "
-            f"into {self.directory}",
-            f"waits {t.get('waits', 0)} (ongoing {self.ongoing_waits}, max {self.max_wait_ms:.1f} ms), "
-            f"requests {t.get('requests', 0)} (ongoing {self.ongoing_requests}), "
-            f"throttle {t.get('throttle', 0)}, vm {t.get('vm', 0)}",
-        ]
-        if self.server_threads:
-            servers = sorted({(s["bdi"] or s["connection"], s["tgid"], s["comm"]) for s in self.server_threads})
-            out.append("FUSE server threads: " + ", ".join(f"{b}: {c} (pid {p})" for b, p, c in servers))
-        if self.unseen_waiters:
-            tasks = ", ".join(f"{t['comm']} {t['pid']}" for t in self.unseen_waiters[:5])
-            out.append(f"{len(self.unseen_waiters)} task(s) waited on writeback since before tracing "
-                       f"began (bdi unknown; meta.json unseen_waiters): {tasks}")
-        lost = self.lost.get("total", 0)
-        if lost:
-            by_kind = ", ".join(f"{k} {v}" for k, v in self.lost["by_kind"].items() if v)
-            out.append(f"LOST {lost} events (ring buffer full: {by_kind}); rerun with a bigger --ring-pages")
-        else:
-            out.append("lost events: 0")
-        return out
 
 
 class Tracer:
@@ -301,14 +260,12 @@ class Tracer:
 
     def _report_ongoing(self) -> None:
         """Live lines for waits still asleep past the threshold (a stalled server never ends them)."""
-        if not self._has_map("wait_pending"):
-            return
         now = monotonic_ns()
-        for key, w in self.bpf[b"wait_pending"].items():
-            ident = (key.value, w.ts_ns)
-            if not w.asleep or ident in self.reported_ongoing:
+        for pid, w in kernel_state.pending_waits(self.bpf):
+            ident = (pid, w.ts_ns)
+            if ident in self.reported_ongoing:
                 continue
-            row = pending_wait_row(key.value, w, now, self._source())
+            row = pending_wait_row(pid, w, now, self._source())
             if row["duration_ns"] / 1e6 >= self.options.threshold_ms:
                 self.reported_ongoing.add(ident)
                 self.options.live(wait_line(row, self._frames(w.stack_id)))
@@ -316,72 +273,13 @@ class Tracer:
     def _source(self) -> str:
         return "kretprobe" if self.plan and self.plan.name == "kprobe" else "sched_switch"
 
-    def _has_map(self, name: str) -> bool:
-        """Whether the compiled program has this map (probe sets are compiled in per plan)."""
-        try:
-            self.bpf.get_table(name.encode())
-        except KeyError:
-            return False
-        return True
-
-    # ---- aggregates ---------------------------------------------------------------------
-    def _per_cpu(self, table: str, index: int) -> list[int]:
-        bpf_table = self.bpf[table.encode()]
-        return [int(v) for v in bpf_table.getvalue(bpf_table.Key(index))]
-
-    def _lost(self) -> dict[str, Any]:
-        defs = header_defs()
-        kinds = defs.names("LOST_")
-        per_kind = {name: self._per_cpu("lost", index) for index, name in kinds.items()}
-        ncpu = max((len(v) for v in per_kind.values()), default=0)
-        per_cpu = [sum(v[cpu] for v in per_kind.values()) for cpu in range(ncpu)]
-        return {"total": sum(per_cpu), "per_cpu": per_cpu,
-                "by_kind": {name: sum(v) for name, v in per_kind.items()}}
-
-    def _counters(self) -> dict[str, int]:
-        defs = header_defs()
-        out = {name: sum(self._per_cpu("counters", index)) for index, name in defs.names("CNT_").items()}
-        out["user_event_errors"] = self.event_errors
-        if self._has_map("writes_inflight"):
-            for key, value in self.bpf[b"writes_inflight"].items():
-                out[f"inflight_writes.{key.value}"] = int(value.now)
-                out[f"inflight_writes_max.{key.value}"] = int(value.max)
-        if self._has_map("opcode_stats"):
-            from fusewb.schema import FUSE_OPCODES  # noqa: PLC0415
-
-            for key, value in self.bpf[b"opcode_stats"].items():
-                op = FUSE_OPCODES.get(key.value, f"OP{key.value}")
-                for stat in ("count", "total_ns", "max_ns", "errors"):
-                    out[f"requests.{op}.{stat}"] = int(getattr(value, stat))
-        if self._has_map("fn_stats"):
-            for index, fn in enumerate(KPROBE_FUNCTIONS):
-                value = self.bpf[b"fn_stats"][self.bpf[b"fn_stats"].Key(index)]
-                if value.count:
-                    for stat in ("count", "total_ns", "max_ns"):
-                        out[f"kprobe.{fn}.{stat}"] = int(getattr(value, stat))
-        return out
-
-    def _server_threads(self) -> list[dict[str, Any]]:
-        if not self._has_map("server_threads"):
-            return []
-        from fusewb.tracers.events import cstr  # noqa: PLC0415
-
-        return sorted(
-            (
-                {"connection": k.connection, "bdi": self._bdi_of(k.connection), "tgid": v.tgid,
-                 "pid": k.pid, "comm": cstr(v.comm), "replies": int(v.replies)}
-                for k, v in self.bpf[b"server_threads"].items()
-            ),
-            key=lambda s: (s["connection"], s["tgid"], s["pid"]),
-        )
-
     def _flush(self) -> None:
         self._refresh_filter()
         self._report_ongoing()
         self.capture.flush(
             mounts=self.mount_records,
-            lost_events=self._lost(),
-            server_threads=self._server_threads(),
+            lost_events=kernel_state.lost_events(self.bpf),
+            server_threads=kernel_state.server_threads(self.bpf, self._bdi_of),
         )
 
     # ---- running ------------------------------------------------------------------------
@@ -414,7 +312,7 @@ class Tracer:
         return summary
 
     def _progress_line(self, elapsed: float) -> str:
-        lost = self._lost()["total"]
+        lost = kernel_state.lost_events(self.bpf)["total"]
         return (f"[{elapsed:.0f}s] waits {self.waits_seen} (max {self.max_wait_ms:.1f} ms), "
                 f"requests {self.requests_seen}, lost {lost}")
 
@@ -435,19 +333,18 @@ class Tracer:
                 self.bpf.ring_buffer_consume()
                 end_ns = monotonic_ns()
                 tracked: set[int] = set()
-                if self._has_map("wait_pending"):
-                    for key, w in self.bpf[b"wait_pending"].items():
-                        if w.asleep:
-                            self._add_wait(pending_wait_row(key.value, w, end_ns, self._source()))
-                            tracked.add(key.value)
-                            ongoing_waits += 1
+                for pid, w in kernel_state.pending_waits(self.bpf):
+                    self._add_wait(pending_wait_row(pid, w, end_ns, self._source()))
+                    tracked.add(pid)
+                    ongoing_waits += 1
                 unseen = [t for t in blocked_in("folio_wait_writeback") if t["pid"] not in tracked]
-                if self._has_map("requests_pending"):
-                    for key, r in self.bpf[b"requests_pending"].items():
-                        row = pending_request_row(key, r, end_ns, self._bdi_of(key.connection))
-                        self.capture.add("requests", row)
-                        ongoing_requests += 1
-                lost, counters, servers = self._lost(), self._counters(), self._server_threads()
+                for key, r in kernel_state.pending_requests(self.bpf):
+                    row = pending_request_row(key, r, end_ns, self._bdi_of(key.connection))
+                    self.capture.add("requests", row)
+                    ongoing_requests += 1
+                lost = kernel_state.lost_events(self.bpf)
+                counters = {**kernel_state.counters(self.bpf), "user_event_errors": self.event_errors}
+                servers = kernel_state.server_threads(self.bpf, self._bdi_of)
         finally:
             if self.bpf is not None:
                 self.bpf.cleanup()

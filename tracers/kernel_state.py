@@ -1,0 +1,90 @@
+"""Reading the BPF program's in-kernel state from user space: lost-event and aggregate
+counters, the FUSE server threads, and the waits and requests still pending (``ongoing`` at
+stop). Maps exist only when the plan compiled their probe set in; absent maps read as empty."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fusewb.schema import FUSE_OPCODES
+from fusewb.tracers.events import cstr, header_defs
+from fusewb.tracers.plan import KPROBE_FUNCTIONS
+
+__all__ = ["has_map", "lost_events", "counters", "server_threads", "pending_waits",
+           "pending_requests"]
+
+
+def has_map(bpf: Any, name: str) -> bool:
+    """Whether the compiled program has this map."""
+    try:
+        bpf.get_table(name.encode())
+    except KeyError:
+        return False
+    return True
+
+
+def _per_cpu(bpf: Any, table: str, index: int) -> list[int]:
+    bpf_table = bpf[table.encode()]
+    return [int(v) for v in bpf_table.getvalue(bpf_table.Key(index))]
+
+
+def lost_events(bpf: Any) -> dict[str, Any]:
+    """Events the ring buffer could not take: total, per CPU, by kind (meta.json lost_events)."""
+    kinds = header_defs().names("LOST_")
+    per_kind = {name: _per_cpu(bpf, "lost", index) for index, name in kinds.items()}
+    ncpu = max((len(v) for v in per_kind.values()), default=0)
+    per_cpu = [sum(v[cpu] for v in per_kind.values()) for cpu in range(ncpu)]
+    return {"total": sum(per_cpu), "per_cpu": per_cpu,
+            "by_kind": {name: sum(v) for name, v in per_kind.items()}}
+
+
+def counters(bpf: Any) -> dict[str, int]:
+    """The in-kernel aggregates, named as documented in ``fusewb.tracers``."""
+    out = {name: sum(_per_cpu(bpf, "counters", index))
+           for index, name in header_defs().names("CNT_").items()}
+    if has_map(bpf, "writes_inflight"):
+        for key, value in bpf[b"writes_inflight"].items():
+            out[f"inflight_writes.{key.value}"] = int(value.now)
+            out[f"inflight_writes_max.{key.value}"] = int(value.max)
+    if has_map(bpf, "opcode_stats"):
+        for key, value in bpf[b"opcode_stats"].items():
+            op = FUSE_OPCODES.get(key.value, f"OP{key.value}")
+            for stat in ("count", "total_ns", "max_ns", "errors"):
+                out[f"requests.{op}.{stat}"] = int(getattr(value, stat))
+    if has_map(bpf, "fn_stats"):
+        table = bpf[b"fn_stats"]
+        for index, fn in enumerate(KPROBE_FUNCTIONS):
+            value = table[table.Key(index)]
+            if value.count:
+                for stat in ("count", "total_ns", "max_ns"):
+                    out[f"kprobe.{fn}.{stat}"] = int(getattr(value, stat))
+    return out
+
+
+def server_threads(bpf: Any, bdi_of: Callable[[int], str | None]) -> list[dict[str, Any]]:
+    """Tasks that answered FUSE requests, per connection (meta.json server_threads)."""
+    if not has_map(bpf, "server_threads"):
+        return []
+    return sorted(
+        (
+            {"connection": k.connection, "bdi": bdi_of(k.connection), "tgid": v.tgid,
+             "pid": k.pid, "comm": cstr(v.comm), "replies": int(v.replies)}
+            for k, v in bpf[b"server_threads"].items()
+        ),
+        key=lambda s: (s["connection"], s["tgid"], s["pid"]),
+    )
+
+
+def pending_waits(bpf: Any) -> Iterator[tuple[int, Any]]:
+    """(thread id, wait_pending) of the waits asleep right now."""
+    if has_map(bpf, "wait_pending"):
+        for key, wait in bpf[b"wait_pending"].items():
+            if wait.asleep:
+                yield key.value, wait
+
+
+def pending_requests(bpf: Any) -> Iterator[tuple[Any, Any]]:
+    """(request_key, request_pending) of the FUSE requests not answered yet."""
+    if has_map(bpf, "requests_pending"):
+        yield from bpf[b"requests_pending"].items()
