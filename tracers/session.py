@@ -4,13 +4,14 @@ detached) whatever ends it: ``--duration``, a signal, a caller's stop, or an err
 
 Python API (``fusewb run`` and tests)::
 
-    tracer = Tracer(TraceOptions(output=Path("cap")))
-    tracer.start()               # returns once every probe is attached
+    tracer = Tracer(TraceOptions(output=Path("cap"), mounts=["/mnt/f"]))
+    tracer.start_background()    # returns once every probe is attached, then traces in a thread
     ...                          # run the load
-    summary = tracer.stop()      # flush, record ongoing work, detach
+    summary = tracer.stop()      # flush, record ongoing work, detach (idempotent)
 
-or ``tracer.run(stop_event)`` to trace in the calling thread until ``stop_event`` is set or the
-duration elapses. ``start_background()`` runs that loop in a thread; ``stop()`` ends it.
+or ``tracer.start()`` then ``tracer.run(stop_event)`` to trace in the calling thread until
+``stop_event`` is set or the duration elapses. Both return a
+:class:`fusewb.tracers.live.CaptureSummary`.
 """
 
 from __future__ import annotations
