@@ -42,7 +42,7 @@ def test_wait_for_writeback_in_the_syscall(tmp_path, name, waited, function) -> 
         assert result.bytes == 4 * MIB and lines
         assert result.waits[waited] >= LATENCY_S * 0.8, result.summary()
         assert waits.hits(function) >= 1, waits.stacks[:3]
-        assert fx.status()["writes"]["completed"] >= 4
+        assert fx.status()["writes"]["completed"] >= 1
 
 
 def test_sync_does_not_wait_for_fuse_writeback_here(tmp_path) -> None:
