@@ -90,7 +90,7 @@ def paired_ratios(values: Sequence[float], baseline: Sequence[float]) -> list[fl
 
 
 def fmt_number(x: float) -> str:
-    """Three significant digits, thousands separated: 0.973, 12.3, 1,230, 104,000."""
+    """About three significant digits, thousands separated: 0.973, 12.3, 1,230, 104,000."""
     if x != x:  # NaN
         return "nan"
     magnitude = abs(x)
@@ -102,7 +102,7 @@ def fmt_number(x: float) -> str:
         return f"{x:.1f}"
     if magnitude >= 1 or magnitude == 0:
         return f"{x:.2f}"
-    return f"{x:.3g}"
+    return f"{x:.3f}"
 
 
 def render_text(rows: Sequence[Row]) -> str:

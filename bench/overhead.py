@@ -1,0 +1,196 @@
+"""Part 1, tracer overhead: the same FUSE write workload (fio on the fixture, writeback cache
+on, 4 KiB and 1 MiB writes) untraced, under ``fusewb trace``, under ``perf record -e
+writeback:folio_wait_writeback -g -a``, and under an equivalent bpftrace script
+(``bench/folio_wait.bt``: the same tracepoint's kernel stacks, each wait timed by pairing with
+sched_switch, as fusewb does). Each tracer runs in its own process, confirmed attached first.
+
+A last, separate pass runs fusewb and bpftrace once more with ``kernel.bpf_stats_enabled`` to
+measure what each BPF program costs in the kernel (the profile evidence in the notes); that
+pass is not part of the throughput figures, since the statistics themselves cost time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fusewb.fixtures.manage import Fixture, mount_fixture
+
+from bench.peers import TracerProcess, bpf_programs_of, bpftrace, fusewb_trace, perf_record
+from bench.stats import PartResult, Row, Spread, fmt_number, interleaved, paired_ratios
+from bench.system import Settings, require_tools
+from bench.workloads import fio_write
+
+__all__ = ["run", "VARIANTS", "CASES", "bpf_run_stats"]
+
+UNTRACED = "untraced"
+FUSEWB = "fusewb trace"
+PERF = "perf record -g"
+BPFTRACE = "bpftrace (stacks + sched_switch)"
+VARIANTS = [UNTRACED, FUSEWB, PERF, BPFTRACE]
+TARGET_RATIO = 0.97
+# case -> (fio block size, size full, size quick)
+CASES: dict[str, tuple[str, str, str]] = {
+    "4 KiB writes": ("4k", "512m", "128m"),
+    "1 MiB writes": ("1m", "512m", "128m"),
+}
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+def _start(variant: str, fixture: Fixture, scratch: Path, rep: int) -> TracerProcess | None:
+    if variant == FUSEWB:
+        return fusewb_trace(fixture.mountpoint, scratch / f"capture-{rep}")
+    if variant == PERF:
+        return perf_record(scratch / f"perf-{rep}.data")
+    if variant == BPFTRACE:
+        return bpftrace(fixture.mount.bdi)
+    return None
+
+
+def _clean(scratch: Path) -> None:
+    for path in scratch.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def bpf_run_stats(pid: int) -> dict[str, tuple[int, int]]:
+    """tracepoint -> (run_cnt, run_time_ns) summed over the BPF programs ``pid`` attached
+    (non-zero only while ``kernel.bpf_stats_enabled`` is 1)."""
+    out: dict[str, tuple[int, int]] = {}
+    for entry in bpf_programs_of(pid):
+        shown = subprocess.run(["bpftool", "prog", "show", "id", str(entry["prog_id"]), "--json"],
+                               capture_output=True, text=True, timeout=10, check=False)
+        try:
+            prog = json.loads(shown.stdout)
+        except json.JSONDecodeError:
+            continue
+        name = entry.get("tracepoint") or prog.get("name", "?")
+        cnt, ns = out.get(name, (0, 0))
+        out[name] = (cnt + prog.get("run_cnt", 0), ns + prog.get("run_time_ns", 0))
+    return out
+
+
+@contextmanager
+def _bpf_stats_enabled() -> Iterator[None]:
+    before = BPF_STATS.read_text().strip()
+    BPF_STATS.write_text("1")
+    try:
+        yield
+    finally:
+        BPF_STATS.write_text(before)
+
+
+def _profile(variant: str, fixture: Fixture, scratch: Path, block: str, size: str) -> str:
+    """One run of ``variant`` with BPF run statistics: where its kernel-side time goes."""
+    with _bpf_stats_enabled():
+        tracer = _start(variant, fixture, scratch, 999)
+        assert tracer is not None
+        try:
+            before = bpf_run_stats(tracer.pid)
+            began = time.monotonic()
+            fio_write(fixture.mountpoint, block, size)
+            seconds = time.monotonic() - began
+            after = bpf_run_stats(tracer.pid)
+        finally:
+            tracer.stop()
+            _clean(scratch)
+    costs = sorted(((after[k][1] - before.get(k, (0, 0))[1], after[k][0] - before.get(k, (0, 0))[0], k)
+                    for k in after), reverse=True)
+    total_ns = sum(ns for ns, _, _ in costs)
+    parts = [f"{name} {cnt / seconds:,.0f} runs/s x {ns / cnt:.0f} ns" if cnt else f"{name} 0 runs"
+             for ns, cnt, name in costs[:4]]
+    return (f"{variant}, fio --bs={block}: BPF programs ran {total_ns / 1e9 / seconds * 100:.2f}% "
+            f"of one CPU ({'; '.join(parts)})")
+
+
+def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
+    """Interleaved fio runs under each tracer; throughput, ratio to untraced, tracer CPU."""
+    require_tools("fio", "perf", "bpftrace", "bpftool", "fusermount3")
+    result = PartResult("overhead")
+    backing = settings.scratch("overhead-backing")
+    scratch = settings.scratch("overhead-out")
+    samples: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    with mount_fixture(settings.scratch("overhead-mnt"), backing=backing,
+                       writeback_cache=True) as fixture:
+        runs = list(interleaved(VARIANTS, settings.repetitions))
+        for done, (rep, variant) in enumerate(runs, 1):
+            progress(f"overhead: repetition {rep + 1}/{settings.repetitions}, {variant} "
+                     f"({done}/{len(runs)})")
+            tracer = _start(variant, fixture, scratch, rep)
+            try:
+                cpu_before, began = (tracer.cpu_seconds() if tracer else 0.0), time.monotonic()
+                for case, (block, full, quick) in CASES.items():
+                    mib_s = fio_write(fixture.mountpoint, block, quick if settings.quick else full)
+                    samples.setdefault((case, variant), []).append(mib_s)
+                if tracer is not None:
+                    cpu.setdefault(variant, []).append(
+                        (tracer.cpu_seconds() - cpu_before) / (time.monotonic() - began) * 100)
+            finally:
+                if tracer is not None:
+                    tracer.stop()
+                _clean(scratch)
+        progress("overhead: profile pass (kernel.bpf_stats_enabled)")
+        block, full, quick = CASES["4 KiB writes"]
+        profiles = [_profile(v, fixture, scratch, block, quick if settings.quick else full)
+                    for v in (FUSEWB, BPFTRACE)]
+    _rows(result, samples, cpu)
+    result.notes += _notes(settings, result, profiles)
+    return result
+
+
+def _rows(result: PartResult, samples: dict[tuple[str, str], list[float]],
+          cpu: dict[str, list[float]]) -> None:
+    for case in CASES:
+        base = samples[(case, UNTRACED)]
+        ratios = {v: Spread.of(paired_ratios(samples[(case, v)], base)) for v in VARIANTS[1:]}
+        peers_best = max(ratios[PERF].median, ratios[BPFTRACE].median)
+        for variant in VARIANTS:
+            row = Row(part="overhead", case=case, variant=variant, unit="MiB/s",
+                      value=Spread.of(samples[(case, variant)]))
+            if variant != UNTRACED:
+                row.ratio, row.ratio_to = ratios[variant], UNTRACED
+            if variant == FUSEWB:
+                row.target = f">= {TARGET_RATIO} and above perf and bpftrace"
+                row.met = ratios[FUSEWB].median >= TARGET_RATIO and ratios[FUSEWB].median > peers_best
+            result.rows.append(row)
+    for variant, values in cpu.items():
+        result.rows.append(Row(part="overhead", case="tracer process CPU", variant=variant,
+                               unit="% of a CPU", value=Spread.of(values)))
+
+
+def _notes(settings: Settings, result: PartResult, profiles: list[str]) -> list[str]:
+    sizes = ", ".join(f"{case}: `--bs={b} --size={q if settings.quick else f}`"
+                      for case, (b, f, q) in CASES.items())
+    notes = [
+        "Method: fixture mounted with writeback cache and `--backing` on the root filesystem; "
+        "fio `--ioengine=psync --rw=write --end_fsync=1` ("
+        f"{sizes}). Each repetition runs every variant once, order rotated; a tracer is started "
+        "before and stopped after both fio runs of its turn. Ratios are per-repetition "
+        "throughput / untraced throughput of the same repetition.",
+        "Peers: `perf record -e writeback:folio_wait_writeback -g -a -o FILE`; `bpftrace "
+        "bench/folio_wait.bt BDI` (kernel stacks of the same tracepoint on the fixture's bdi, "
+        "plus a sched_switch pairing that times each wait, the equivalent of fusewb's duration "
+        "measurement). fusewb runs its default probe plan (15 probes: wait tracepoint, "
+        "sched_switch, FUSE request send/end, dirty throttling, reclaim/migration/compaction).",
+        "Tracer process CPU: user+system time of the tracer's own process during the workload; "
+        "BPF programs run in the traced tasks, so their cost shows in the throughput instead.",
+        "Profile (separate run with kernel.bpf_stats_enabled=1): " + " | ".join(profiles),
+    ]
+    for row in result.rows:
+        if row.variant == FUSEWB and row.met is False and row.ratio is not None:
+            peers = [r for r in result.rows if r.case == row.case and r.variant in (PERF, BPFTRACE)]
+            notes.append(
+                f"Target missed for {row.case}: fusewb keeps {row.ratio.median:.3f} of untraced "
+                f"throughput (target {TARGET_RATIO}: {max(0.0, TARGET_RATIO - row.ratio.median):.3f} "
+                "short); peers " + ", ".join(f"{r.variant} {fmt_number(r.ratio.median)}"
+                                              for r in peers if r.ratio) +
+                ". The spread of the untraced runs bounds what a difference this size can show.")
+    return notes

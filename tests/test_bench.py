@@ -1,0 +1,53 @@
+"""Smoke tests of the benchmark harness (``bench/``): the quick analysis part runs end to end and
+prints and records the table of ratios; interleaving and ratios behave. Targets are not
+asserted here (they are what the bench measures, not what a test can promise)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.stats import COLUMNS, Row, Spread, interleaved, paired_ratios, render_markdown
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_interleaving_rotates_the_order_and_runs_each_variant_once_per_repetition() -> None:
+    runs = list(interleaved(["a", "b", "c"], 4))
+    orders = [[v for rep, v in runs if rep == r] for r in range(4)]
+    assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+
+
+def test_ratios_are_paired_per_repetition_and_summarised_as_median_and_range() -> None:
+    ratios = paired_ratios([90.0, 50.0, 99.0], [100.0, 50.0, 110.0])
+    assert ratios == [0.9, 1.0, 0.9]
+    spread = Spread.of(ratios)
+    assert (spread.median, spread.low, spread.high, spread.n) == (0.9, 0.9, 1.0, 3)
+    row = Row("p", "c", "v", "MiB/s", Spread.of([1.0, 2.0]), spread, "base", "> 1", False)
+    table = render_markdown([row])
+    assert table.splitlines()[0] == "| " + " | ".join(COLUMNS) + " |"
+    assert "| 0.900 | 0.900-1.00 (n=3) | base | > 1 | NO |" in table
+
+
+def test_quick_analysis_part_prints_and_records_the_table_of_ratios(tmp_path) -> None:
+    results = tmp_path / "RESULTS.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "analysis", "--quick", "--repetitions", "1",
+         "--results", str(results), "--workdir", str(tmp_path / "work")],
+        cwd=REPO, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    header = done.stdout.splitlines()[0].split()
+    assert header[:4] == ["part", "case", "variant", "median"]
+    assert {"ratio", "spread", "to", "target", "met"} <= set(header)
+    rss_rows = [line for line in done.stdout.splitlines() if "peak RSS" in line]
+    assert len(rss_rows) == 2  # one per capture size
+    for line in rss_rows:
+        cells = line.split()
+        ratio = cells[cells.index("MiB") + 1]
+        assert float(ratio) > 1.0  # memory is always above the Parquet size on disk
+    text = results.read_text()
+    assert "## Results" in text and "| analysis | 1M events | wall time |" in text
+    assert "kernel:" in text and "cpu:" in text
+    assert "analysis: building a synthetic capture" in done.stderr  # progress shown
