@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,7 +54,7 @@ os.unlink(path)
 def _prepare() -> None:
     require_bpf()
     require_fuse()
-    require(Path("/proc/sys/vm/compact_memory").exists(), "needs /proc/sys/vm/compact_memory")
+    require(shutil.which("bpftool") is not None, "needs bpftool (Debian bpftool)")
 
 
 def loaded_program_ids() -> set[int]:
@@ -269,6 +270,7 @@ def test_compaction_waits_in_migrate_pages(tmp_path) -> None:
 
     from fusewb.tracers.mounts import fuse_mounts
 
+    require(Path("/proc/sys/vm/compact_memory").exists(), "needs /proc/sys/vm/compact_memory")
     # Compaction is system-wide: it would also wait on other FUSE mounts' (maybe stalled) writeback.
     require(not fuse_mounts(), "needs no other FUSE mount (compaction waits on their writeback too)")
     libc = ctypes.CDLL(None, use_errno=True)
