@@ -87,8 +87,12 @@ def fuse_mounts(mountinfo: Path = MOUNTINFO) -> list[FuseMount]:
 
 
 def mount_for_path(path: str | os.PathLike) -> FuseMount | None:
-    """The FUSE mount whose mountpoint is ``path`` (resolved), or None."""
-    want = os.path.realpath(path)
+    """The FUSE mount whose mountpoint is ``path``, or None.
+
+    Only the parent folder is resolved: resolving ``path`` itself would stat the FUSE root,
+    which blocks behind a stalled single-threaded server."""
+    absolute = os.path.abspath(path).rstrip("/") or "/"
+    want = os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
     for mount in fuse_mounts():
         if mount.mountpoint == want:
             return mount
