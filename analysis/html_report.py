@@ -40,8 +40,10 @@ def _histogram(w: pd.DataFrame) -> Figure | None:
     positive = durations[durations > 0]
     if not len(positive):
         return None
-    low, high = max(positive.min(), 1e-3), max(positive.max(), 1e-3 * 10)
-    bins = np.logspace(np.log10(low), np.log10(high * 1.01), 40)
+    # whole decades, at least two, so one wait or a narrow spread still reads on a log axis
+    low = np.floor(np.log10(max(positive.min(), 1e-3)))
+    high = max(np.ceil(np.log10(max(positive.max(), 1e-3) * 1.01)), low + 2)
+    bins = np.logspace(low, high, int(10 * (high - low)) + 1)
     fig = Figure(figsize=(9, 4))
     ax = fig.subplots()
     for path in PATHS:
@@ -51,6 +53,7 @@ def _histogram(w: pd.DataFrame) -> Figure | None:
                     label=f"{path} ({len(values)})")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_ylim(bottom=0.8)
     ax.set_xlabel("wait on FUSE writeback (ms, log)")
     ax.set_ylabel("waits")
     ax.set_title("Wait duration per kernel path")
@@ -81,14 +84,17 @@ def _timeline(cap: Capture, w: pd.DataFrame, threshold_ms: float) -> Figure | No
     for path in PATHS:
         mine = shown[shown["path"] == path]
         if len(mine):
-            bottom.scatter(mine["t_s"], mine["duration_ms"].clip(lower=1e-3), s=8, alpha=0.6,
-                           label=path)
+            # each wait spans [start, start + duration] at the height of its duration
+            y = mine["duration_ms"].clip(lower=1e-3)
+            dots = bottom.scatter(mine["t_s"], y, s=8, alpha=0.6, label=path)
+            bottom.hlines(y, mine["t_s"], mine["t_s"] + mine["duration_ms"] / 1000.0,
+                          colors=dots.get_facecolor(), linewidth=1.5, alpha=0.6)
     if len(shown):
         bottom.axhline(threshold_ms, color="grey", linestyle=":", linewidth=1)
         bottom.set_yscale("log")
         bottom.legend(fontsize=7, loc="upper right", ncol=3)
     bottom.set_ylabel("wait (ms, log)")
-    bottom.set_xlabel("seconds since capture start (wait start)")
+    bottom.set_xlabel("seconds since capture start (each wait drawn from its start to its end)")
     return fig
 
 
