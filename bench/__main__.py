@@ -33,9 +33,9 @@ def _progress(line: str) -> None:
 
 def _remove_scratch(scratch: Path) -> None:
     """Remove the scratch folder unless a mount is still inside it (never delete through one)."""
-    from fusewb.tracers.mounts import fuse_mounts
-
-    inside = [m.mountpoint for m in fuse_mounts() if m.mountpoint.startswith(f"{scratch}/")]
+    with open("/proc/self/mounts") as mounts:
+        inside = [line.split()[1] for line in mounts
+                  if line.split()[1].startswith(f"{scratch}/")]
     if inside:
         raise FusewbError(f"mounts left under {scratch}: {', '.join(inside)}",
                           f"umount them, then rm -r {scratch}")

@@ -24,7 +24,7 @@ from fusewb.fixtures.manage import Fixture, mount_fixture
 from bench.peers import TracerProcess, bpf_programs_of, bpftrace, fusewb_trace, perf_record
 from bench.stats import PartResult, Row, Spread, fmt_number, interleaved, paired_ratios
 from bench.system import Settings, require_tools
-from bench.workloads import fio_write
+from bench.workloads import fio_write, tmpfs_mount
 
 __all__ = ["run", "VARIANTS", "CASES", "bpf_run_stats"]
 
@@ -36,10 +36,12 @@ VARIANTS = [UNTRACED, FUSEWB, PERF, BPFTRACE]
 TARGET_RATIO = 0.97
 # case -> (fio block size, size full, size quick)
 CASES: dict[str, tuple[str, str, str]] = {
-    "4 KiB writes": ("4k", "512m", "128m"),
-    "1 MiB writes": ("1m", "512m", "128m"),
+    "4 KiB writes": ("4k", "1g", "256m"),
+    "1 MiB writes": ("1m", "2g", "256m"),
 }
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+WARM_UP = ("1m", "64m")  # fio run after attaching, before measuring: one-time costs out
+SETTLE_S = 1.2  # after the warm-up: the tracer's first flush (1 s) happens before measuring
 
 
 def _start(variant: str, fixture: Fixture, scratch: Path, rep: int) -> TracerProcess | None:
@@ -50,6 +52,12 @@ def _start(variant: str, fixture: Fixture, scratch: Path, rep: int) -> TracerPro
     if variant == BPFTRACE:
         return bpftrace(fixture.mount.bdi)
     return None
+
+
+def _warm_up(fixture: Fixture) -> None:
+    """An unmeasured write, then a pause past the tracer's first flush."""
+    fio_write(fixture.mountpoint, WARM_UP[0], WARM_UP[1])
+    time.sleep(SETTLE_S)
 
 
 def _clean(scratch: Path) -> None:
@@ -93,6 +101,7 @@ def _profile(variant: str, fixture: Fixture, scratch: Path, block: str, size: st
         tracer = _start(variant, fixture, scratch, 999)
         assert tracer is not None
         try:
+            _warm_up(fixture)
             before = bpf_run_stats(tracer.pid)
             began = time.monotonic()
             fio_write(fixture.mountpoint, block, size)
@@ -114,18 +123,23 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
     """Interleaved fio runs under each tracer; throughput, ratio to untraced, tracer CPU."""
     require_tools("fio", "perf", "bpftrace", "bpftool", "fusermount3")
     result = PartResult("overhead")
-    backing = settings.scratch("overhead-backing")
     scratch = settings.scratch("overhead-out")
     samples: dict[tuple[str, str], list[float]] = {}
     cpu: dict[str, list[float]] = {}
-    with mount_fixture(settings.scratch("overhead-mnt"), backing=backing,
-                       writeback_cache=True) as fixture:
+    attach: dict[str, list[float]] = {}
+    with tmpfs_mount(settings.scratch("overhead-backing")) as backing, \
+            mount_fixture(settings.scratch("overhead-mnt"), backing=backing,
+                          writeback_cache=True) as fixture:
         runs = list(interleaved(VARIANTS, settings.repetitions))
         for done, (rep, variant) in enumerate(runs, 1):
             progress(f"overhead: repetition {rep + 1}/{settings.repetitions}, {variant} "
                      f"({done}/{len(runs)})")
+            launched = time.monotonic()
             tracer = _start(variant, fixture, scratch, rep)
+            if tracer is not None:
+                attach.setdefault(variant, []).append(time.monotonic() - launched)
             try:
+                _warm_up(fixture)
                 cpu_before, began = (tracer.cpu_seconds() if tracer else 0.0), time.monotonic()
                 for case, (block, full, quick) in CASES.items():
                     mib_s = fio_write(fixture.mountpoint, block, quick if settings.quick else full)
@@ -141,13 +155,13 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
         block, full, quick = CASES["4 KiB writes"]
         profiles = [_profile(v, fixture, scratch, block, quick if settings.quick else full)
                     for v in (FUSEWB, BPFTRACE)]
-    _rows(result, samples, cpu)
+    _rows(result, samples, cpu, attach)
     result.notes += _notes(settings, result, profiles)
     return result
 
 
 def _rows(result: PartResult, samples: dict[tuple[str, str], list[float]],
-          cpu: dict[str, list[float]]) -> None:
+          cpu: dict[str, list[float]], attach: dict[str, list[float]]) -> None:
     for case in CASES:
         base = samples[(case, UNTRACED)]
         ratios = {v: Spread.of(paired_ratios(samples[(case, v)], base)) for v in VARIANTS[1:]}
@@ -164,16 +178,23 @@ def _rows(result: PartResult, samples: dict[tuple[str, str], list[float]],
     for variant, values in cpu.items():
         result.rows.append(Row(part="overhead", case="tracer process CPU", variant=variant,
                                unit="% of a CPU", value=Spread.of(values)))
+    for variant, values in attach.items():
+        result.rows.append(Row(part="overhead", case="start until attached", variant=variant,
+                               unit="s", value=Spread.of(values)))
 
 
 def _notes(settings: Settings, result: PartResult, profiles: list[str]) -> list[str]:
     sizes = ", ".join(f"{case}: `--bs={b} --size={q if settings.quick else f}`"
                       for case, (b, f, q) in CASES.items())
     notes = [
-        "Method: fixture mounted with writeback cache and `--backing` on the root filesystem; "
+        "Method: fixture mounted with writeback cache and `--backing` on a private tmpfs; "
         "fio `--ioengine=psync --rw=write --end_fsync=1` ("
         f"{sizes}). Each repetition runs every variant once, order rotated; a tracer is started "
-        "before and stopped after both fio runs of its turn. Ratios are per-repetition "
+        "and confirmed attached, then an unmeasured warm-up fio (`--bs=1m --size=64m`) and a "
+        f"{SETTLE_S:g} s pause move one-time costs (the first Parquet part imports pyarrow "
+        "modules, ~0.2-1 s of CPU; symbol cache) out of the measured runs, then "
+        "both measured fio runs; then it is stopped. *start until attached* is the time from "
+        "starting a tracer to its attachment. Ratios are per-repetition "
         "throughput / untraced throughput of the same repetition.",
         "Peers: `perf record -e writeback:folio_wait_writeback -g -a -o FILE`; `bpftrace "
         "bench/folio_wait.bt BDI` (kernel stacks of the same tracepoint on the fixture's bdi, "

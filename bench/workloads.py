@@ -19,7 +19,7 @@ from fusewb.tracers.mounts import FuseMount, fuse_mounts
 
 from bench.system import bench_env
 
-__all__ = ["fio_write", "bindfs_mount", "StatfsLoad", "statfs_load", "MIB"]
+__all__ = ["fio_write", "write_requests", "bindfs_mount", "tmpfs_mount", "StatfsLoad", "statfs_load", "MIB"]
 
 MIB = 1024 * 1024
 MOUNT_TIMEOUT = 10.0
@@ -43,6 +43,26 @@ def fio_write(directory: str, block: str, size: str, timeout: float = 300.0) -> 
     if not job["runtime"]:
         raise FusewbError(f"fio on {directory} reported no runtime", "use a larger --size")
     return job["io_bytes"] / MIB / (job["runtime"] / 1000)
+
+
+def write_requests(mount: FuseMount, block: str, size: str, timeout: float = 300.0) -> int:
+    """FUSE WRITE requests sent to ``mount`` while fio writes ``size`` in ``block`` blocks,
+    counted by ``perf stat`` on the ``fuse:fuse_request_send`` tracepoint (0 if perf fails)."""
+    perf = ["perf", "stat", "-x,", "-a", "-e", "fuse:fuse_request_send", "--filter",
+            f"opcode == 16 && connection == {mount.connection}", "--"]
+    args = ["fio", "--name=count", f"--directory={mount.mountpoint}", "--ioengine=psync",
+            "--rw=write", f"--bs={block}", f"--size={size}", "--end_fsync=1", "--unlink=1",
+            "--output-format=terse"]
+    try:
+        out = subprocess.run(perf + args, capture_output=True, text=True, timeout=timeout,
+                             check=False)
+    except subprocess.TimeoutExpired:
+        return 0
+    for line in out.stderr.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] == "fuse:fuse_request_send" and fields[0].isdigit():
+            return int(fields[0])
+    return 0
 
 
 def _mount_at(path: str) -> FuseMount | None:
@@ -77,6 +97,23 @@ def bindfs_mount(backing: Path, mountpoint: Path, *options: str) -> Iterator[Fus
         yield mount
     finally:
         _unmount(real)
+
+
+@contextmanager
+def tmpfs_mount(path: Path, size_mib: int = 4096) -> Iterator[Path]:
+    """A private tmpfs at ``path``: a backing folder whose fsync is free, so write benchmarks
+    measure FUSE, not the disk (as the temp-page removal benchmark did: fio on tmpfs)."""
+    path.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m,mode=0700", "tmpfs",
+                          str(path)], capture_output=True, text=True, timeout=MOUNT_TIMEOUT,
+                         check=False)
+    if out.returncode != 0:
+        raise FusewbError(f"cannot mount a tmpfs at {path} ({out.stderr.strip()})",
+                          "run the bench as root")
+    try:
+        yield path
+    finally:
+        _unmount(str(path))
 
 
 @dataclass(frozen=True)
