@@ -8,11 +8,10 @@ analysis holding the tables in memory needs.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 from fusewb.errors import FusewbError
 
 from bench.stats import PartResult, Row, Spread, fmt_number, interleaved
-from bench.system import Settings
+from bench.system import Settings, bench_env
 
 __all__ = ["run", "Analysis", "analyze_once", "disk_bytes", "SIZES", "SIZES_QUICK"]
 
@@ -46,26 +45,26 @@ def disk_bytes(folder: Path) -> int:
 
 
 def analyze_once(capture: Path, timeout: float = ANALYZE_TIMEOUT) -> Analysis:
-    """Run ``fusewb analyze`` on ``capture`` in a child; its wall time and peak RSS."""
-    began = time.monotonic()
-    child = subprocess.Popen([str(FUSEWB), "analyze", str(capture), "--format", "json",
-                              "-o", os.devnull], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    watchdog = threading.Timer(timeout, child.kill)
-    watchdog.start()
+    """Run ``fusewb analyze`` on ``capture`` from a small launcher (:mod:`bench.child_rusage`,
+    so the peak RSS is the analysis's own, not inherited from this process); time and RSS."""
+    command = [sys.executable, "-m", "bench.child_rusage", "--", str(FUSEWB), "analyze",
+               str(capture), "--format", "json", "-o", os.devnull]
     try:
-        _, status, usage = os.wait4(child.pid, 0)
-    finally:
-        watchdog.cancel()
-    seconds = time.monotonic() - began
-    child.returncode = os.waitstatus_to_exitcode(status)
-    error = child.stderr.read().decode(errors="replace").strip() if child.stderr else ""
-    if child.stderr:
-        child.stderr.close()
-    if child.returncode != 0:
-        raise FusewbError(f"fusewb analyze {capture} exited {child.returncode} "
-                          f"({error[-200:] or 'no message'})", "run it by hand to see why")
-    return Analysis(seconds, usage.ru_maxrss * 1024)
+        out = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                             env=bench_env(), check=False)
+    except subprocess.TimeoutExpired:
+        raise FusewbError(f"fusewb analyze {capture} ran over {timeout:g} s",
+                          "run it by hand to see why") from None
+    try:
+        measured = json.loads(out.stdout)
+    except json.JSONDecodeError:
+        raise FusewbError(f"could not measure fusewb analyze ({out.stderr.strip()[-200:]})",
+                          "run python -m bench.child_rusage by hand") from None
+    if measured["returncode"] != 0:
+        raise FusewbError(f"fusewb analyze {capture} exited {measured['returncode']} "
+                          f"({measured['stderr'].strip()[-200:] or 'no message'})",
+                          "run it by hand to see why")
+    return Analysis(measured["seconds"], measured["max_rss_bytes"])
 
 
 def _arrow_bytes(capture: Path) -> int:
@@ -134,7 +133,8 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
         "Method: `synthetic_capture(path, n_waits=N/2)` (N/2 waits over every path, N/2 WRITE "
         "requests, 1% of N/2 each of throttle and vm rows, 1M-row Parquet parts); `fusewb "
         f"analyze CAPTURE --format json -o /dev/null` in a child, {repetitions} interleaved "
-        "runs per capture; peak memory is the child's maximum RSS (wait4)."))
+        "runs per capture; peak memory is the analysis process's maximum RSS (wait4 in a small launcher, "
+        "`bench/child_rusage.py`, so the bench's own memory is not inherited)."))
     big = max(sizes)
     for row in result.rows:
         if row.met is False and row.variant == "peak RSS" and row.ratio is not None:

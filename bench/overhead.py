@@ -21,10 +21,12 @@ from pathlib import Path
 
 from fusewb.fixtures.manage import Fixture, mount_fixture
 
-from bench.peers import TracerProcess, bpf_programs_of, bpftrace, fusewb_trace, perf_record
+from bench.peers import (
+    TracerProcess, bpf_programs_of, bpftrace, cpu_seconds_of, fusewb_trace, perf_record,
+)
 from bench.stats import PartResult, Row, Spread, fmt_number, interleaved, paired_ratios
 from bench.system import Settings, require_tools
-from bench.workloads import fio_write, tmpfs_mount
+from bench.workloads import fio_run, fio_write, tmpfs_mount
 
 __all__ = ["run", "VARIANTS", "CASES", "bpf_run_stats"]
 
@@ -127,6 +129,7 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
     samples: dict[tuple[str, str], list[float]] = {}
     cpu: dict[str, list[float]] = {}
     attach: dict[str, list[float]] = {}
+    cpu_per_gib: dict[tuple[str, str], list[float]] = {}
     with tmpfs_mount(settings.scratch("overhead-backing")) as backing, \
             mount_fixture(settings.scratch("overhead-mnt"), backing=backing,
                           writeback_cache=True) as fixture:
@@ -142,8 +145,12 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
                 _warm_up(fixture)
                 cpu_before, began = (tracer.cpu_seconds() if tracer else 0.0), time.monotonic()
                 for case, (block, full, quick) in CASES.items():
-                    mib_s = fio_write(fixture.mountpoint, block, quick if settings.quick else full)
-                    samples.setdefault((case, variant), []).append(mib_s)
+                    spent = cpu_seconds_of(fixture.pid) + (tracer.cpu_seconds() if tracer else 0)
+                    fio = fio_run(fixture.mountpoint, block, quick if settings.quick else full)
+                    spent = (cpu_seconds_of(fixture.pid) + (tracer.cpu_seconds() if tracer else 0)
+                             - spent + fio.cpu_s)
+                    samples.setdefault((case, variant), []).append(fio.mib_s)
+                    cpu_per_gib.setdefault((case, variant), []).append(spent / (fio.bytes / 2**30))
                 if tracer is not None:
                     cpu.setdefault(variant, []).append(
                         (tracer.cpu_seconds() - cpu_before) / (time.monotonic() - began) * 100)
@@ -155,13 +162,14 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
         block, full, quick = CASES["4 KiB writes"]
         profiles = [_profile(v, fixture, scratch, block, quick if settings.quick else full)
                     for v in (FUSEWB, BPFTRACE)]
-    _rows(result, samples, cpu, attach)
+    _rows(result, samples, cpu, attach, cpu_per_gib)
     result.notes += _notes(settings, result, profiles)
     return result
 
 
 def _rows(result: PartResult, samples: dict[tuple[str, str], list[float]],
-          cpu: dict[str, list[float]], attach: dict[str, list[float]]) -> None:
+          cpu: dict[str, list[float]], attach: dict[str, list[float]],
+          cpu_per_gib: dict[tuple[str, str], list[float]]) -> None:
     for case in CASES:
         base = samples[(case, UNTRACED)]
         ratios = {v: Spread.of(paired_ratios(samples[(case, v)], base)) for v in VARIANTS[1:]}
@@ -175,6 +183,16 @@ def _rows(result: PartResult, samples: dict[tuple[str, str], list[float]],
                 row.target = f">= {TARGET_RATIO} and above perf and bpftrace"
                 row.met = ratios[FUSEWB].median >= TARGET_RATIO and ratios[FUSEWB].median > peers_best
             result.rows.append(row)
+    for case in CASES:
+        base = cpu_per_gib[(case, UNTRACED)]
+        for variant in VARIANTS:
+            values = cpu_per_gib[(case, variant)]
+            result.rows.append(Row(
+                part="overhead", case=f"{case}: CPU", variant=variant, unit="CPU s/GiB",
+                value=Spread.of(values),
+                ratio=None if variant == UNTRACED else Spread.of(paired_ratios(values, base)),
+                ratio_to="" if variant == UNTRACED else UNTRACED,
+            ))
     for variant, values in cpu.items():
         result.rows.append(Row(part="overhead", case="tracer process CPU", variant=variant,
                                unit="% of a CPU", value=Spread.of(values)))
@@ -201,6 +219,10 @@ def _notes(settings: Settings, result: PartResult, profiles: list[str]) -> list[
         "plus a sched_switch pairing that times each wait, the equivalent of fusewb's duration "
         "measurement). fusewb runs its default probe plan (15 probes: wait tracepoint, "
         "sched_switch, FUSE request send/end, dirty throttling, reclaim/migration/compaction).",
+        "CPU s/GiB: CPU time of fio (its own accounting), the fixture server and the tracer "
+        "process per GiB written, a cost measure less sensitive than throughput to other "
+        "tenants taking the CPUs; it misses kernel writeback workers. Its ratio above 1 is "
+        "the tracer's extra CPU per byte.",
         "Tracer process CPU: user+system time of the tracer's own process during the workload; "
         "BPF programs run in the traced tasks, so their cost shows in the throughput instead.",
         "Profile (separate run with kernel.bpf_stats_enabled=1): " + " | ".join(profiles),

@@ -23,7 +23,7 @@ from fusewb.errors import FusewbError
 
 from bench.system import bench_env
 
-__all__ = ["TracerProcess", "fusewb_trace", "perf_record", "bpftrace", "bench_tracer",
+__all__ = ["TracerProcess", "cpu_seconds_of", "fusewb_trace", "perf_record", "bpftrace", "bench_tracer",
            "bpf_programs_of", "FOLIO_WAIT_BT"]
 
 FOLIO_WAIT_BT = Path(__file__).resolve().parent / "folio_wait.bt"
@@ -31,6 +31,15 @@ FUSEWB = Path(sys.executable).parent / "fusewb"
 ATTACH_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads); 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 class TracerProcess:
@@ -81,11 +90,7 @@ class TracerProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process so far (all its threads)."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return cpu_seconds_of(self.pid)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
         """SIGINT, then SIGKILL after ``timeout``; the exit code."""

@@ -19,15 +19,28 @@ from fusewb.tracers.mounts import FuseMount, fuse_mounts
 
 from bench.system import bench_env
 
-__all__ = ["fio_write", "write_requests", "bindfs_mount", "tmpfs_mount", "StatfsLoad", "statfs_load", "MIB"]
+__all__ = ["fio_write", "fio_run", "FioRun", "write_requests", "bindfs_mount", "tmpfs_mount", "StatfsLoad", "statfs_load", "MIB"]
 
 MIB = 1024 * 1024
 MOUNT_TIMEOUT = 10.0
 
 
+@dataclass(frozen=True)
+class FioRun:
+    """One fio write job: throughput and what fio itself spent."""
+
+    mib_s: float  # as fio measures it: its runtime includes the final fsync
+    bytes: int
+    cpu_s: float  # fio's user + system CPU time
+
+
 def fio_write(directory: str, block: str, size: str, timeout: float = 300.0) -> float:
-    """Sequential ``write(2)`` of ``size`` in ``block`` blocks, then fsync; MiB/s as fio
-    measures it (its runtime includes the final fsync, so writeback is counted)."""
+    """Sequential ``write(2)`` of ``size`` in ``block`` blocks, then fsync; MiB/s."""
+    return fio_run(directory, block, size, timeout).mib_s
+
+
+def fio_run(directory: str, block: str, size: str, timeout: float = 300.0) -> FioRun:
+    """Sequential ``write(2)`` of ``size`` in ``block`` blocks, then fsync (fio, psync)."""
     args = ["fio", "--name=bench", f"--directory={directory}", "--ioengine=psync", "--rw=write",
             f"--bs={block}", f"--size={size}", "--end_fsync=1", "--unlink=1",
             "--output-format=json"]
@@ -39,10 +52,12 @@ def fio_write(directory: str, block: str, size: str, timeout: float = 300.0) -> 
     if out.returncode != 0:
         tail = " | ".join(out.stderr.strip().splitlines()[-2:])
         raise FusewbError(f"fio on {directory} failed ({tail})", "run the fio command by hand")
-    job = json.loads(out.stdout[out.stdout.index("{"):])["jobs"][0]["write"]
-    if not job["runtime"]:
+    job = json.loads(out.stdout[out.stdout.index("{"):])["jobs"][0]
+    write = job["write"]
+    if not write["runtime"]:
         raise FusewbError(f"fio on {directory} reported no runtime", "use a larger --size")
-    return job["io_bytes"] / MIB / (job["runtime"] / 1000)
+    cpu_s = (job["usr_cpu"] + job["sys_cpu"]) / 100 * job["job_runtime"] / 1000
+    return FioRun(write["io_bytes"] / MIB / (write["runtime"] / 1000), write["io_bytes"], cpu_s)
 
 
 def write_requests(mount: FuseMount, block: str, size: str, timeout: float = 300.0) -> int:
