@@ -97,8 +97,11 @@ def test_self_wait_is_bounded_and_recovers(tmp_path) -> None:
         assert result.counters["cgroup_limit_hits"] > 0
         assert result.counters["server_alloc_mib"] >= 16
         if "stuck_after_s" in result.counters:
+            # stuck in memcg reclaim (throttled on writeback only the server can end) or, when
+            # reclaim cannot free enough, in the memcg OOM wait (the load disables the killer)
             stacks = " ".join(result.notes)
-            assert "try_to_free_mem_cgroup_pages" in stacks, result.notes
+            assert ("try_to_free_mem_cgroup_pages" in stacks
+                    or "mem_cgroup_oom_synchronize" in stacks), result.notes
         status = fx.status()
         assert status["faults"]["alloc_mib"] == 16  # restored after the load
         (tmp_path / "mnt" / "after").write_bytes(b"alive")
