@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import os
 import shlex
 import shutil
 import sys
@@ -77,6 +78,7 @@ def main(parts: tuple[str, ...], quick: bool, repetitions: int | None, results_p
     settings = Settings(quick=quick, repetitions=repetitions or (2 if quick else 5), workdir=scratch)
     started = datetime.datetime.now(datetime.timezone.utc)
     began = time.monotonic()
+    load_before = os.getloadavg()[0]
     ensure_tracefs()
     results = []
     try:
@@ -95,7 +97,10 @@ def main(parts: tuple[str, ...], quick: bool, repetitions: int | None, results_p
     click.echo(f"\n{len(selected)} part(s) in {seconds / 60:.1f} min")
     if results_path is not None:
         command = "python -m bench " + shlex.join(sys.argv[1:])
-        text = results_markdown(results, machine(), command.strip(), started, seconds)
+        host = machine()
+        host["load average (1 min)"] = (f"{load_before:.2f} at the start, "
+                                        f"{os.getloadavg()[0]:.2f} at the end")
+        text = results_markdown(results, host, command.strip(), started, seconds)
         click.echo(f"recorded in {write_results(text, results_path)}")
 
 
