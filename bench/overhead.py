@@ -71,6 +71,18 @@ def _clean(scratch: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def _recorded_rates(capture: Path) -> dict[str, float]:
+    """Rows per second of tracing, by table, from a finished capture's meta.json."""
+    try:
+        meta = json.loads((capture / "meta.json").read_text())
+        seconds = (meta["end_monotonic_ns"] - meta["start_monotonic_ns"]) / 1e9
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        return {}
+    if seconds <= 0:
+        return {}
+    return {table: rows / seconds for table, rows in meta.get("tables", {}).items()}
+
+
 def bpf_run_stats(pid: int) -> dict[str, tuple[int, int]]:
     """tracepoint -> (run_cnt, run_time_ns) summed over the BPF programs ``pid`` attached
     (non-zero only while ``kernel.bpf_stats_enabled`` is 1)."""
@@ -133,6 +145,7 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
     cpu: dict[str, list[float]] = {}
     attach: dict[str, list[float]] = {}
     cpu_per_gib: dict[tuple[str, str], list[float]] = {}
+    recorded: list[dict[str, float]] = []  # fusewb's rows per second, by table
     with tmpfs_mount(settings.scratch("overhead-backing")) as backing, \
             mount_fixture(settings.scratch("overhead-mnt"), backing=backing,
                           writeback_cache=True) as fixture:
@@ -160,6 +173,8 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
             finally:
                 if tracer is not None:
                     tracer.stop()
+                if variant == FUSEWB:
+                    recorded.append(_recorded_rates(scratch / f"capture-{rep}"))
                 _clean(scratch)
         progress("overhead: profile pass (kernel.bpf_stats_enabled)")
         block, full, quick = CASES["4 KiB writes"]
@@ -170,6 +185,13 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
         result.rows.append(Row(part="overhead", case="BPF programs (profile run, 4 KiB)",
                                variant=variant, unit="% of a CPU", value=Spread.of([share])))
     result.notes += _notes(settings, result, [text for _, text in profiles])
+    if recorded:
+        tables = sorted({t for rates in recorded for t in rates})
+        result.notes.append(
+            "What fusewb recorded per second of tracing (median over its turns): " + ", ".join(
+                f"{t} {fmt_number(Spread.of([r.get(t, 0.0) for r in recorded]).median)}/s"
+                for t in tables) + ". The vm table is system-wide by design (reclaim, "
+            "compaction of every task, including other tenants of this machine).")
     return result
 
 
