@@ -16,6 +16,7 @@ loss is then held for 60 s (10 s with --quick). Overflow: a 1-page ring buffer.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -97,6 +98,7 @@ def measure(mount: str, path: Path, capture: Path, rate: float, seconds: float,
         tracer.stop()
     summary = json.loads(tracer.stdout)
     recorded, other = _recorded(capture, load.tgids)
+    shutil.rmtree(capture, ignore_errors=True)  # up to 10M rows: free the disk at once
     lost = summary["lost"]
     return Step(rate, load, recorded, other, int(lost["by_kind"].get("request", lost["total"])),
                 cpu, hot)
@@ -127,10 +129,17 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
                 break
         good = [s for s in steps if s.zero_loss]
         best = max(good, key=lambda s: s.load.rate) if good else min(steps, key=lambda s: s.load.rate)
-        progress(f"events: sustained {fmt_number(best.offered_rate)}/s for {sustain_s:g} s")
-        sustained = measure(mount.mountpoint, path, capture(), best.offered_rate, sustain_s,
-                            profile=settings.workdir / "events-py-spy.txt")
-        progress(f"events: {sustained.describe()}")
+        # The highest loss-free step held; if that loses events, the next lower one (once).
+        candidates = sorted(good, key=lambda s: s.load.rate, reverse=True)[:2] or [best]
+        attempts: list[Step] = []
+        for candidate in candidates:
+            progress(f"events: sustained {fmt_number(candidate.offered_rate)}/s for "
+                     f"{sustain_s:g} s")
+            attempts.append(measure(mount.mountpoint, path, capture(), candidate.offered_rate,
+                                    sustain_s, profile=settings.workdir / "events-py-spy.txt"))
+            progress(f"events: {attempts[-1].describe()}")
+            if attempts[-1].zero_loss:
+                break
         progress("events: forced overflow (1-page ring)")
         overflow = measure(mount.mountpoint, path, capture(), 50_000, step_s, ring_pages=1)
         progress(f"events: {overflow.describe()}")
@@ -138,7 +147,7 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
         small = measure(mount.mountpoint, path, capture(), best.offered_rate, step_s,
                         ring_pages=SMALL_RING_PAGES)
         progress(f"events: {small.describe()}")
-    _rows(result, steps, sustained, overflow, sustain_s)
+    _rows(result, steps, attempts, overflow, sustain_s)
     result.rows.append(Row(
         part="events", case=f"ring {SMALL_RING_PAGES} pages, {small.load.seconds:.0f} s",
         variant=f"offered {fmt_number(small.load.rate)}/s, lost {small.lost:,}",
@@ -146,7 +155,7 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
         ratio=Spread.of([small.recorded / small.load.calls if small.load.calls else 0.0]),
         ratio_to="offered",
     ))
-    result.notes += _notes(steps, sustained, overflow, sustain_s)
+    result.notes += _notes(steps, attempts, overflow, sustain_s)
     result.notes.append(
         f"Ring size: the same rate with a {SMALL_RING_PAGES}-page (1 MiB) ring: "
         f"{small.describe()}. The tracer drains the ring every 100 ms and stops draining while "
@@ -176,7 +185,7 @@ def _part_write_seconds(directory: Path, rows: int) -> float:
     return time.monotonic() - began
 
 
-def _rows(result: PartResult, steps: list[Step], sustained: Step, overflow: Step,
+def _rows(result: PartResult, steps: list[Step], attempts: list[Step], overflow: Step,
           sustain_s: float) -> None:
     for step in steps:
         result.rows.append(Row(
@@ -186,14 +195,16 @@ def _rows(result: PartResult, steps: list[Step], sustained: Step, overflow: Step
             ratio=Spread.of([step.recorded / step.load.calls if step.load.calls else 0.0]),
             ratio_to="offered",
         ))
-    met = sustained.zero_loss and sustained.load.rate >= TARGET_RATE
-    result.rows.append(Row(
-        part="events", case=f"sustained {sustain_s:.0f} s",
-        variant=f"offered {fmt_number(sustained.load.rate)}/s, lost {sustained.lost}",
-        unit="recorded/s", value=Spread.of([sustained.recorded_rate]),
-        ratio=Spread.of([sustained.recorded_rate / TARGET_RATE]),
-        ratio_to=f"{TARGET_RATE:,}/s", target=f">= {TARGET_RATE:,}/s, 0 lost", met=met,
-    ))
+    for number, sustained in enumerate(attempts, 1):
+        last = number == len(attempts)
+        result.rows.append(Row(
+            part="events", case=f"sustained {sustain_s:.0f} s",
+            variant=f"offered {fmt_number(sustained.load.rate)}/s, lost {sustained.lost:,}",
+            unit="recorded/s", value=Spread.of([sustained.recorded_rate]),
+            ratio=Spread.of([sustained.recorded_rate / TARGET_RATE]),
+            ratio_to=f"{TARGET_RATE:,}/s", target=f">= {TARGET_RATE:,}/s, 0 lost" if last else "",
+            met=(sustained.zero_loss and sustained.load.rate >= TARGET_RATE) if last else None,
+        ))
     missing = overflow.load.calls - overflow.recorded
     result.rows.append(Row(
         part="events", case="overflow, 1-page ring",
@@ -212,7 +223,9 @@ def _other_requests_bound(step: Step) -> int:
     return 5 * LOAD_PROCESSES + int(step.load.seconds + 10)
 
 
-def _notes(steps: list[Step], sustained: Step, overflow: Step, sustain_s: float) -> list[str]:
+def _notes(steps: list[Step], attempts: list[Step], overflow: Step,
+           sustain_s: float) -> list[str]:
+    sustained = attempts[-1]
     notes = [
         f"Method: bindfs mount; {LOAD_PROCESSES} load processes issue fstatvfs (one FUSE "
         "STATFS request each) paced in 1 ms batches, counting their calls; the tracer "
@@ -221,7 +234,8 @@ def _notes(steps: list[Step], sustained: Step, overflow: Step, sustain_s: float)
         "in its own process. Recorded = STATFS rows of the load's processes in the capture; "
         "a step is loss-free when the tracer reports 0 lost and recorded = offered.",
         "Steps: " + "; ".join(s.describe() for s in steps) + ".",
-        f"Sustained {sustain_s:.0f} s: {sustained.describe()}.",
+        f"Sustained {sustain_s:.0f} s (the best loss-free step, then the next lower one if "
+        "that lost events): " + "; ".join(a.describe() for a in attempts) + ".",
         f"Overflow (ring 1 page): {overflow.describe()}; events not recorded "
         f"{overflow.load.calls - overflow.recorded:,} vs reported lost {overflow.lost:,}, "
         f"allowed excess {_other_requests_bound(overflow)} (other "
@@ -232,7 +246,7 @@ def _notes(steps: list[Step], sustained: Step, overflow: Step, sustain_s: float)
         notes.append("Tracer profile during the sustained run (py-spy, inclusive share of "
                      "busy samples): " + "; ".join(sustained.hot) + ".")
     if not (sustained.zero_loss and sustained.load.rate >= TARGET_RATE):
-        good = [s.recorded_rate for s in [*steps, sustained] if s.zero_loss]
+        good = [s.recorded_rate for s in [*steps, *attempts] if s.zero_loss]
         best = max(good, default=0.0)
         lossy = next((s for s in steps if not s.zero_loss), None)
         bound = ("the load could not offer more on the 2 shared cores" if lossy is None else
