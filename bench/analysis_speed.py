@@ -143,8 +143,10 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
                 f"({fmt_number(row.ratio.median)}x disk against {TARGET_MEMORY_RATIO:g}x). Bound: "
                 f"the decoded columns alone are {arrow_ratio[big]:.1f}x the compressed Parquet, so an "
                 "analysis that loads whole tables (pandas, one DataFrame per table) cannot meet "
-                "4x; meeting it needs reading only the columns each question uses and "
-                "aggregating part by part (pyarrow.dataset batches).")
+                f"4x; the peak is {row.ratio.median / arrow_ratio[big]:.1f}x those decoded "
+                "columns, the rest being the analysis's working memory (frames derived from the "
+                "tables, intermediate results). Meeting it needs reading only the columns each "
+                "question uses and aggregating part by part (pyarrow.dataset batches).")
         if row.met is False and row.variant == "wall time" and row.ratio is not None:
             result.notes.append(f"Time target missed: {fmt_number(row.value.median)} s, "
                                 f"{row.ratio.median:.2f}x the target.")
