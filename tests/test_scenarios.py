@@ -192,7 +192,10 @@ def test_run_unknown_scenario_exits_2() -> None:
 
 
 def _bindfs_over_slow_fixture(tmp_path: Path, latency_ms: float):
-    """A bindfs mount whose every WRITE goes through a write-through fixture with latency."""
+    """A bindfs mount whose every WRITE goes through a write-through fixture with latency.
+
+    bindfs (single-threaded, no writeback cache) answers each WRITE only after the fixture has
+    answered its own: a slow C/libfuse server that fusewb did not start."""
     from fusewb.fixtures.faults import Faults
     from fusewb.fixtures.manage import mount_fixture
 
@@ -210,7 +213,7 @@ def _bindfs_over_slow_fixture(tmp_path: Path, latency_ms: float):
 
 @pytest.mark.parametrize(("load", "flag", "load_args"), [
     ("mmap-msync", "BLOCKED_WAIT", {"size_mib": 2, "timeout_s": 60}),
-    ("compaction", "MIGRATION_WAIT", {"size_mib": 8, "timeout_s": 60}),
+    ("compaction", "MIGRATION_WAIT", {"size_mib": 4, "timeout_s": 60, "via_mmap": True}),
 ])
 def test_bindfs_mount_is_diagnosed_the_same_way(tmp_path, load: str, flag: str, load_args: dict) -> None:
     _kernel_ready()
