@@ -60,6 +60,20 @@ static __always_inline void vm_join(struct vm_event *e)
 }
 #endif
 
+#if VM_DIRECT_RECLAIM || VM_MEMCG_RECLAIM
+/* The end of a reclaim begun on this thread: one event with its duration. */
+static __always_inline int vm_reclaim_end(u32 kind, u64 nr_reclaimed)
+{
+    struct vm_event *e = vm_reserve(kind);
+    if (!e)
+        return 0;
+    vm_join(e);
+    e->nr_reclaimed = nr_reclaimed;
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    return 0;
+}
+#endif
+
 #if VM_DIRECT_RECLAIM
 TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_begin)
 {
@@ -68,13 +82,7 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_begin)
 
 TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_end)
 {
-    struct vm_event *e = vm_reserve(VM_DIRECT);
-    if (!e)
-        return 0;
-    vm_join(e);
-    e->nr_reclaimed = args->nr_reclaimed;
-    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-    return 0;
+    return vm_reclaim_end(VM_DIRECT, args->nr_reclaimed);
 }
 #endif
 
@@ -86,13 +94,7 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_reclaim_begin)
 
 TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_reclaim_end)
 {
-    struct vm_event *e = vm_reserve(VM_MEMCG);
-    if (!e)
-        return 0;
-    vm_join(e);
-    e->nr_reclaimed = args->nr_reclaimed;
-    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-    return 0;
+    return vm_reclaim_end(VM_MEMCG, args->nr_reclaimed);
 }
 #endif
 
