@@ -31,7 +31,7 @@ def _print_ebpf(plan_name: str | None, ring_pages: int, pid: int | None) -> None
               help="Print each wait at least this long as it happens.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), metavar="CAPTURE_DIR",
               help="Capture directory to create (owner-only).")
-@click.option("--ring-pages", type=int, default=256, hidden=True,
+@click.option("--ring-pages", type=int, default=4096, hidden=True,  # program.DEFAULT_RING_PAGES
               help="Ring buffer size in pages (power of two); tests force overflow with 1.")
 @click.option("--plan", "plan_name", type=click.Choice(["tracepoint", "kprobe"]), hidden=True,
               help="Force a probe plan.")

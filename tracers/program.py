@@ -19,7 +19,7 @@ from fusewb.tracers.plan import ProbePlan
 if TYPE_CHECKING:
     from bcc import BPF
 
-__all__ = ["BPF_DIR", "MAIN_SOURCE", "BuildOptions", "cflags", "ebpf_text", "compile_program",
+__all__ = ["BPF_DIR", "MAIN_SOURCE", "DEFAULT_RING_PAGES", "BuildOptions", "cflags", "ebpf_text", "compile_program",
            "attach_kprobes", "kprobe_function_names"]
 
 BPF_DIR = source_dir()
@@ -27,11 +27,17 @@ MAIN_SOURCE = BPF_DIR / "fusewb.bpf.c"
 _LOCAL_INCLUDE = re.compile(r'^#include "([\w.]+)"\s*$', re.M)
 
 
+# Ring buffer size: 16 MiB. The ring is drained every 100 ms and not while a second's Parquet
+# parts are written (~0.2-0.3 s per 100,000 rows), so at 100,000 events/s it must hold some
+# 40,000 events (~4 MiB); 1 MiB lost events from ~50,000/s (bench/RESULTS.md, events part).
+DEFAULT_RING_PAGES = 4096
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     """Compile-time options besides the plan: ring size, pid filter, map sizes."""
 
-    ring_pages: int = 256
+    ring_pages: int = DEFAULT_RING_PAGES
     filter_tgid: int = 0
     max_pending: int = 16384
     max_inflight: int = 65536

@@ -36,6 +36,7 @@ from fusewb.tracers.live import WAIT_HEADER, CaptureSummary, wait_line
 from fusewb.tracers.mounts import FuseMount, fuse_mounts, mount_for_path
 from fusewb.tracers.plan import ProbePlan, choose_plan
 from fusewb.tracers.procscan import blocked_in
+from fusewb.tracers.program import DEFAULT_RING_PAGES
 from fusewb.tracers.rows import (
     clean_frames,
     pending_request_row,
@@ -72,7 +73,7 @@ class TraceOptions:
     pid: int | None = None  # only this process's waits and throttling
     duration: float | None = None  # seconds; None: until stopped
     threshold_ms: float = 50.0  # live view
-    ring_pages: int = 256
+    ring_pages: int = DEFAULT_RING_PAGES
     request_events_per_sec: int = 20000  # per CPU; faster requests beyond it are only summed
     plan: str | None = None  # force "tracepoint" or "kprobe"
     flush_interval: float = 1.0
