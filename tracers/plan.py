@@ -86,8 +86,16 @@ class ProbePlan:
         """Human-readable lines: what is attached, how waits are timed, what is skipped."""
         lines = [f"plan '{self.name}': {len(self.probes())} probes"]
         lines += self.notes
-        lines += [f"attach {probe}" for probe in self.probes()]
-        lines += [f"skip {probe}: {why}" for probe, why in sorted(self.skipped.items())]
+        # one line per probe kind and category, one per reason for skipping: fits a screen
+        attached: dict[str, list[str]] = {}
+        for probe in self.probes():
+            kind, _, name = probe.rpartition(":")
+            attached.setdefault(kind, []).append(name)
+        lines += [f"attach {kind}: {', '.join(names)}" for kind, names in attached.items()]
+        skipped: dict[str, list[str]] = {}
+        for probe, why in sorted(self.skipped.items()):
+            skipped.setdefault(why, []).append(probe)
+        lines += [f"skip {', '.join(probes)}: {why}" for why, probes in skipped.items()]
         return lines
 
 
