@@ -47,7 +47,7 @@ def _remove_scratch(scratch: Path) -> None:
 @click.argument("parts", nargs=-1, type=click.Choice(list(PARTS)))
 @click.option("--quick", is_flag=True, help="Short runs and fewer repetitions (a smoke check).")
 @click.option("--repetitions", type=click.IntRange(min=1), metavar="N",
-              help="Interleaved repetitions per part (default 5, --quick 2).")
+              help="Interleaved repetitions per part (default 6, --quick 2).")
 @click.option("--results", "results_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the Markdown record (default bench/RESULTS.md; "
               "--quick and single parts write nothing unless given).")
@@ -75,7 +75,7 @@ def main(parts: tuple[str, ...], quick: bool, repetitions: int | None, results_p
     if results_path is None and full_run:
         results_path = RESULTS_FILE
     scratch = workdir or Path(tempfile.mkdtemp(prefix="fusewb-bench-"))
-    settings = Settings(quick=quick, repetitions=repetitions or (2 if quick else 5), workdir=scratch)
+    settings = Settings(quick=quick, repetitions=repetitions or (2 if quick else 6), workdir=scratch)
     started = datetime.datetime.now(datetime.timezone.utc)
     began = time.monotonic()
     load_before = os.getloadavg()[0]

@@ -71,6 +71,14 @@ def _clean(scratch: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def _context_switches() -> int:
+    """The machine's context switches since boot (/proc/stat ``ctxt``)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("ctxt "):
+            return int(line.split()[1])
+    return 0
+
+
 def _recorded_rates(capture: Path) -> dict[str, float]:
     """Rows per second of tracing, by table, from a finished capture's meta.json."""
     try:
@@ -146,6 +154,7 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
     attach: dict[str, list[float]] = {}
     cpu_per_gib: dict[tuple[str, str], list[float]] = {}
     recorded: list[dict[str, float]] = []  # fusewb's rows per second, by table
+    switch_rates: dict[str, list[float]] = {}  # context switches per second, untraced
     with tmpfs_mount(settings.scratch("overhead-backing")) as backing, \
             mount_fixture(settings.scratch("overhead-mnt"), backing=backing,
                           writeback_cache=True) as fixture:
@@ -162,7 +171,11 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
                 cpu_before, began = (tracer.cpu_seconds() if tracer else 0.0), time.monotonic()
                 for case, (block, full, quick) in CASES.items():
                     spent = cpu_seconds_of(fixture.pid) + (tracer.cpu_seconds() if tracer else 0)
+                    switches = _context_switches()
                     fio = fio_run(fixture.mountpoint, block, quick if settings.quick else full)
+                    if variant == UNTRACED:
+                        switch_rates.setdefault(case, []).append(
+                            (_context_switches() - switches) / (fio.bytes / fio.mib_s / 2**20))
                     spent = (cpu_seconds_of(fixture.pid) + (tracer.cpu_seconds() if tracer else 0)
                              - spent + fio.cpu_s)
                     samples.setdefault((case, variant), []).append(fio.mib_s)
@@ -185,6 +198,10 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
         result.rows.append(Row(part="overhead", case="BPF programs (profile run, 4 KiB)",
                                variant=variant, unit="% of a CPU", value=Spread.of([share])))
     result.notes += _notes(settings, result, [text for _, text in profiles])
+    result.notes.append("Context switches per second on the machine during the untraced "
+                        "runs (/proc/stat ctxt): " + ", ".join(
+                            f"{case} {fmt_number(Spread.of(rates).median)}/s"
+                            for case, rates in switch_rates.items()) + ".")
     if recorded:
         tables = sorted({t for rates in recorded for t in rates})
         result.notes.append(
@@ -301,5 +318,7 @@ def _measured_cost(result: PartResult) -> str:
             f"(about {(fb + fp) / cpus:.1f}% of the machine's {cpus} CPUs), bpftrace {bb:.2f}% plus "
             f"{bp:.1f}%: fusewb costs {verdict} than the bpftrace peer; it runs 15 probes (FUSE "
             "requests, throttling, reclaim) where the peer runs 3, and a Python consumer that "
-            "writes Parquet parts and meta.json every second (perf's in-kernel sampling cost is "
-            "not visible to BPF statistics)")
+            "writes Parquet parts and meta.json every second. BPF statistics count program run "
+            "time only: an enabled tracepoint or perf event also adds work to every context "
+            "switch and event site (perf's sampling, the sched_switch hooks), which they do not "
+            "see")

@@ -7,7 +7,7 @@ import datetime
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.stats import PartResult, render_markdown
+from bench.stats import PartResult, fmt_number, render_markdown
 
 __all__ = ["RESULTS_FILE", "DESIGN_CHANGES", "results_markdown", "write_results"]
 
@@ -36,7 +36,7 @@ def _targets(parts: Sequence[PartResult]) -> list[str]:
                 continue
             verdict = "met" if row.met else "MISSED"
             lines.append(f"- {row.part} / {row.case} / {row.variant}: target {row.target}: "
-                         f"**{verdict}** (median {row.value.median:,.4g} {row.unit}"
+                         f"**{verdict}** (median {fmt_number(row.value.median)} {row.unit}"
                          + (f", ratio {row.ratio.median:.3f}" if row.ratio else "") + ")")
     return lines or ["- no target was checked in this run"]
 
