@@ -21,6 +21,11 @@ DESIGN_CHANGES: list[str] = [
     "stops draining while it writes each second's Parquet parts; with 1 MiB it lost events "
     "from about 50,000 request events/s, with 16 MiB it recorded every event at the highest "
     "rate the load could offer (the events part measures both rings in every run).",
+    "The tracer re-reads the mount table only when it changed (`MountTableWatch` in "
+    "`tracers/mounts.py`: poll(2) on /proc/self/mountinfo reports mounts and unmounts) "
+    "instead of parsing it on every 100 ms poll: the overhead part's profile showed that "
+    "parsing as half of the tracer process's idle CPU; with the tracer attached to an idle "
+    "fixture mount its process went from 1.3% to 0.3% of a CPU.",
     "Observed while building the event load (fixed in the tracer by its owner, commit "
     "241359f): resolving `--mount` with `realpath()` on every poll made the tracer send "
     "itself a GETATTR per poll; on a mount with `attr_timeout=0` each such request's event "

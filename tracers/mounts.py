@@ -8,10 +8,12 @@ tracepoints carry the kernel's ``dev_t`` encoding, ``MAJOR << 20 | MINOR``.
 from __future__ import annotations
 
 import os
+import select
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["FuseMount", "fuse_mounts", "mount_for_path", "kernel_dev", "bdi_sysfs_value"]
+__all__ = ["FuseMount", "MountTableWatch", "fuse_mounts", "mount_for_path", "kernel_dev",
+           "bdi_sysfs_value"]
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 BDI_SYSFS = Path("/sys/class/bdi")
@@ -97,3 +99,28 @@ def mount_for_path(path: str | os.PathLike) -> FuseMount | None:
         if mount.mountpoint == want:
             return mount
     return None
+
+
+class MountTableWatch:
+    """Whether this process's mount table changed since the last call: ``poll(2)`` on
+    ``/proc/self/mountinfo`` reports each mount or unmount as POLLPRI (proc(5)), so a caller
+    re-reads the table only then instead of on every poll. The first call reports a change."""
+
+    def __init__(self, mountinfo: Path = MOUNTINFO) -> None:
+        self._file = open(mountinfo, "rb")  # noqa: SIM115 - held open for poll(2); close()
+        self._poller = select.poll()
+        self._poller.register(self._file, select.POLLPRI | select.POLLERR)
+        self._first = True
+
+    def changed(self) -> bool:
+        first, self._first = self._first, False
+        return bool(self._poller.poll(0)) or first
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "MountTableWatch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -33,7 +33,7 @@ from fusewb.tracers import kernel_state
 from fusewb.tracers.capture import CaptureWriter
 from fusewb.tracers.events import decode, header_defs
 from fusewb.tracers.live import WAIT_HEADER, CaptureSummary, wait_line
-from fusewb.tracers.mounts import FuseMount, fuse_mounts, mount_for_path
+from fusewb.tracers.mounts import FuseMount, MountTableWatch, fuse_mounts, mount_for_path
 from fusewb.tracers.plan import ProbePlan, choose_plan
 from fusewb.tracers.procscan import blocked_in
 from fusewb.tracers.program import DEFAULT_RING_PAGES
@@ -291,24 +291,26 @@ class Tracer:
         try:
             if self.bpf is None:
                 self.start()
-            began = time.monotonic()
-            next_flush = began + self.options.flush_interval
-            next_progress = began + PROGRESS_EVERY_S
-            while not stop.is_set():
-                now = time.monotonic()
-                if self.options.duration is not None and now - began >= self.options.duration:
-                    break
-                if stop.wait(POLL_S):
-                    break
-                self.bpf.ring_buffer_consume()
-                self._refresh_filter()  # new mounts join the filter within a poll interval
-                now = time.monotonic()
-                if now >= next_flush:
-                    self._flush()
-                    next_flush = now + self.options.flush_interval
-                if now >= next_progress:
-                    self.options.progress(self._progress_line(now - began))
-                    next_progress = now + PROGRESS_EVERY_S
+            with MountTableWatch() as mount_watch:  # re-read mounts only when they changed
+                began = time.monotonic()
+                next_flush = began + self.options.flush_interval
+                next_progress = began + PROGRESS_EVERY_S
+                while not stop.is_set():
+                    now = time.monotonic()
+                    if self.options.duration is not None and now - began >= self.options.duration:
+                        break
+                    if stop.wait(POLL_S):
+                        break
+                    self.bpf.ring_buffer_consume()
+                    if mount_watch.changed():  # new mounts join the filter within a poll interval
+                        self._refresh_filter()
+                    now = time.monotonic()
+                    if now >= next_flush:
+                        self._flush()
+                        next_flush = now + self.options.flush_interval
+                    if now >= next_progress:
+                        self.options.progress(self._progress_line(now - began))
+                        next_progress = now + PROGRESS_EVERY_S
         finally:
             summary = self._finish()
         return summary
