@@ -19,8 +19,8 @@ DESIGN_CHANGES: list[str] = [
     "`fusewb trace` ring buffer default raised from 256 pages (1 MiB) to 4096 pages (16 MiB), "
     "`tracers/program.py` DEFAULT_RING_PAGES. The tracer drains the ring every 100 ms and "
     "stops draining while it writes each second's Parquet parts; with 1 MiB it lost events "
-    "from about 50,000 request events/s, with 16 MiB it recorded every event at the highest "
-    "rate the load could offer (the events part measures both rings in every run).",
+    "from about 50,000 request events/s, with 16 MiB it records over 100,000 events/s without "
+    "loss (the events part measures both rings in every run).",
     "The tracer re-reads the mount table only when it changed (`MountTableWatch` in "
     "`tracers/mounts.py`: poll(2) on /proc/self/mountinfo reports mounts and unmounts) "
     "instead of parsing it on every 100 ms poll: the overhead part's profile showed that "
