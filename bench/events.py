@@ -19,12 +19,12 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.dataset as ds
 
-from fusewb.tracers.session import TraceOptions
+from fusewb.tracers.program import DEFAULT_RING_PAGES
 
 from bench.peers import bench_tracer
 from bench.profile import PySpy
@@ -45,7 +45,7 @@ LOAD_PROCESSES = 2
 
 def default_ring_pages() -> int:
     """The ring buffer size ``fusewb trace`` uses unless told otherwise."""
-    return next(f.default for f in fields(TraceOptions) if f.name == "ring_pages")
+    return DEFAULT_RING_PAGES
 
 
 @dataclass
