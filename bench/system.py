@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusewb.errors import FusewbError
+from fusewb.tracers.features import tracefs_root
 
 __all__ = ["Settings", "machine", "require_tools", "ensure_tracefs", "REPO_ROOT", "bench_env"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TRACEFS = Path("/sys/kernel/tracing")
 
 
 @dataclass(frozen=True)
@@ -92,10 +92,7 @@ def require_tools(*names: str) -> None:
 
 def ensure_tracefs() -> None:
     """Mount tracefs if it is not (perf and bpftrace read tracepoint formats there)."""
-    if (TRACEFS / "events").is_dir():
-        return
-    subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True,
-                   timeout=10, check=False)
+    tracefs_root(mount=True)
 
 
 def bench_env() -> dict[str, str]:

@@ -190,7 +190,7 @@ def _run_load(scenario: Scenario, mountpoint: str, echo: Callable[[str], None]) 
 
 
 def _load_with_early_stop(scenario: Scenario, fixture: Any, tracer: Any,
-                          echo: Callable[[str], None]) -> tuple[Any, Any]:
+                          echo: Callable[[str], None]) -> Any:
     """Run the load in a thread; stop tracing mid-stall, then release the server."""
     outcome: dict[str, Any] = {}
 
@@ -204,7 +204,7 @@ def _load_with_early_stop(scenario: Scenario, fixture: Any, tracer: Any,
     worker.start()
     worker.join(scenario.stop_tracing_after_s)
     echo(f"stopping the tracer while the server still holds WRITEs ({scenario.stop_tracing_after_s:g} s in)")
-    summary = tracer.stop()
+    tracer.stop()
     fixture.release()
     worker.join(float(scenario.load_args.get("timeout_s", 60)) * 2 + 10)
     if worker.is_alive():
@@ -212,7 +212,7 @@ def _load_with_early_stop(scenario: Scenario, fixture: Any, tracer: Any,
                           f"run 'fusewb fixture umount {fixture.mountpoint}'")
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["result"], summary
+    return outcome["result"]
 
 
 def _flags_elsewhere(report: dict[str, Any], bdi: str) -> list[str]:
@@ -223,7 +223,7 @@ def _flags_elsewhere(report: dict[str, Any], bdi: str) -> list[str]:
 def run_scenario(scenario: Scenario, workdir: Path, fmt: str = "text", threshold_ms: float = 50.0,
                  echo: Callable[[str], None] = click.echo) -> ScenarioOutcome:
     """Run one scenario with its own fixture mount under ``workdir``; always cleans up."""
-    from fusewb.analysis.report import render_report  # noqa: PLC0415
+    from fusewb.analysis.report import render_report, render_text  # noqa: PLC0415
     from fusewb.fixtures.faults import Faults  # noqa: PLC0415
     from fusewb.fixtures.manage import mount_fixture  # noqa: PLC0415
     from fusewb.tracers.session import Tracer, TraceOptions  # noqa: PLC0415
@@ -243,22 +243,20 @@ def run_scenario(scenario: Scenario, workdir: Path, fmt: str = "text", threshold
         try:
             if scenario.stop_tracing_after_s is None:
                 result = _run_load(scenario, fixture.mountpoint, lambda line: echo(f"  {line}"))
-                summary = tracer.stop()
             else:
-                result, summary = _load_with_early_stop(
-                    scenario, fixture, tracer, lambda line: echo(f"  {line}"))
+                result = _load_with_early_stop(scenario, fixture, tracer,
+                                               lambda line: echo(f"  {line}"))
         finally:
-            tracer.stop()  # idempotent: detaches even when the load failed
+            summary = tracer.stop()  # idempotent: an early stop's summary, or detach now
             fixture.release()
         for line in summary.lines():
             echo(f"  {line}")
         echo(f"[{scenario.name}] unmounting the fixture")
-    out = base / ("report.html" if fmt == "html" else f"report.{ 'json' if fmt == 'json' else 'txt'}")
+    out = base / ("report.html" if fmt == "html" else "report.txt")
     rendered = render_report(capture, fmt, threshold_ms, out)
-    text_report = rendered.text if fmt == "text" else render_report(capture, "text", threshold_ms).text
-    import json  # noqa: PLC0415
-
-    release = json.loads((capture / "meta.json").read_text()).get("kernel_release", "?")
+    # the terminal always gets the text report, rendered from the same analysis
+    text_report = rendered.text if fmt == "text" else render_text(rendered.report)
+    release = rendered.report["capture"]["kernel_release"] or "?"
     return ScenarioOutcome(
         scenario=scenario,
         capture=capture,

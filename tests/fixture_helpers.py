@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from fusewb.fixtures.faults import Faults
-from fusewb.fixtures.manage import Fixture, mount_fixture, mount_for_path, unmount_fixture
+from fusewb.fixtures.manage import Fixture, mount_fixture, unmount_fixture
+from fusewb.tracers.mounts import mount_for_path
 from tests.support import require, require_fuse
 
 __all__ = ["mounted", "wait_until", "in_thread"]

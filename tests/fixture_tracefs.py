@@ -8,21 +8,12 @@ tests until the real tracer lands.
 from __future__ import annotations
 
 import os
-import subprocess
-from pathlib import Path
+
+from fusewb.tracers.features import tracefs_root
 
 __all__ = ["WritebackWaits", "tracefs_root"]
 
 EVENT = "writeback/folio_wait_writeback"
-
-
-def tracefs_root() -> Path | None:
-    """The mounted tracefs (mounting it at /sys/kernel/tracing if needed), or None."""
-    root = Path("/sys/kernel/tracing")
-    if not (root / "instances").is_dir():
-        subprocess.run(["mount", "-t", "tracefs", "nodev", str(root)], capture_output=True,
-                       timeout=10, check=False)
-    return root if (root / "instances").is_dir() else None
 
 
 class WritebackWaits:

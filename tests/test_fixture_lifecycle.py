@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 from fusewb.fixtures.faults import Faults
-from fusewb.fixtures.manage import cleanup_stale, mount_for_path, unmount_fixture
+from fusewb.fixtures.manage import cleanup_stale, unmount_fixture
+from fusewb.tracers.mounts import mount_for_path
 from fusewb.fixtures.registry import read_entry
 from tests.fixture_helpers import in_thread, mounted, wait_until
 from tests.support import require_fuse

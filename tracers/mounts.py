@@ -12,7 +12,7 @@ import select
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["FuseMount", "MountTableWatch", "fuse_mounts", "mount_for_path", "kernel_dev",
+__all__ = ["FuseMount", "MountTableWatch", "fuse_mounts", "mount_for_path", "mountpoint_path", "kernel_dev",
            "bdi_sysfs_value"]
 
 MOUNTINFO = Path("/proc/self/mountinfo")
@@ -88,13 +88,19 @@ def fuse_mounts(mountinfo: Path = MOUNTINFO) -> list[FuseMount]:
     return mounts
 
 
-def mount_for_path(path: str | os.PathLike) -> FuseMount | None:
-    """The FUSE mount whose mountpoint is ``path``, or None.
+def mountpoint_path(path: str | os.PathLike) -> str:
+    """The real path of a mountpoint without touching the mount itself.
 
-    Only the parent folder is resolved: resolving ``path`` itself would stat the FUSE root,
+    Only the parent folder is resolved: ``os.path.realpath(path)`` would stat the FUSE root,
     which blocks behind a stalled single-threaded server."""
-    absolute = os.path.abspath(path).rstrip("/") or "/"
-    want = os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
+    absolute = os.path.abspath(path)
+    parent, name = os.path.split(absolute)
+    return os.path.join(os.path.realpath(parent), name) if name else absolute
+
+
+def mount_for_path(path: str | os.PathLike) -> FuseMount | None:
+    """The FUSE mount whose mountpoint is ``path``, or None (never touches the mount)."""
+    want = mountpoint_path(path)
     for mount in fuse_mounts():
         if mount.mountpoint == want:
             return mount

@@ -91,6 +91,7 @@ class Tracer:
         self.capture: CaptureWriter | None = None
         self.probes: list[str] = []
         self.mounts_seen: dict[tuple[str, str], FuseMount] = {}  # (bdi, mountpoint) -> mount
+        self.bdi_by_connection: dict[int, str] = {}  # the latest mount of a connection wins
         self.mount_records: list[dict[str, Any]] = []  # as_dict() when first seen, for meta.json
         self.stacks_written: set[int] = set()
         self.frames_cache: dict[int, list[str]] = {}
@@ -189,6 +190,7 @@ class Tracer:
             if (mount.bdi, mount.mountpoint) in self.mounts_seen:
                 continue
             self.mounts_seen[(mount.bdi, mount.mountpoint)] = mount
+            self.bdi_by_connection[mount.connection] = mount.bdi
             self.mount_records.append(mount.as_dict())
             key = bdis.Key()
             name = mount.bdi.encode()[:31]
@@ -227,10 +229,7 @@ class Tracer:
             self.options.live(wait_line(row, frames))
 
     def _bdi_of(self, connection: int) -> str | None:
-        for mount in reversed(list(self.mounts_seen.values())):  # the latest mount wins
-            if mount.connection == connection:
-                return mount.bdi
-        return None
+        return self.bdi_by_connection.get(connection)  # once per request event: a dict lookup
 
     def _on_event(self, ctx: Any, data: int, size: int) -> int:
         """Ring buffer callback: never raise into bcc's C caller; problems are counted and the
