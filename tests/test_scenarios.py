@@ -211,11 +211,13 @@ def _bindfs_over_slow_fixture(tmp_path: Path, latency_ms: float):
     return fixture, target
 
 
-@pytest.mark.parametrize(("load", "flag", "load_args"), [
-    ("mmap-msync", "BLOCKED_WAIT", {"size_mib": 2, "timeout_s": 60}),
-    ("compaction", "MIGRATION_WAIT", {"size_mib": 4, "timeout_s": 60, "via_mmap": True}),
+@pytest.mark.parametrize(("load", "flag", "load_args", "attempts"), [
+    ("mmap-msync", "BLOCKED_WAIT", {"size_mib": 2, "timeout_s": 60}, 1),
+    # which folios compaction meets depends on where they lie in physical memory: a few tries
+    ("compaction", "MIGRATION_WAIT", {"size_mib": 4, "timeout_s": 60, "via_mmap": True}, 3),
 ])
-def test_bindfs_mount_is_diagnosed_the_same_way(tmp_path, load: str, flag: str, load_args: dict) -> None:
+def test_bindfs_mount_is_diagnosed_the_same_way(tmp_path, load: str, flag: str, load_args: dict,
+                                                attempts: int) -> None:
     _kernel_ready()
     from fusewb.analysis import flags, load_capture
     from fusewb.fixtures.loads import LOADS
@@ -225,18 +227,22 @@ def test_bindfs_mount_is_diagnosed_the_same_way(tmp_path, load: str, flag: str, 
     fixture, target = _bindfs_over_slow_fixture(tmp_path, latency_ms=300)
     try:
         bindfs_bdi = mount_for_path(target).bdi
-        tracer = Tracer(TraceOptions(output=tmp_path / "cap", mounts=[str(target)]))
-        tracer.start_background()
-        try:
-            LOADS[load](str(target), echo=lambda _line: None, **load_args)
-        finally:
-            tracer.stop()
+        for attempt in range(attempts):
+            capture = tmp_path / f"cap{attempt}"
+            tracer = Tracer(TraceOptions(output=capture, mounts=[str(target)]))
+            tracer.start_background()
+            try:
+                LOADS[load](str(target), echo=lambda _line: None, **load_args)
+            finally:
+                tracer.stop()
+            cap = load_capture(capture)
+            raised = flags(cap, 50.0)
+            assert set(raised["bdi"].dropna().astype(object)) == {bindfs_bdi}
+            if (raised["flag"] == flag).any():
+                break
     finally:
         subprocess.run(["fusermount3", "-u", str(target)], timeout=30)
         fixture.unmount()
-    cap = load_capture(tmp_path / "cap")
-    raised = flags(cap, 50.0)
-    assert set(raised["bdi"].dropna().astype(object)) == {bindfs_bdi}
     hits = raised[raised["flag"] == flag]
     assert not hits.empty, raised[["flag", "bdi", "path"]].to_string()
     mounts = {m["bdi"]: m for m in cap.sources[0].meta["mounts"]}
