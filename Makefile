@@ -4,17 +4,21 @@ PY := $(VENV)/bin/python
 FUSEWB := $(VENV)/bin/fusewb
 DEMO_OUT ?= /tmp/fusewb-demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test soak bench clean
 
 setup:
 	@scripts/setup.sh
 
 demo: setup
-	$(FUSEWB) run msync-slow close-slow sync-stalled compaction reclaim-memcg --keep $(DEMO_OUT) --format html
+	$(FUSEWB) run msync-slow close-slow sync-stalled hot-unplug reclaim-memcg --keep $(DEMO_OUT) --format html
 
 test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc = 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# N runs of the whole suite and the demo in a fresh clone, with each test's pass count
+soak:
+	@scripts/soak.sh $(or $(N),10)
 
 bench: setup
 	$(PY) -m bench

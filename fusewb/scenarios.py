@@ -80,13 +80,15 @@ SCENARIOS: dict[str, Scenario] = {
             expected_flags=("STALLED_REQUEST", "BLOCKED_WAIT"),
         ),
         Scenario(
-            "compaction",
-            "echo 1 > /proc/sys/vm/compact_memory while 32 MiB of FUSE folios are under writeback",
-            load="compaction",
+            "hot-unplug",
+            "offline a memory block holding 32 MiB of FUSE folios under writeback (held 3 s)",
+            load="hot-unplug",
             load_args={"size_mib": 32, "hold_s": 3.0, "timeout_s": 60},
-            expect="compaction migrates in MIGRATE_SYNC mode and waits in migrate_pages_batch "
-            "for writeback to end, on every kernel including 6.16+ (CMA and memory hot-unplug "
-            "stall the same way)",
+            expect="memory hot-unplug migrates every page of the block in MIGRATE_SYNC mode "
+            "(offline_pages -> do_migrate_range -> migrate_pages) and waits for writeback to end, "
+            "on every kernel including 6.16+; compaction and CMA wait the same way on the folios "
+            "they meet. The block is moved to ZONE_MOVABLE first so the folios land in it, and "
+            "given back afterwards",
             expected_flags=("MIGRATION_WAIT", "BLOCKED_WAIT"),
         ),
         Scenario(
@@ -317,7 +319,7 @@ def run(scenarios: tuple[str, ...], keep: Path | None, fmt: str, threshold_ms: f
         list_only: bool) -> None:
     """Mount the fixture, trace, run a load, analyse, print the verdict, clean up.
 
-    Scenarios: msync-slow, close-slow, sync-stalled, compaction, reclaim-memcg, self-wait,
+    Scenarios: msync-slow, close-slow, sync-stalled, hot-unplug, reclaim-memcg, self-wait,
     dirty-throttle (or all). Exit status 0 when every scenario did what is expected on this
     kernel, 1 when one did not, 2 on bad input (not root, unknown scenario).
 

@@ -19,8 +19,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "fusewb setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  log=$(mktemp)
+  if ! { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } \
+      >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "fusewb setup: apt-get failed (output above); fix the package source and run 'make setup' again" >&2
+    exit 2
+  fi
+  rm -f "$log"
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -32,8 +39,9 @@ stamp="$VENV/.fusewb-installed"
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "fusewb setup: installing fusewb and its Python dependencies into $VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade "pip>=23" "setuptools>=68" wheel
-  "$VENV/bin/python" -m pip install -q -e ".[test]"
+  # -qq: only errors (this machine's pip configuration may name index folders that are absent)
+  "$VENV/bin/python" -m pip install -qq --upgrade "pip>=23" "setuptools>=77" wheel
+  "$VENV/bin/python" -m pip install -qq -e ".[test]"
   echo "$want" > "$stamp"
 fi
 "$VENV/bin/python" -c "import bcc, pyfuse3, pandas, pyarrow" 2>/dev/null || {

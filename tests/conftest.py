@@ -34,19 +34,22 @@ def _owner_gone_or_us(name: str, pid_alive: Callable[[int], bool]) -> bool:
 @pytest.fixture(scope="session", autouse=True)
 def no_fixture_leftovers(tmp_path_factory):
     """After the session: clean stale fixture mounts, then assert that no fixture mount under
-    this session's temporary folder, no fusewb cgroup and no fixture process of this session
-    is left."""
+    this session's temporary folder, no fusewb cgroup, no memory block borrowed by a hot-unplug
+    load and no fixture process of this session is left."""
     if os.geteuid() != 0:
         yield
         return
     from fusewb.fixtures.cgroup import fusewb_cgroups
     from fusewb.fixtures.manage import cleanup_stale, fixture_mounts, unmount_fixture
+    from fusewb.fixtures.memblock import borrowed_blocks, restore_stale_blocks
     from fusewb.fixtures.registry import pid_alive
 
     base = str(tmp_path_factory.getbasetemp()) + os.sep
     cgroups_before = set(fusewb_cgroups())
     yield
     cleanup_stale()
+    restore_stale_blocks()
+    borrowed = borrowed_blocks()
     left_mounts = [m.mountpoint for m in fixture_mounts() if m.mountpoint.startswith(base)]
     left_cgroups = [p for p in fusewb_cgroups() if p not in cgroups_before
                     and _owner_gone_or_us(p.name, pid_alive)]
@@ -63,3 +66,4 @@ def no_fixture_leftovers(tmp_path_factory):
     assert not left_mounts, f"fixture mounts left behind: {left_mounts}"
     assert not left_children, f"processes left behind: {left_children}"
     assert not left_cgroups, f"fusewb cgroups left behind: {left_cgroups}"
+    assert not borrowed, f"memory blocks left borrowed: {borrowed}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,18 +61,32 @@ def test_sync_does_not_wait_for_fuse_writeback_here(tmp_path) -> None:
         assert waits.hits("wait_sb_inodes") == 0
 
 
-def test_compaction_waits_in_migrate_pages(tmp_path) -> None:
+def test_hot_unplug_waits_in_migrate_pages(tmp_path) -> None:
     _observe()
     hold = 2.5
     with mounted(tmp_path / "mnt") as fx:
-        for _attempt in range(3):  # which folios compaction meets depends on physical layout
-            with WritebackWaits(fx.mount.bdi) as waits:
-                result = LOADS["compaction"](fx.mountpoint, size_mib=32, hold_s=hold,
-                                             echo=lambda _: None)
-            if waits.hits("migrate_pages"):
-                break
-        assert waits.hits("migrate_pages") >= 1, waits.stacks[:3]
-        assert result.waits["compact_memory"] >= hold * 0.5, result.summary()
+        with WritebackWaits(fx.mount.bdi) as waits:
+            result = LOADS["hot-unplug"](fx.mountpoint, size_mib=32, hold_s=hold,
+                                         echo=lambda _: None)
+    assert waits.hits("offline_pages") >= 1 and waits.hits("migrate_pages") >= 1, waits.stacks[:3]
+    assert result.waits["offline"] >= hold * 0.5, result.summary()
+    # the kernel's own count: the file's folios were dirty or under writeback in ZONE_MOVABLE
+    assert result.counters["movable_write_pending_pages"] >= (32 << 20) // 4096 // 2
+    block = Path(f"/sys/devices/system/memory/memory{result.counters['memory_block']}")
+    assert (block / "state").read_text().strip() == "online"
+    assert "Movable" not in (block / "valid_zones").read_text(), "given back to its old zone"
+
+
+def test_compaction_says_whether_it_met_the_folios(tmp_path) -> None:
+    """compact_memory meets a folio only by chance: either it waited for the held writeback or
+    the result says that it returned without meeting one."""
+    _observe()
+    hold = 2.0
+    with mounted(tmp_path / "mnt") as fx:
+        result = LOADS["compaction"](fx.mountpoint, size_mib=8, hold_s=hold, echo=lambda _: None)
+    waited = result.waits["compact_memory"] >= hold / 2
+    said = any("without meeting a FUSE folio" in note for note in result.notes)
+    assert waited != said, result.summary()
 
 
 def test_reclaim_runs_over_fuse_folios_in_a_small_cgroup(tmp_path) -> None:

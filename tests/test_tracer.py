@@ -250,54 +250,26 @@ def _kernel_stack(pid: int) -> str:
         return ""
 
 
-def _compact_bounded(timeout: float) -> bool:
-    """echo 1 > compact_memory in a daemon thread; False if it did not return in time."""
-    done = threading.Event()
-
-    def run() -> None:
-        Path("/proc/sys/vm/compact_memory").write_text("1")
-        done.set()
-
-    threading.Thread(target=run, daemon=True).start()
-    return done.wait(timeout)
-
-
-def test_compaction_waits_in_migrate_pages(tmp_path) -> None:
-    """Folios under a slow FUSE writeback + compaction: the waits' stacks hold migrate_pages.
-    Compaction only meets our folios if they lie where it scans: a few attempts."""
+def test_hot_unplug_waits_in_migrate_pages(tmp_path) -> None:
+    """Folios under a held FUSE writeback in a memory block that is then offlined: the wait's
+    stack holds offline_pages and migrate_pages, and the vm table the migration."""
     _prepare()
-    import ctypes
+    from fusewb.fixtures.loads import LOADS
 
-    from fusewb.tracers.mounts import fuse_mounts
-
-    require(Path("/proc/sys/vm/compact_memory").exists(), "needs /proc/sys/vm/compact_memory")
-    # Compaction is system-wide: it would also wait on other FUSE mounts' (maybe stalled) writeback.
-    require(not fuse_mounts(), "needs no other FUSE mount (compaction waits on their writeback too)")
-    libc = ctypes.CDLL(None, use_errno=True)
+    require(Path("/sys/devices/system/memory/block_size_bytes").exists(),
+            "needs memory hotplug (CONFIG_MEMORY_HOTREMOVE)")
     capture = tmp_path / "cap"
-    found = pd.DataFrame()
-    with fixture(tmp_path, latency_ms=1500) as fx:
+    with fixture(tmp_path) as fx:
         with tracing(capture, fx.mountpoint):
-            for attempt in range(5):
-                path = f"{fx.mountpoint}/compact{attempt}.dat"
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-                page = b"c" * 4096  # 4 KiB writes: small folios, which compaction migrates
-                for i in range(16 * 256):
-                    os.write(fd, page)
-                assert libc.sync_file_range(fd, ctypes.c_longlong(0), ctypes.c_longlong(0), 2) == 0
-                assert _compact_bounded(90), "compaction did not return within 90 s"
-                os.close(fd)
-                Path(path).unlink(missing_ok=True)
-                time.sleep(1.5)  # a flush of the capture
-                waits = waits_with_frames(capture)
-                if not waits.empty:
-                    found = waits[[("migrate_pages" in f) for f in waits.frames]]
-                    if not found.empty:
-                        break
-    assert not found.empty, "no wait under migrate_pages in 5 compaction attempts"
-    assert found.duration_ns.max() > 0
-    vm = read_table(capture, "vm")
-    assert {"compaction", "migrate_pages"} <= set(vm.kind)
+            result = LOADS["hot-unplug"](fx.mountpoint, size_mib=16, hold_s=1.5,
+                                         echo=lambda _line: None)
+    assert result.counters["movable_write_pending_pages"] > 0, result.summary()
+    waits = waits_with_frames(capture)
+    found = waits[[("migrate_pages" in f and "offline_pages" in f) for f in waits.frames]]
+    assert not found.empty, waits.frames.tolist()[:3]
+    # the server held the WRITEs for 1.5 s: the offline waited for most of that
+    assert found.duration_ns.max() >= 1e9
+    assert "migrate_pages" in set(read_table(capture, "vm").kind)
 
 
 def test_fast_requests_over_the_budget_are_summed_not_streamed(tmp_path) -> None:
