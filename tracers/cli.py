@@ -1,15 +1,56 @@
-"""``fusewb trace``: record waits behind FUSE writeback (and what surrounds them) into a capture."""
+"""``fusewb trace``: record waits behind FUSE writeback (and what surrounds them) into a capture.
+
+SIGINT, SIGTERM and SIGHUP stop it cleanly (exit 0, a whole capture), unless it was started with
+them ignored (``nohup`` ignores SIGHUP). Every failure is one line on stderr,
+``fusewb trace: <problem>; <fix>``, with exit status 2. Output that goes away while tracing (a
+terminal hung up, the reader of a pipe gone) is dropped; tracing goes on.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn, TextIO
 
 import click
 
-__all__ = ["trace"]
+__all__ = ["trace", "STOP_SIGNALS"]
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point the file descriptor of ``stream`` at /dev/null (what is still buffered goes there)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
+def _echo(line: str, err: bool = False) -> None:
+    """click.echo that silences a stdout or stderr gone away instead of raising."""
+    try:
+        click.echo(line, err=err)
+    except OSError:  # EIO from a hung-up terminal, EPIPE from a closed pipe
+        _silence(sys.stderr if err else sys.stdout)
+
+
+def _catch_stop_signals(handler: Callable[[int, FrameType | None], None]) -> dict[int, Any]:
+    """``handler`` for each of STOP_SIGNALS not ignored; the handlers it replaced."""
+    return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS
+            if signal.getsignal(sig) is not signal.SIG_IGN}
+
+
+def _fail(problem: str) -> NoReturn:
+    """The one line of a failed trace, then exit 2."""
+    _echo(f"fusewb trace: {problem}", err=True)
+    sys.exit(2)
 
 
 def _print_ebpf(plan_name: str | None, ring_pages: int, pid: int | None) -> None:
@@ -40,7 +81,10 @@ def trace(mounts: tuple[str, ...], pid: int | None, duration: float | None, thre
           output: Path | None, ring_pages: int, plan_name: str | None, ebpf: bool) -> None:
     """Trace tasks that wait on FUSE writeback, with the kernel path of each wait, FUSE requests,
     dirty throttling and reclaim/migration/compaction activity, into a capture directory
-    readable by pandas (see fusewb/schema.py). Ctrl-C, SIGTERM or --duration stop it cleanly.
+    readable by pandas (see fusewb/schema.py). Ctrl-C, SIGTERM, SIGHUP or --duration stop it
+    cleanly (exit 0). Exit 2 with one line saying why when tracing cannot start or the capture
+    cannot be kept whole (file system full, I/O error, directory removed): what was written
+    stays, with meta.json complete=false.
 
     \b
     Examples:
@@ -54,29 +98,35 @@ def trace(mounts: tuple[str, ...], pid: int | None, duration: float | None, thre
         return
     if output is None:
         raise click.UsageError("missing option '-o' / '--output' (the capture directory)")
+    from fusewb.errors import FusewbError  # noqa: PLC0415
     from fusewb.tracers.session import TraceOptions, Tracer  # noqa: PLC0415
 
     stop = threading.Event()
+    stopped_by: list[str] = []
 
-    def request_stop(_signum: int, _frame: object) -> None:
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        stopped_by.append(signal.Signals(signum).name)
         stop.set()
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = _catch_stop_signals(request_stop)
     try:
         tracer = Tracer(TraceOptions(
             output=output, mounts=list(mounts) or None, pid=pid, duration=duration,
             threshold_ms=threshold_ms, ring_pages=ring_pages, plan=plan_name,
-            live=lambda line: click.echo(line),
-            progress=lambda line: click.echo(line, err=True),
+            live=_echo, progress=lambda line: _echo(line, err=True),
         ))
-        tracer.start()
-        what = ", ".join(mounts) if mounts else "every FUSE mount"
-        click.echo(f"tracing {what} with the {tracer.plan.name} plan ({len(tracer.probes)} probes) "
-                   f"into {output}; Ctrl-C to stop", err=True)
-        summary = tracer.run(stop)
+        try:
+            tracer.start()
+            what = ", ".join(mounts) if mounts else "every FUSE mount"
+            _echo(f"tracing {what} with the {tracer.plan.name} plan ({len(tracer.probes)} probes) "
+                  f"into {output}; Ctrl-C to stop", err=True)
+            summary = tracer.run(stop)
+        except FusewbError as exc:
+            _fail(exc.message)
+        if stopped_by:
+            _echo(f"stopped by {stopped_by[0]}", err=True)
+        for line in summary.lines():
+            _echo(line, err=True)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    for line in summary.lines():
-        click.echo(line, err=True)
-    sys.stdout.flush()

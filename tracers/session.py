@@ -2,6 +2,11 @@
 events into a capture, and stop cleanly (ongoing waits and requests recorded, everything
 detached) whatever ends it: ``--duration``, a signal, a caller's stop, or an error.
 
+A capture write that fails (file system full, I/O error, directory removed) ends the session:
+everything is detached, the parts already written stay, ``meta.json`` is left saying
+``complete: false``, and :class:`fusewb.tracers.capture.CaptureWriteError` says so in one line.
+A traced mount that is unmounted, or whose server dies or stops, does not end it.
+
 Python API (``fusewb run`` and tests)::
 
     tracer = Tracer(TraceOptions(output=Path("cap"), mounts=["/mnt/f"]))
@@ -16,6 +21,7 @@ or ``tracer.start()`` then ``tracer.run(stop_event)`` to trace in the calling th
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
@@ -30,7 +36,7 @@ from typing import Any
 from fusewb import __version__
 from fusewb.errors import FusewbError
 from fusewb.tracers import kernel_state
-from fusewb.tracers.capture import CaptureWriter
+from fusewb.tracers.capture import CaptureWriteError, CaptureWriter
 from fusewb.tracers.events import decode, header_defs
 from fusewb.tracers.live import WAIT_HEADER, CaptureSummary, wait_line
 from fusewb.tracers.mounts import FuseMount, MountTableWatch, fuse_mounts, mount_for_path
@@ -93,6 +99,7 @@ class Tracer:
         self.mounts_seen: dict[tuple[str, str], FuseMount] = {}  # (bdi, mountpoint) -> mount
         self.bdi_by_connection: dict[int, str] = {}  # the latest mount of a connection wins
         self.mount_records: list[dict[str, Any]] = []  # as_dict() when first seen, for meta.json
+        self.mountpoints_now: set[str] = set()  # selected at the last change of the mount table
         self.stacks_written: set[int] = set()
         self.frames_cache: dict[int, list[str]] = {}
         self.reported_ongoing: set[tuple[int, int]] = set()
@@ -136,7 +143,8 @@ class Tracer:
         return probe_features(test_loads=False)
 
     def start(self) -> None:
-        """Load, attach, open the capture; returns once tracing is live."""
+        """Load, attach, open the capture; returns once tracing is live. On any failure
+        everything attached is detached again and nothing of the capture is left."""
         from fusewb.tracers.program import BuildOptions, attach_kprobes, compile_program  # noqa: PLC0415
 
         self._validate()
@@ -149,32 +157,29 @@ class Tracer:
         try:
             self.probes = [p for p in self.plan.probes() if not p.startswith(("kprobe:", "kretprobe:"))]
             self.probes += attach_kprobes(self.bpf, self.plan)
-            self.capture = CaptureWriter(self.options.output, self._initial_meta())
             self._refresh_filter()
             self.bpf[b"events"].open_ring_buffer(self._on_event)
+            self.start_ns = monotonic_ns()
+            self.capture = CaptureWriter(self.options.output, self._initial_meta(time.time_ns()))
         except BaseException:
             self.bpf.cleanup()
             self.bpf = None
             raise
-        self.start_ns = monotonic_ns()
-        self.capture.flush(
-            probes=self.probes, start_monotonic_ns=self.start_ns, start_epoch_ns=time.time_ns()
-        )
         self.options.live(WAIT_HEADER)
 
-    def _initial_meta(self) -> dict[str, Any]:
+    def _initial_meta(self, start_epoch_ns: int) -> dict[str, Any]:
         assert self.plan is not None
         return {
             "fusewb_version": __version__,
             "host": socket.gethostname(),
             "kernel_release": platform.release(),
             "plan": self.plan.name,
-            "probes": [],
-            "mounts": [],
+            "probes": self.probes,
+            "mounts": self.mount_records,
             "filter": {"mounts": self.options.mounts, "pid": self.options.pid},
             "threshold_ms": self.options.threshold_ms,
-            "start_monotonic_ns": monotonic_ns(),
-            "start_epoch_ns": time.time_ns(),
+            "start_monotonic_ns": self.start_ns,
+            "start_epoch_ns": start_epoch_ns,
             "end_monotonic_ns": None,
             "lost_events": {"total": 0, "per_cpu": [], "by_kind": {}},
             "counters": {},
@@ -183,10 +188,12 @@ class Tracer:
             "ring_pages": self.options.ring_pages,
         }
 
-    def _refresh_filter(self) -> None:
-        """Put the selected FUSE mounts' bdis and connections in the in-kernel filter."""
+    def _refresh_filter(self) -> set[str]:
+        """Put the selected FUSE mounts' bdis and connections in the in-kernel filter; the
+        mountpoints selected now."""
         bdis, conns = self.bpf[b"fuse_bdis"], self.bpf[b"fuse_conns"]
-        for mount in self._selected_mounts():
+        selected = self._selected_mounts()
+        for mount in selected:
             if (mount.bdi, mount.mountpoint) in self.mounts_seen:
                 continue
             self.mounts_seen[(mount.bdi, mount.mountpoint)] = mount
@@ -197,6 +204,7 @@ class Tracer:
             ctypes.memmove(ctypes.addressof(key), name, len(name))
             bdis[key] = bdis.Leaf(1)
             conns[conns.Key(mount.connection)] = conns.Leaf(1)
+        return {mount.mountpoint for mount in selected}
 
     # ---- events -------------------------------------------------------------------------
     def _frames(self, stack_id: int) -> list[str]:
@@ -285,34 +293,52 @@ class Tracer:
 
     # ---- running ------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> CaptureSummary:
-        """Trace until ``stop`` is set or the duration elapses, then finish; start() if needed."""
+        """Trace until ``stop`` is set or the duration elapses, then finish; start() if needed.
+
+        A capture write that fails (file system full, I/O error, directory removed) ends
+        tracing: everything is detached, what was written is kept, and CaptureWriteError
+        raised with what happened."""
         stop = stop or self._stop
         try:
             if self.bpf is None:
                 self.start()
-            with MountTableWatch() as mount_watch:  # re-read mounts only when they changed
-                began = time.monotonic()
-                next_flush = began + self.options.flush_interval
-                next_progress = began + PROGRESS_EVERY_S
-                while not stop.is_set():
-                    now = time.monotonic()
-                    if self.options.duration is not None and now - began >= self.options.duration:
-                        break
-                    if stop.wait(POLL_S):
-                        break
-                    self.bpf.ring_buffer_consume()
-                    if mount_watch.changed():  # new mounts join the filter within a poll interval
-                        self._refresh_filter()
-                    now = time.monotonic()
-                    if now >= next_flush:
-                        self._flush()
-                        next_flush = now + self.options.flush_interval
-                    if now >= next_progress:
-                        self.options.progress(self._progress_line(now - began))
-                        next_progress = now + PROGRESS_EVERY_S
+            with contextlib.suppress(CaptureWriteError):  # raised below, once finished
+                self._trace(stop)
         finally:
             summary = self._finish()
+        if self.capture is not None and self.capture.failure is not None:
+            raise self.capture.failure_error()
         return summary
+
+    def _trace(self, stop: threading.Event) -> None:
+        with MountTableWatch() as mount_watch:  # re-read mounts only when they changed
+            began = time.monotonic()
+            next_flush = began + self.options.flush_interval
+            next_progress = began + PROGRESS_EVERY_S
+            while not stop.is_set():
+                now = time.monotonic()
+                if self.options.duration is not None and now - began >= self.options.duration:
+                    break
+                if stop.wait(POLL_S):
+                    break
+                self.bpf.ring_buffer_consume()
+                if mount_watch.changed():  # new mounts join the filter within a poll interval
+                    self._note_unmounted(self._refresh_filter())
+                now = time.monotonic()
+                if now >= next_flush:
+                    self._flush()
+                    next_flush = now + self.options.flush_interval
+                if now >= next_progress:
+                    self.options.progress(self._progress_line(now - began))
+                    next_progress = now + PROGRESS_EVERY_S
+
+    def _note_unmounted(self, mountpoints: set[str]) -> None:
+        """One progress line per traced mount that went away; tracing goes on (a server
+        restarted on the same mountpoint is traced again)."""
+        for mountpoint in sorted(self.mountpoints_now - mountpoints):
+            self.options.progress(f"{mountpoint} was unmounted; still tracing, it is traced "
+                                  "again if mounted again")
+        self.mountpoints_now = mountpoints
 
     def _progress_line(self, elapsed: float) -> str:
         lost = kernel_state.lost_events(self.bpf)["total"]
