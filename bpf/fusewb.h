@@ -12,6 +12,8 @@
  *   FUSE_REQUESTS, FUSE_THROTTLE, VM_DIRECT_RECLAIM, VM_MEMCG_RECLAIM, VM_THROTTLED,
  *   VM_SHRINK_INACTIVE, VM_COMPACTION, VM_MIGRATE (1 single, 2 paired with _start)
  *   RING_PAGES         ring buffer size in pages (power of two)
+ *   TPF_<EVENT>_<FIELD> the name a tracepoint field has on this kernel (tracefs format);
+ *                      undefined when it has none: the code reading it is left out
  *   FILTER_TGID        only this process's waits and throttling (0: all)
  *   MAX_PENDING, MAX_INFLIGHT, STACK_ENTRIES   map sizes (memory bound)
  *   REQ_EVENTS_PER_SEC per-CPU budget of streamed request events; requests faster than

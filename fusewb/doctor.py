@@ -1,11 +1,21 @@
-"""``fusewb doctor``: what this kernel offers, with the evidence, and the probe plan fusewb picks."""
+"""``fusewb doctor``: what this kernel offers, with the evidence, and the probe plan fusewb picks.
+
+Before it says tracing will work, the doctor compiles the BPF program of that plan and loads
+every program of it into the verifier, attaching nothing (``fusewb.tracers.program.verify_program``,
+well under a second here); a compile or verifier failure is a problem like any other (exit 2).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from fusewb.tracers.plan import ProbePlan
 
 __all__ = ["doctor", "Diagnosis", "diagnose"]
 
@@ -41,8 +51,21 @@ def _bcc_importable() -> str | None:
     return None
 
 
-def diagnose(test_loads: bool = True) -> Diagnosis:
-    """Collect the evidence (imports bcc lazily; safe to call without root)."""
+def _verify(chosen: ProbePlan) -> tuple[dict | None, tuple[str, str] | None]:
+    """Compile and verifier-load the plan: (what was loaded, None) or (None, (problem, fix))."""
+    from fusewb.errors import FusewbError  # noqa: PLC0415
+    from fusewb.tracers.program import BuildOptions, verify_program  # noqa: PLC0415
+
+    try:
+        programs, seconds = verify_program(chosen, BuildOptions())
+    except FusewbError as exc:
+        return None, (exc.problem, exc.fix or "")
+    return {"programs": programs, "seconds": round(seconds, 3)}, None
+
+
+def diagnose(test_loads: bool = True, defines: Mapping[str, str] | None = None) -> Diagnosis:
+    """Collect the evidence (imports bcc lazily; safe to call without root). ``defines`` are
+    added to the plan's before the verification compile (tests force a failing one)."""
     from fusewb.tracers.features import probe_features  # noqa: PLC0415
     from fusewb.tracers.mounts import fuse_mounts  # noqa: PLC0415
 
@@ -74,6 +97,10 @@ def diagnose(test_loads: bool = True) -> Diagnosis:
         choose_plan = None
     if choose_plan is not None and not problems:
         chosen = choose_plan(feats)
+        chosen.defines.update(defines or {})
+        verified, problem = _verify(chosen)
+        if problem is not None:
+            problems.append(problem)
         plan = {
             "name": chosen.name,
             "tracepoints": list(chosen.tracepoints),
@@ -81,6 +108,8 @@ def diagnose(test_loads: bool = True) -> Diagnosis:
             "kprobes": list(chosen.kprobes),
             "skipped": dict(chosen.skipped),
             "describe": list(chosen.describe()),
+            "absent_columns": dict(chosen.absent_columns),
+            "verified": verified,
         }
     mounts = [m.as_dict() for m in fuse_mounts()]
     return Diagnosis(feats.as_dict(), mounts, plan, problems)
@@ -138,6 +167,10 @@ def _render(diag: Diagnosis) -> None:
         echo(f"Probe plan: {click.style(diag.plan['name'], bold=True)}")
         for line in diag.plan["describe"]:
             echo(f"  {line}")
+        verified = diag.plan["verified"]
+        if verified:
+            echo(f"  compiled; {verified['programs']} programs loaded into the verifier, nothing "
+                 f"attached, in {verified['seconds']:.2f} s")
     for problem, fix in diag.problems:
         echo(click.style(f"cannot trace: {problem}; {fix}", fg="red"))
 
@@ -145,7 +178,9 @@ def _render(diag: Diagnosis) -> None:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.option("--no-test-loads", is_flag=True, help="Skip the real test attachments (faster).")
-def doctor(as_json: bool, no_test_loads: bool) -> None:
+@click.option("--define", "defines", multiple=True, hidden=True, metavar="NAME=VALUE",
+              help="Add a define to the plan's verification compile (tests force a failure).")
+def doctor(as_json: bool, no_test_loads: bool, defines: tuple[str, ...]) -> None:
     """Show what this kernel offers fusewb, with the evidence, and the probe plan it will use.
 
     Exit status 0 when tracing can work, 2 (with the fix named) when it cannot.
@@ -155,7 +190,8 @@ def doctor(as_json: bool, no_test_loads: bool) -> None:
       sudo fusewb doctor
       sudo fusewb doctor --json | jq .plan
     """
-    diag = diagnose(test_loads=not no_test_loads)
+    extra = dict(d.partition("=")[::2] for d in defines)
+    diag = diagnose(test_loads=not no_test_loads, defines=extra)
     if as_json:
         click.echo(json.dumps(diag.as_dict(), indent=2, default=str))
     else:

@@ -18,6 +18,12 @@ back. ``pd.read_parquet(CAPTURE / "waits")`` reads all parts of a table.
 Times are ``CLOCK_MONOTONIC`` nanoseconds (``bpf_ktime_get_ns``); ``meta.json`` gives
 ``start_monotonic_ns`` and ``start_epoch_ns`` to convert. Rows of a still-running wait or
 request at the end of tracing have ``ongoing = True`` and the time waited so far as duration.
+
+A column whose tracepoint field the traced kernel has under none of the names fusewb knows
+(``fusewb.tracers.tpfields``) is *absent*: null in every row of that capture and listed in
+``meta.json`` ``absent_columns`` (e.g. ``{"throttle": ["wb_dirty"]}``), so a reader tells "this
+kernel does not say" from a measured zero. A field the kernel only calls by an older name
+(``bdi_dirty`` on 6.1 for ``wb_dirty``) fills the column under its fusewb name.
 """
 
 from __future__ import annotations
@@ -136,6 +142,8 @@ META_KEYS: dict[str, str] = {
     "kernel_release": "str, uname -r",
     "plan": "str, probe plan name: 'tracepoint' or 'kprobe'",
     "probes": "list[str], every probe attached, e.g. 'tracepoint:writeback:folio_wait_writeback'",
+    "absent_columns": "dict[str,list[str]]: table -> columns the traced kernel's tracepoints do "
+    "not provide (null in every row); {} when none; missing in captures written before it",
     "mounts": "list[dict], FuseMount.as_dict(): mountpoint, fstype, source, major, minor, bdi, "
     "connection, max_ratio, strict_limit (every FUSE mount seen during the capture)",
     "filter": "dict: mounts (list of mountpoints or null for all), pid (int or null)",

@@ -73,3 +73,31 @@ def test_doctor_without_root_exits_2() -> None:
     )
     assert out.returncode == 2, out.stdout + out.stderr
     assert "not running as root" in out.stdout
+
+
+def test_doctor_verifies_the_plan_it_proposes() -> None:
+    """Before saying tracing works, the doctor compiled the plan and verifier-loaded every program."""
+    require_root()
+    diag = _doctor_json()
+    plan = diag["plan"]
+    require(plan is not None, "the probe plan module (tracers/plan.py) is not built")
+    verified = plan["verified"]
+    assert verified["programs"] == len(plan["tracepoints"]) + len(plan["raw_tracepoints"]) + 2 * len(plan["kprobes"])
+    assert 0 < verified["seconds"] < 60
+    assert diag["can_trace"] and plan["absent_columns"] == {}
+
+
+def test_doctor_exits_2_when_the_plan_does_not_compile() -> None:
+    """A plan reading a field this kernel lacks (forced with a hidden --define): exit 2 and one
+    line naming the compile error, instead of 'tracing will work'."""
+    require_root()
+    out = subprocess.run(
+        [*FUSEWB, "doctor", "--no-test-loads", "--define", "TPF_BALANCE_DIRTY_PAGES_WB_DIRTY=no_such_field"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("cannot trace:")]
+    assert len(lines) == 1, out.stdout
+    assert lines[0].startswith("cannot trace: bcc cannot compile plan 'tracepoint'") or "plan 'kprobe'" in lines[0]
+    assert "no_such_field" in lines[0] and "error" in lines[0]
+    assert "compiled;" not in out.stdout

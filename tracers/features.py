@@ -1,9 +1,10 @@
 """What the running kernel offers fusewb, each answer with its evidence.
 
 Probes are chosen from this evidence, never from the version number: tracefs event directories
-for tracepoints, ``/proc/kallsyms`` for kernel functions, the kernel's perf event sources for
-kprobe/uprobe attachment, ``bpftool feature probe`` (real test loads) for BPF program types, and
-with ``test_loads`` a real uprobe attachment.
+for tracepoints and their ``format`` files for the fields each one has (renamed across
+versions: :mod:`fusewb.tracers.tpfields`), ``/proc/kallsyms`` for kernel functions, the kernel's
+perf event sources for kprobe/uprobe attachment, ``bpftool feature probe`` (real test loads)
+for BPF program types, and with ``test_loads`` a real uprobe attachment.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fusewb.tracers.headers import HeaderTree, find_header_tree
+from fusewb.tracers.tpfields import read_fields
 
 __all__ = [
     "Check",
@@ -93,6 +95,7 @@ class KernelFeatures:
     fentry: Check
     uprobes: Check
     tracepoints: dict[str, bool] = field(default_factory=dict)
+    tracepoint_fields: dict[str, list[str]] = field(default_factory=dict)  # present ones: tracefs format
     symbols: dict[str, bool] = field(default_factory=dict)
     headers: HeaderTree | None = None
 
@@ -228,6 +231,11 @@ def probe_features(test_loads: bool = True) -> KernelFeatures:
         tp: tracefs is not None and _exists(tracefs / "events" / tp.replace(":", "/") / "id")
         for tp in TRACEPOINTS
     }
+    fields: dict[str, list[str]] = {}
+    for tp, present in tracepoints.items():
+        found = read_fields(tracefs, tp) if present and tracefs is not None else None
+        if found is not None:
+            fields[tp] = found
     names = kallsyms_names()
     btf = _exists(BTF_VMLINUX)
     raw = _prog_type_check(types, "raw_tracepoint", "raw tracepoints")
@@ -244,6 +252,7 @@ def probe_features(test_loads: bool = True) -> KernelFeatures:
         fentry=_fentry_check(types),
         uprobes=_uprobes_check(test_loads),
         tracepoints=tracepoints,
+        tracepoint_fields=fields,
         symbols={name: name in names for name in KERNEL_FUNCTIONS},
         headers=find_header_tree(build=root),
     )

@@ -12,7 +12,10 @@ Two plans:
   wait exactly (the tracepoint inside marks it as a FUSE wait), plus counts and latencies of
   the FUSE writeback and reclaim/migration functions present in kallsyms.
 
-The plan is plain data (no bcc import): ``defines`` go to the BPF compiler as ``-DNAME=VALUE``.
+The plan is plain data (no bcc import): ``defines`` go to the BPF compiler as ``-DNAME=VALUE``,
+among them the name each tracepoint field has on this kernel (``TPF_*``, from the tracefs
+``format`` files: :mod:`fusewb.tracers.tpfields`). A column field no name matches stays
+undefined and is listed in ``absent_columns``; a tracepoint lacking a required field is skipped.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from fusewb.tracers.btf import BtfError, load_vmlinux_btf
 from fusewb.tracers.kallsyms import function_range
+from fusewb.tracers.tpfields import select_fields
 
 if TYPE_CHECKING:
     from fusewb.tracers.features import KernelFeatures
@@ -70,6 +74,7 @@ class ProbePlan:
     defines: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # probe -> why not used
     notes: list[str] = field(default_factory=list)
+    absent_columns: dict[str, list[str]] = field(default_factory=dict)  # table -> columns
 
     def cflags(self) -> list[str]:
         return [f"-D{name}={value}" for name, value in sorted(self.defines.items())]
@@ -137,7 +142,9 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
     can_kprobe = features.kprobes.ok and features.symbols.get("folio_wait_writeback", False)
     name = force or ("kprobe" if can_kprobe else "tracepoint")
     plan = ProbePlan(name)
-    tps = features.tracepoints
+    present = {tp: fields for tp, fields in features.tracepoint_fields.items() if features.tracepoints.get(tp)}
+    lacking = select_fields(present).unusable
+    tps = {tp: ok and tp not in lacking for tp, ok in features.tracepoints.items()}
 
     if tps.get("writeback:folio_wait_writeback"):
         plan.tracepoints.append("writeback:folio_wait_writeback")
@@ -186,7 +193,7 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
         else:
             missing = [tp for tp in group if not tps.get(tp)]
             for tp in group:
-                plan.skipped[f"tracepoint:{tp}"] = f"absent in tracefs ({', '.join(missing)} missing)"
+                plan.skipped[f"tracepoint:{tp}"] = f"not usable ({', '.join(missing)} absent or lacking fields)"
     if tps.get("migrate:mm_migrate_pages"):
         plan.tracepoints.append("migrate:mm_migrate_pages")
         paired = bool(tps.get("migrate:mm_migrate_pages_start"))
@@ -197,4 +204,19 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
         plan.defines["VM_MIGRATE"] = "2" if paired else "1"
     else:
         plan.skipped["tracepoint:migrate:mm_migrate_pages"] = "absent in tracefs"
+    for tp, fields in lacking.items():
+        plan.skipped[f"tracepoint:{tp}"] = f"its tracefs format lacks {', '.join(fields)}"
+    _fields(features, plan)
     return plan
+
+
+def _fields(features: KernelFeatures, plan: ProbePlan) -> None:
+    """The name of each field the plan's tracepoints read, as defines; the columns none fills."""
+    chosen = select_fields({tp: features.tracepoint_fields.get(tp, []) for tp in plan.tracepoints})
+    plan.defines.update(chosen.defines)
+    plan.absent_columns = chosen.absent_columns
+    for where, older in sorted(chosen.renamed.items()):
+        plan.notes.append(f"field {where} is called {older} on this kernel")
+    for table, columns in sorted(chosen.absent_columns.items()):
+        named = ", ".join(f"{table}.{column}" for column in columns)
+        plan.notes.append(f"absent on this kernel (null in the capture): {named}")

@@ -2,15 +2,22 @@
 attach by itself (kprobes), and render the C for ``fusewb trace --ebpf``.
 
 bcc attaches ``TRACEPOINT_PROBE`` and ``RAW_TRACEPOINT_PROBE`` programs when it loads them;
-``BPF.cleanup()`` detaches everything.
+``BPF.cleanup()`` detaches everything. :func:`verify_program` (``fusewb doctor``) compiles the same
+program and loads each of its programs into the verifier without attaching any.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from fusewb.bpf import source_dir
 from fusewb.errors import FusewbError
@@ -20,7 +27,7 @@ if TYPE_CHECKING:
     from bcc import BPF
 
 __all__ = ["BPF_DIR", "MAIN_SOURCE", "DEFAULT_RING_PAGES", "BuildOptions", "cflags", "ebpf_text", "compile_program",
-           "attach_kprobes", "kprobe_function_names"]
+           "attach_kprobes", "kprobe_function_names", "verify_program"]
 
 BPF_DIR = source_dir()
 MAIN_SOURCE = BPF_DIR / "fusewb.bpf.c"
@@ -103,6 +110,72 @@ def compile_program(plan: ProbePlan, options: BuildOptions) -> BPF:
             f"bcc could not compile or attach fusewb's BPF program ({_first_error_line(exc)})",
             "run 'fusewb doctor' and 'fusewb trace --ebpf' to see the plan and the C",
         ) from None
+
+
+def _program_names(plan: ProbePlan) -> list[tuple[str, str]]:
+    """(function name, bcc program type name) of every program the plan's compile holds."""
+    names = [(f"tracepoint__{tp.replace(':', '__')}", "TRACEPOINT") for tp in plan.tracepoints]
+    names += [(f"raw_tracepoint__{tp}", "RAW_TRACEPOINT") for tp in plan.raw_tracepoints]
+    names += [(name, "KPROBE") for fn in plan.kprobes for name in kprobe_function_names(fn)]
+    return names
+
+
+@contextlib.contextmanager
+def _stderr_to(sink: IO[bytes]) -> Iterator[None]:
+    """Send file descriptor 2 to ``sink`` meanwhile: clang and the verifier log write there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _reason(exc: Exception, log: IO[bytes]) -> str:
+    """The first error line bcc wrote (clang, verifier), else the exception's."""
+    log.seek(0)
+    text = log.read().decode(errors="replace")
+    for line in text.splitlines():
+        if "error" in line.lower():
+            return line.strip().replace("<built-in>:", "").strip()
+    return _first_error_line(exc)
+
+
+def verify_program(plan: ProbePlan, options: BuildOptions) -> tuple[int, float]:
+    """Compile the plan's program and load each of its programs into the verifier, attaching
+    nothing: (programs loaded, seconds taken). FusewbError with the first error otherwise."""
+    from bcc import BPF  # noqa: PLC0415 - heavy, only when checking
+
+    from fusewb.tracers.headers import prepare_bcc_environment  # noqa: PLC0415
+
+    class _Unattached(BPF):
+        def _trace_autoload(self) -> None:
+            """bcc attaches TRACEPOINT_PROBE programs from its constructor; not here."""
+
+    prepare_bcc_environment()
+    programs = _program_names(plan)
+    fix = "see the C with 'fusewb trace --ebpf'"
+    began = time.monotonic()
+    with tempfile.TemporaryFile() as log:
+        try:
+            with _stderr_to(log):
+                bpf = _Unattached(text=ebpf_text(plan, options).encode(), cflags=cflags(plan, options))
+        except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception for compile errors
+            raise FusewbError(f"bcc cannot compile plan '{plan.name}': {_reason(exc, log)}", fix) from None
+        try:
+            for name, kind in programs:
+                try:
+                    with _stderr_to(log):
+                        bpf.load_func(name.encode(), getattr(BPF, kind))
+                except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception for verifier errors
+                    raise FusewbError(
+                        f"the verifier refuses {name} of plan '{plan.name}': {_reason(exc, log)}", fix
+                    ) from None
+        finally:
+            bpf.cleanup()
+    return len(programs), time.monotonic() - began
 
 
 def kprobe_function_names(function: str) -> tuple[str, str]:

@@ -96,6 +96,7 @@ class Tracer:
         self.plan: ProbePlan | None = None
         self.capture: CaptureWriter | None = None
         self.probes: list[str] = []
+        self.absent_columns: dict[str, list[str]] = {}  # table -> columns: the plan's
         self.mounts_seen: dict[tuple[str, str], FuseMount] = {}  # (bdi, mountpoint) -> mount
         self.bdi_by_connection: dict[int, str] = {}  # the latest mount of a connection wins
         self.mount_records: list[dict[str, Any]] = []  # as_dict() when first seen, for meta.json
@@ -150,6 +151,7 @@ class Tracer:
         self._validate()
         CaptureWriter.check_new(self.options.output)  # before the slow compile
         self.plan = choose_plan(self._features(), self.options.plan)
+        self.absent_columns = self.plan.absent_columns
         build = BuildOptions(ring_pages=self.options.ring_pages, filter_tgid=self.options.pid or 0,
                              request_events_per_sec=self.options.request_events_per_sec)
         build.defines()  # validates before the slow compile
@@ -175,6 +177,7 @@ class Tracer:
             "kernel_release": platform.release(),
             "plan": self.plan.name,
             "probes": self.probes,
+            "absent_columns": self.absent_columns,
             "mounts": self.mount_records,
             "filter": {"mounts": self.options.mounts, "pid": self.options.pid},
             "threshold_ms": self.options.threshold_ms,
@@ -227,9 +230,15 @@ class Tracer:
             self.capture.add("stacks", {"stack_id": stack_id, "frames": frames})
         return frames
 
+    def _add(self, table: str, row: dict[str, Any]) -> None:
+        """Add a row to a table; the columns this kernel cannot fill (``absent_columns``) are null."""
+        for column in self.absent_columns.get(table, ()):
+            row[column] = None
+        self.capture.add(table, row)
+
     def _add_wait(self, row: dict[str, Any]) -> None:
         frames = self._add_stack(row["stack_id"])
-        self.capture.add("waits", row)
+        self._add("waits", row)
         self.waits_seen += 1
         ms = row["duration_ns"] / 1e6
         self.max_wait_ms = max(self.max_wait_ms, ms)
@@ -261,11 +270,11 @@ class Tracer:
             self._add_wait(wait_row(event))
         elif kind == consts["EV_REQUEST"]:
             self.requests_seen += 1
-            self.capture.add("requests", request_row(event, self._bdi_of(event.connection)))
+            self._add("requests", request_row(event, self._bdi_of(event.connection)))
         elif kind == consts["EV_THROTTLE"]:
-            self.capture.add("throttle", throttle_row(event))
+            self._add("throttle", throttle_row(event))
         elif kind == consts["EV_VM"]:
-            self.capture.add("vm", vm_row(event))
+            self._add("vm", vm_row(event))
 
     def _report_ongoing(self) -> None:
         """Live lines for waits still asleep past the threshold (a stalled server never ends them)."""
@@ -369,7 +378,7 @@ class Tracer:
                 unseen = [t for t in blocked_in("folio_wait_writeback") if t["pid"] not in tracked]
                 for key, r in kernel_state.pending_requests(self.bpf):
                     row = pending_request_row(key, r, end_ns, self._bdi_of(key.connection))
-                    self.capture.add("requests", row)
+                    self._add("requests", row)
                     ongoing_requests += 1
                 lost = kernel_state.lost_events(self.bpf)
                 counters = {**kernel_state.counters(self.bpf), "user_event_errors": self.event_errors}
