@@ -4,13 +4,24 @@
 see :mod:`fusewb.schema`) or a folder whose sub-directories are captures (one per host); either way
 every table gets a ``host`` column and repeated strings become categoricals. A table whose
 directory is absent because nothing of that kind happened reads as an empty DataFrame with the
-schema's columns. Anything unreadable raises :class:`CaptureError` (one line, exit 2). A capture
-is never modified.
+schema's columns. A capture is never modified.
+
+Reads are bounded: ``meta.json`` must be a regular file of at most :data:`MAX_META_BYTES` and a
+Parquet part one of at most :data:`MAX_PART_BYTES` (checked with ``stat`` before opening, so a
+FIFO or a link to a device is refused, never read). A ``meta.json`` that is not UTF-8 JSON with
+the types of :data:`META_SPEC` raises :class:`CaptureError` (one line, exit 2). A Parquet part
+that is unreadable, or lacks a column of the schema, or stores one as another kind of type (text
+for numbers, ...), is skipped: the rest is analysed and :meth:`Capture.damage` names the part for
+the INCOMPLETE_CAPTURE flag. A table of which no part is readable (or whose folder is not a
+folder) raises :class:`CaptureError`. Columns the schema does not know are ignored.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +43,11 @@ __all__ = [
     "load_capture",
     "CATEGORICAL_COLUMNS",
     "TABLE_PROBES",
+    "REQUIRED_COLUMNS",
+    "META_SPEC",
+    "MAX_META_BYTES",
+    "MAX_PART_BYTES",
+    "MAX_DECODED_BYTES",
 ]
 
 # Columns holding repeated strings, stored as pandas categoricals.
@@ -54,12 +70,34 @@ TABLE_PROBES: dict[str, tuple[str, ...]] = {
     "vm:compaction": ("mm_compaction_begin", "mm_compaction_end", "compact_zone"),
 }
 
+# Columns every row has (the tracer never leaves them null): a part with nulls there is corrupt.
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "waits": ("ts_ns", "duration_ns", "stack_id"),
+    "requests": ("send_ts_ns", "duration_ns"),
+    "throttle": ("ts_ns",),
+    "vm": ("ts_ns", "kind"),
+    "stacks": ("stack_id",),
+}
 
-# meta.json keys the analysis reads, and the JSON types they must have when present.
-_META_TYPES: dict[str, tuple[type, ...]] = {
-    "host": (str,), "kernel_release": (str,), "plan": (str,), "probes": (list,),
-    "mounts": (list,), "start_monotonic_ns": (int,), "end_monotonic_ns": (int,),
-    "complete": (bool,), "lost_events": (dict,), "server_threads": (list,), "tables": (dict,),
+MAX_META_BYTES = 4 << 20  # a meta.json holds a few KiB; anything bigger is not one
+MAX_PART_BYTES = 1 << 30  # a Parquet part holds about a second of events
+MAX_DECODED_BYTES = 4 * MAX_PART_BYTES  # what a part's footer may say its data decodes to
+
+_Spec = type | list[Any] | dict[str, Any]
+
+# meta.json values the analysis reads and their JSON types: int, str or bool, [spec] for a list
+# of such items, {key: spec} for those keys of an object (null: the key is absent) and
+# {"*": spec} for every value of an object. Integers must fit in 64 bits.
+META_SPEC: dict[str, _Spec] = {
+    "host": str, "kernel_release": str, "plan": str, "probes": [str],
+    "mounts": [{"mountpoint": str, "fstype": str, "bdi": str, "connection": int}],
+    "start_monotonic_ns": int, "end_monotonic_ns": int, "complete": bool,
+    "lost_events": {"total": int, "per_cpu": [int], "by_kind": {"*": int}},
+    "counters": {"*": int},
+    "server_threads": [{"connection": int, "bdi": str, "tgid": int, "pid": int, "comm": str,
+                        "replies": int}],
+    "unseen_waiters": [{"pid": int, "tgid": int, "comm": str, "frames": [str]}],
+    "tables": {"*": int},
 }
 
 
@@ -84,11 +122,15 @@ class CaptureSource:
         return [str(p) for p in self.meta.get("probes") or []]
 
     def table_files(self, table: str) -> list[Path]:
-        """The completed Parquet parts of ``table`` (temporary files of a writer are ignored)."""
+        """The completed Parquet parts of ``table`` (temporary files of a writer are ignored);
+        entries that are not regular files are listed too, for the reader to refuse."""
         folder = self.path / table
         if not folder.is_dir():
             return []
-        return sorted(p for p in folder.glob("part-*.parquet") if p.is_file())
+        try:
+            return sorted(folder.glob("part-*.parquet"))
+        except OSError:
+            return []
 
     def recorded(self, need: str) -> bool:
         """Whether this capture could hold events for ``need`` (a table or ``vm:<kind>``)."""
@@ -122,6 +164,7 @@ class Capture:
     sources: list[CaptureSource]
     progress: Callable[[str], None] | None = None
     _tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    _damage: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -158,10 +201,21 @@ class Capture:
         if name not in TABLES:
             raise KeyError(name)
         if name not in self._tables:
-            frames = [_read_table(src, name, self.hosts, self.progress) for src in self.sources]
+            frames = []
+            for src in self.sources:
+                frame, skipped = _read_table(src, name, self.hosts, self.progress)
+                frames.append(frame)
+                self._damage.setdefault(src.host, []).extend(skipped)
             frames = [f for f in frames if len(f)] or frames[:1]
             self._tables[name] = frames[0] if len(frames) == 1 else _concat(frames)
         return self._tables[name]
+
+    def damage(self, host: str) -> list[str]:
+        """What was skipped of ``host``'s capture as unreadable (one line per Parquet part),
+        after reading every table."""
+        for name in TABLES:
+            self.table(name)
+        return list(self._damage.get(host, []))
 
     def derived(self, key: str, build: Callable[[], pd.DataFrame]) -> pd.DataFrame:
         """``build()`` once per capture under ``key`` (e.g. waits with their attributed path)."""
@@ -171,7 +225,8 @@ class Capture:
         return self._tables[cache_key]
 
     def mounts(self) -> pd.DataFrame:
-        """Every FUSE mount of every host: host, mountpoint, fstype, bdi, connection, max_ratio."""
+        """Every FUSE mount of every host: host, mountpoint, fstype, bdi, connection, max_ratio,
+        strict_limit, as meta.json has them (object columns: None where a mount lacks a key)."""
         rows = [
             {
                 "host": src.host,
@@ -187,7 +242,7 @@ class Capture:
             if isinstance(m, dict)
         ]
         columns = ["host", "mountpoint", "fstype", "bdi", "connection", "max_ratio", "strict_limit"]
-        return pd.DataFrame(rows, columns=columns)
+        return pd.DataFrame(rows, columns=columns, dtype=object)
 
     def mount_of(self) -> dict[tuple[str, str], str]:
         """``(host, bdi) -> mountpoint`` from the captures' meta."""
@@ -205,31 +260,126 @@ class Capture:
         return {s.host: s.end_ns for s in self.sources}
 
 
+_TRACE_AGAIN = "trace again"
+_SKIP_PART = "trace again, or move that part aside to analyse the rest"
+_FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
+_JSON_KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+               list: "an array", dict: "an object"}
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
 def _fail(problem: str, fix: str) -> CaptureError:
-    return CaptureError(problem, fix)
+    """A CaptureError kept on one line whatever ``problem`` quotes (paths, library messages)."""
+    return CaptureError(_LINE_BREAKS.sub(" ", problem), fix)
 
 
-def _read_meta(folder: Path) -> dict[str, Any]:
-    meta_path = folder / "meta.json"
+def _size(count: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if count >= 1 << shift:
+            return f"{count / (1 << shift):.1f} {unit}"
+    return f"{count} bytes"
+
+
+def _file_kind(info: os.stat_result) -> str:
+    return _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "a special file")
+
+
+def _file_problem(info: os.stat_result, limit: int) -> str | None:
+    """Why a file with ``info`` is not to be read: not a regular file, or over ``limit`` bytes."""
+    if not stat.S_ISREG(info.st_mode):
+        return f"is not a regular file but {_file_kind(info)}"
+    if info.st_size > limit:
+        return f"is {_size(info.st_size)}, over the {_size(limit)} fusewb reads"
+    return None
+
+
+def _check_meta_file(meta_path: Path, info: os.stat_result) -> None:
+    problem = _file_problem(info, MAX_META_BYTES)
+    if problem is not None:
+        raise _fail(f"{meta_path} {problem}", _TRACE_AGAIN)
+
+
+def _read_meta_bytes(meta_path: Path) -> bytes:
+    """At most MAX_META_BYTES of ``meta_path``, a regular file (checked before opening it)."""
     try:
-        text = meta_path.read_text()
+        _check_meta_file(meta_path, os.stat(meta_path))
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        with open(os.open(meta_path, flags), "rb") as fh:
+            _check_meta_file(meta_path, os.fstat(fh.fileno()))  # replaced since the stat
+            return fh.read(MAX_META_BYTES)
     except FileNotFoundError:
         raise _fail(
-            f"{folder} is not a fusewb capture (no meta.json)",
+            f"{meta_path.parent} is not a fusewb capture (no meta.json)",
             "pass the directory given to `fusewb trace -o`",
         ) from None
     except OSError as exc:
         raise _fail(f"cannot read {meta_path}: {exc.strerror}", "check its permissions") from None
-    if not text.strip():
-        raise _fail(f"{meta_path} is empty (capture truncated)", "trace again") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse_meta(meta_path: Path, data: bytes) -> Any:
+    """The JSON value in ``data``; CaptureError when it is not UTF-8 JSON."""
     try:
-        meta = json.loads(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(f"{meta_path} is corrupt (not UTF-8 text at byte {exc.start})",
+                    _TRACE_AGAIN) from None
+    if not text.strip():
+        raise _fail(f"{meta_path} is empty (capture truncated)", _TRACE_AGAIN)
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise _fail(
-            f"{meta_path} is corrupt (invalid JSON at line {exc.lineno})", "trace again"
-        ) from None
+        raise _fail(f"{meta_path} is corrupt (invalid JSON at line {exc.lineno})",
+                    _TRACE_AGAIN) from None
+    except ValueError:  # NaN or Infinity, an integer of thousands of digits
+        raise _fail(f"{meta_path} is corrupt (invalid JSON number)", _TRACE_AGAIN) from None
+    except RecursionError:
+        raise _fail(f"{meta_path} is corrupt (JSON nested too deeply)", _TRACE_AGAIN) from None
+
+
+def _json_kind(value: Any) -> str:
+    return _JSON_KINDS.get(type(value), "a value")
+
+
+def _scalar_mismatch(value: Any, wanted: type, where: str) -> str | None:
+    if type(value) is not wanted:  # bool is not an int here
+        return f"{where} is {_json_kind(value)}, not {_JSON_KINDS[wanted]}"
+    if wanted is int and not -(1 << 63) <= value < 1 << 63:
+        return f"{where} is out of the 64-bit range"
+    return None
+
+
+def _mismatch(value: Any, spec: _Spec, where: str, named: bool = True) -> str | None:
+    """The first place in ``value`` that is not of ``spec`` (see META_SPEC), else None. Null is
+    an absent ``named`` key; as an item of a list or of a ``"*"`` object it is a mismatch."""
+    if value is None:
+        return None if named else f"{where} is null"
+    if isinstance(spec, type):
+        return _scalar_mismatch(value, spec, where)
+    wanted, kind = (list, "an array") if isinstance(spec, list) else (dict, "an object")
+    if not isinstance(value, wanted):
+        return f"{where} is {_json_kind(value)}, not {kind}"
+    if isinstance(value, list):
+        items = ((f"{where}[{i}]", item, spec[0], False) for i, item in enumerate(value))
+    else:
+        items = ((f"{where}.{key}" if where else key, item, spec.get(key, spec.get("*")),
+                  key in spec) for key, item in value.items())
+    for place, item, inner, is_named in items:
+        found = None if inner is None else _mismatch(item, inner, place, is_named)
+        if found is not None:
+            return found
+    return None
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    meta_path = folder / "meta.json"
+    meta = _parse_meta(meta_path, _read_meta_bytes(meta_path))
     if not isinstance(meta, dict):
-        raise _fail(f"{meta_path} is corrupt (not a JSON object)", "trace again")
+        raise _fail(f"{meta_path} is corrupt (not a JSON object)", _TRACE_AGAIN)
     version = meta.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise _fail(f"{meta_path} has no valid schema_version", "trace again with fusewb")
@@ -240,13 +390,10 @@ def _read_meta(folder: Path) -> dict[str, Any]:
             "upgrade fusewb to analyse it",
         )
     if version < 1:
-        raise _fail(f"{meta_path} has an invalid schema_version {version}", "trace again")
-    for key, types in _META_TYPES.items():
-        value = meta.get(key)
-        if value is not None and (not isinstance(value, types) or isinstance(value, bool)
-                                  and bool not in types):
-            raise _fail(f"{meta_path} is corrupt ({key} is a {type(value).__name__})",
-                        "trace again")
+        raise _fail(f"{meta_path} has an invalid schema_version {version}", _TRACE_AGAIN)
+    problem = _mismatch(meta, META_SPEC, "")
+    if problem is not None:
+        raise _fail(f"{meta_path} is corrupt ({problem})", _TRACE_AGAIN)
     return meta
 
 
@@ -273,16 +420,25 @@ def load_capture(
     if (folder / "meta.json").exists():
         sources = [_source(folder, folder.name)]
     else:
-        children = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "meta.json").exists())
-        if not children:
-            what = "is empty" if not any(folder.iterdir()) else "holds no meta.json"
-            raise _fail(
-                f"capture {folder} {what}: not a fusewb capture nor a folder of captures",
-                "pass the directory given to `fusewb trace -o`",
-            )
-        sources = [_source(child, child.name) for child in children]
-        sources = _unique_hosts(sources)
+        sources = _unique_hosts([_source(child, child.name) for child in _host_folders(folder)])
     return Capture(path=folder, sources=sources, progress=progress)
+
+
+def _host_folders(folder: Path) -> list[Path]:
+    """The captures in a folder of captures (one per host); CaptureError when there is none."""
+    try:
+        entries = sorted(folder.iterdir())
+        children = [p for p in entries if p.is_dir() and (p / "meta.json").exists()]
+    except OSError as exc:
+        raise _fail(f"cannot read capture {folder}: {exc.strerror}",
+                    "check its permissions") from None
+    if not children:
+        what = "is empty" if not entries else "holds no meta.json"
+        raise _fail(
+            f"capture {folder} {what}: not a fusewb capture nor a folder of captures",
+            "pass the directory given to `fusewb trace -o`",
+        )
+    return children
 
 
 def _unique_hosts(sources: list[CaptureSource]) -> list[CaptureSource]:
@@ -296,16 +452,45 @@ def _unique_hosts(sources: list[CaptureSource]) -> list[CaptureSource]:
     ]
 
 
+class _BadPart(Exception):
+    """A Parquet part that cannot be used, and why (``reason`` follows the part's name)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _check_table_folder(folder: Path) -> None:
+    """CaptureError when ``folder`` (a table) exists but is not a directory one can read."""
+    if not os.path.lexists(folder):
+        return  # nothing of that kind happened
+    fix = "trace again, or move it aside to analyse the rest"
+    try:
+        info = os.stat(folder)
+    except OSError as exc:
+        raise _fail(f"cannot read {folder}: {exc.strerror}", fix) from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise _fail(f"{folder} is not a directory but {_file_kind(info)}", fix)
+
+
 def _read_table(
     src: CaptureSource, name: str, hosts: list[str], progress: Callable[[str], None] | None
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, list[str]]:
+    """Table ``name`` of one capture with its host column, and a line per part skipped as
+    unusable; CaptureError when the table has parts and none of them is usable."""
+    _check_table_folder(src.path / name)
     schema = _read_schema(TABLES[name])
-    parts = []
+    parts, bad = [], []
     files = src.table_files(name)
     for number, part in enumerate(files, 1):
         if progress is not None:
             progress(f"reading {src.host} {name} part {number}/{len(files)}")
-        parts.append(_read_part(part, schema))
+        try:
+            parts.append(_read_part(part, schema, REQUIRED_COLUMNS[name]))
+        except _BadPart as exc:
+            bad.append((part, exc.reason))
+    if bad and not parts:
+        raise _fail(f"{bad[0][0]} {bad[0][1]}", _SKIP_PART)
     if parts:
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     else:
@@ -316,7 +501,7 @@ def _read_table(
         categories=hosts,
     )
     frame.insert(0, "host", host)
-    return frame
+    return frame, [_LINE_BREAKS.sub(" ", f"{name}/{part.name} {reason}") for part, reason in bad]
 
 
 def _read_schema(schema: pa.Schema) -> pa.Schema:
@@ -329,32 +514,80 @@ def _read_schema(schema: pa.Schema) -> pa.Schema:
     ])
 
 
-def _read_part(part: Path, schema: pa.Schema) -> pa.Table:
+def _kind(arrow_type: pa.DataType) -> str:
+    """What a column holds, whatever its encoding or width: integer, string, list of string..."""
+    types = pa.types
+    if types.is_dictionary(arrow_type):
+        return _kind(arrow_type.value_type)
+    if types.is_integer(arrow_type):
+        return "integer"
+    if types.is_string(arrow_type) or types.is_large_string(arrow_type) \
+            or types.is_string_view(arrow_type):
+        return "string"
+    if types.is_list(arrow_type) or types.is_large_list(arrow_type) \
+            or types.is_list_view(arrow_type) or types.is_large_list_view(arrow_type):
+        return f"list of {_kind(arrow_type.value_type)}"
+    return "boolean" if types.is_boolean(arrow_type) else str(arrow_type)
+
+
+def _column_problem(stored: pa.Schema, schema: pa.Schema) -> str | None:
+    """Why columns of a part's ``stored`` schema cannot be read as ``schema``'s, else None."""
+    missing = [f.name for f in schema if f.name not in stored.names]
+    if missing:
+        return f"lacks columns {', '.join(missing)} of the capture schema"
+    twice = [f.name for f in schema if stored.names.count(f.name) > 1]
+    if twice:
+        return f"holds columns {', '.join(twice)} twice"
+    wrong = [f"{f.name} {_kind(stored.field(f.name).type)}" for f in schema
+             if _kind(stored.field(f.name).type) != _kind(f.type)]
+    if wrong:
+        return f"has columns of the wrong type ({', '.join(wrong)[:120]})"
+    return None
+
+
+def _library_reason(exc: Exception, part: Path) -> str:
+    reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "magic bytes" in reason:
+        reason = "not a complete Parquet file"
+    return reason.replace(str(part), "part")[:120]
+
+
+def _stored_problem(part: Path, schema: pa.Schema) -> str | None:
+    """What a part's footer says is wrong with it: columns, or more data than fusewb decodes."""
+    with pq.ParquetFile(part) as parquet:
+        metadata = parquet.metadata
+        decoded = sum(metadata.row_group(i).total_byte_size
+                      for i in range(metadata.num_row_groups))
+        if decoded > MAX_DECODED_BYTES:
+            return f"holds {_size(decoded)} of data, over the {_size(MAX_DECODED_BYTES)} " \
+                "fusewb reads"
+        return _column_problem(parquet.schema_arrow, schema)
+
+
+def _read_part(part: Path, schema: pa.Schema, required: tuple[str, ...]) -> pa.Table:
+    """One Parquet part with ``schema``'s columns, cast to its types, values in the
+    ``required`` columns of every row; _BadPart when unusable."""
     try:
-        if part.stat().st_size == 0:
-            raise _fail(f"{part} is empty (capture truncated)", "trace again")
-        names = set(pq.read_schema(part).names)
-        missing = [f.name for f in schema if f.name not in names]
-        if missing:
-            raise _fail(
-                f"{part} lacks columns {', '.join(missing)} of the capture schema", "trace again"
-            )
+        info = os.stat(part)
+    except OSError as exc:
+        raise _BadPart(f"cannot be read ({exc.strerror})") from None
+    problem = _file_problem(info, MAX_PART_BYTES)
+    if problem is None and info.st_size == 0:
+        problem = "is empty (capture truncated)"
+    try:
+        problem = problem or _stored_problem(part, schema)
+        if problem is not None:
+            raise _BadPart(problem)
         dictionary = [f.name for f in schema if pa.types.is_dictionary(f.type)]
         table = pq.read_table(part, columns=schema.names, read_dictionary=dictionary)
-    except CaptureError:
-        raise
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "magic bytes" in reason:
-            reason = "not a complete Parquet file"
-        raise _fail(
-            f"{part} is truncated or corrupt ({reason.replace(str(part), 'part')[:120]})",
-            "trace again, or move that part aside to analyse the rest",
-        ) from None
-    try:
-        return table.cast(schema)
-    except (pa.ArrowException, ValueError) as exc:
-        raise _fail(f"{part} has columns of the wrong type ({exc})", "trace again") from None
+        table = table.cast(schema)  # safe: an integer that does not fit fails
+        table.validate(full=True)  # UTF-8, offsets and dictionary indices
+    except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+        raise _BadPart(f"is truncated or corrupt ({_library_reason(exc, part)})") from None
+    nulls = [name for name in required if table.column(name).null_count]
+    if nulls:
+        raise _BadPart(f"is corrupt (nulls in {', '.join(nulls)}, which every row has)")
+    return table
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

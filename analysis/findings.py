@@ -101,9 +101,11 @@ FLAG_KINDS: dict[str, FlagKind] = {
         ),
         FlagKind(
             "INCOMPLETE_CAPTURE",
-            "lost events, a tracer that did not stop cleanly, parts missing or full maps", (),
-            "the ring buffer dropped events or the tracer did not flush at exit: counts are "
-            "lower bounds and ongoing waits may be missing",
+            "lost events, a tracer that did not stop cleanly, parts missing or unreadable, or "
+            "full maps", (),
+            "the ring buffer dropped events, the tracer did not flush at exit or parts of the "
+            "capture were lost or damaged: counts are lower bounds and ongoing waits may be "
+            "missing",
         ),
     ]
 }
@@ -454,6 +456,12 @@ def _missing_rows(cap: Capture, host: str, counted: object) -> list[str]:
     return short
 
 
+def _skipped_parts(skipped: list[str], shown: int = 3) -> str:
+    """``unreadable parts skipped: ...`` naming the first ``shown`` with what is wrong."""
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"{len(skipped)} unreadable parts skipped: {'; '.join(skipped[:shown])}{more}"
+
+
 def _incomplete(cap: Capture) -> pd.DataFrame:
     rows = []
     for src in cap.sources:
@@ -462,7 +470,8 @@ def _incomplete(cap: Capture) -> pd.DataFrame:
         short = _missing_rows(cap, src.host, src.meta.get("tables"))
         counters = src.meta.get("counters") or {}
         untracked = int(counters.get("pending_full", 0) or 0) if isinstance(counters, dict) else 0
-        if lost <= 0 and complete and not short and untracked <= 0:
+        skipped = cap.damage(src.host)
+        if lost <= 0 and complete and not short and untracked <= 0 and not skipped:
             continue
         parts = []
         if lost > 0:
@@ -475,9 +484,11 @@ def _incomplete(cap: Capture) -> pd.DataFrame:
             parts.append("parts missing: " + ", ".join(short))
         if untracked > 0:
             parts.append(f"{untracked} waits or requests not tracked (tracer state maps full)")
+        if skipped:
+            parts.append(_skipped_parts(skipped))
         rows.append({
             "flag": "INCOMPLETE_CAPTURE",
-            "severity": "high" if lost > 0 or short or untracked > 0 else "medium",
+            "severity": "high" if lost > 0 or short or untracked > 0 or skipped else "medium",
             "host": src.host, "path": None, "pid": None, "tgid": None, "comm": None,
             "mount": None, "bdi": None, "ino": None, "duration_ms": None, "ongoing": False,
             "count": max(lost, 1), "total_ms": None, "evidence": "; ".join(parts),
