@@ -72,7 +72,7 @@ TABLE_PROBES: dict[str, tuple[str, ...]] = {
 
 # Columns every row has (the tracer never leaves them null): a part with nulls there is corrupt.
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "waits": ("ts_ns", "duration_ns", "stack_id"),
+    "waits": tuple(TABLES["waits"].names),
     "requests": ("send_ts_ns", "duration_ns"),
     "throttle": ("ts_ns",),
     "vm": ("ts_ns", "kind"),

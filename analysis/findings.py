@@ -459,7 +459,8 @@ def _missing_rows(cap: Capture, host: str, counted: object) -> list[str]:
 def _skipped_parts(skipped: list[str], shown: int = 3) -> str:
     """``unreadable parts skipped: ...`` naming the first ``shown`` with what is wrong."""
     more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
-    return f"{len(skipped)} unreadable parts skipped: {'; '.join(skipped[:shown])}{more}"
+    parts = "part" if len(skipped) == 1 else "parts"
+    return f"{len(skipped)} unreadable {parts} skipped: {'; '.join(skipped[:shown])}{more}"
 
 
 def _incomplete(cap: Capture) -> pd.DataFrame:

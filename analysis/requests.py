@@ -21,9 +21,13 @@ __all__ = [
     "inflight_writeback",
     "inflight_at",
     "WRITE",
+    "LAST_NS",
+    "MAX_BINS",
 ]
 
 WRITE = "WRITE"
+LAST_NS = 1 << 62  # past any monotonic clock (146 years): corrupt times are clipped to it
+MAX_BINS = 1_000_000  # inflight_writeback widens its bins rather than make more
 
 
 @requires("requests")
@@ -147,6 +151,7 @@ def inflight_writeback(cap: Capture, bin_ms: float = 100.0) -> pd.DataFrame:
     Columns: host, bdi, mount, t_s (bin start, seconds since capture start), inflight_writes (most
     WRITEs in flight at once during the bin), inflight_bytes (bytes of WRITEs in flight at the bin
     start), waiting_tasks (waits on that bdi in progress at the bin start; 0 without waits).
+    Bins widen past ``bin_ms`` to keep at most MAX_BINS per host and bdi.
     """
     frame = cap.table("requests")
     columns = ["host", "bdi", "mount", "t_s", "inflight_writes", "inflight_bytes", "waiting_tasks"]
@@ -154,15 +159,16 @@ def inflight_writeback(cap: Capture, bin_ms: float = 100.0) -> pd.DataFrame:
     if writes.empty:
         return pd.DataFrame(columns=columns)
     wait_table = cap.table("waits") if cap.recorded("waits") else None
-    bin_ns = max(int(bin_ms * NS_PER_MS), 1)
     pieces = []
     for (host, bdi), group in writes.groupby(["host", "bdi"], observed=True, sort=True):
-        start = cap.source(str(host)).start_ns
+        start = min(cap.source(str(host)).start_ns, LAST_NS)
         sends = group["send_ts_ns"].to_numpy(dtype=np.int64)
         ends = _end_times(cap, group)
-        finite_end = np.where(np.isfinite(ends), ends, sends).astype(np.int64)
+        finite_end = np.minimum(np.where(np.isfinite(ends), ends, sends), LAST_NS).astype(np.int64)
         stop = cap.source(str(host)).end_ns or int(max(sends.max(), finite_end.max()))
-        edges = np.arange(start, max(stop, start + 1) + bin_ns, bin_ns, dtype=np.int64)
+        stop = max(min(stop, LAST_NS), start + 1)
+        bin_ns = max(int(bin_ms * NS_PER_MS), 1, -(-(stop - start) // MAX_BINS))
+        edges = np.arange(start, stop + bin_ns, bin_ns, dtype=np.int64)
         # sweep line: level after each send/end event
         times = np.concatenate([sends, np.where(np.isfinite(ends), ends, np.inf)])
         steps = np.concatenate([np.ones(len(sends)), -np.ones(len(sends))])

@@ -11,7 +11,6 @@ session summary as one JSON object on stdout::
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -37,17 +36,17 @@ def main(mount: str, output: Path, ring_pages: int, request_events_per_sec: int)
       python -m bench.tracer_proc --mount /mnt/f -o /tmp/cap --ring-pages 1
     """
     from fusewb.tracers.session import TraceOptions, Tracer  # noqa: PLC0415
+    from fusewb.tracers.stopsignals import StopOnSignals  # noqa: PLC0415
 
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda _signum, _frame: stop.set())
-    tracer = Tracer(TraceOptions(output=output, mounts=[mount], ring_pages=ring_pages,
-                                 request_events_per_sec=request_events_per_sec,
-                                 threshold_ms=1e12))
-    tracer.start()
-    click.echo(f"tracing {mount} (ring {ring_pages} pages, request budget "
-               f"{request_events_per_sec}/s per CPU)", err=True)
-    summary = tracer.run(stop)
+    with StopOnSignals(stop):
+        tracer = Tracer(TraceOptions(output=output, mounts=[mount], ring_pages=ring_pages,
+                                     request_events_per_sec=request_events_per_sec,
+                                     threshold_ms=1e12))
+        tracer.start()
+        click.echo(f"tracing {mount} (ring {ring_pages} pages, request budget "
+                   f"{request_events_per_sec}/s per CPU)", err=True)
+        summary = tracer.run(stop)
     json.dump({"tables": summary.tables, "lost": summary.lost, "counters": summary.counters,
                "seconds": summary.seconds}, sys.stdout)
     sys.stdout.write("\n")

@@ -6,6 +6,7 @@ set -uo pipefail
 n=${1:-10}
 top=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/fusewb-soak.XXXXXX)
+chmod 755 "$work"  # tests run fusewb as an unprivileged user too: the clone must be readable
 echo "soak: $n runs of 'make test' and 'make demo' in a fresh clone at $work/clone"
 git clone -q "$top" "$work/clone" || { echo "soak: git clone failed" >&2; exit 2; }
 cd "$work/clone" || exit 2

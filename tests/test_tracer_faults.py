@@ -72,6 +72,23 @@ def _prepare() -> set[int]:
     return loaded_program_ids()
 
 
+def _where_is(pid: int) -> str:
+    """The Python stacks (py-spy) and kernel stacks of every thread of ``pid``."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    try:
+        python = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True,
+                                text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        python = f"(py-spy: {exc})"
+    kernel = []
+    for task in sorted(Path(f"/proc/{pid}/task").glob("[0-9]*")):
+        try:
+            kernel.append(f"{task.name}: " + (task / "stack").read_text().replace("\n", " < "))
+        except OSError:
+            continue
+    return python + "\n" + "\n".join(kernel)
+
+
 class Trace:
     """``fusewb trace`` as a child process: stderr collected by a thread, stdout to a file."""
 
@@ -114,7 +131,13 @@ class Trace:
         return self.stdout.read_text()
 
     def wait(self, timeout: float = EXIT_S) -> int:
-        code = self.proc.wait(timeout)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            where = _where_is(self.proc.pid)
+            self.proc.kill()
+            self.proc.wait(30)
+            pytest.fail(f"fusewb trace did not exit within {timeout:g} s; it was at:\n{where}")
         self.pump.join(timeout)
         return code
 

@@ -9,19 +9,14 @@ terminal hung up, the reader of a pipe gone) is dropped; tracing goes on.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
-from typing import Any, NoReturn, TextIO
+from typing import NoReturn, TextIO
 
 import click
 
-__all__ = ["trace", "STOP_SIGNALS"]
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+__all__ = ["trace"]
 
 
 def _silence(stream: TextIO) -> None:
@@ -39,12 +34,6 @@ def _echo(line: str, err: bool = False) -> None:
         click.echo(line, err=err)
     except OSError:  # EIO from a hung-up terminal, EPIPE from a closed pipe
         _silence(sys.stderr if err else sys.stdout)
-
-
-def _catch_stop_signals(handler: Callable[[int, FrameType | None], None]) -> dict[int, Any]:
-    """``handler`` for each of STOP_SIGNALS not ignored; the handlers it replaced."""
-    return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS
-            if signal.getsignal(sig) is not signal.SIG_IGN}
 
 
 def _fail(problem: str) -> NoReturn:
@@ -100,16 +89,10 @@ def trace(mounts: tuple[str, ...], pid: int | None, duration: float | None, thre
         raise click.UsageError("missing option '-o' / '--output' (the capture directory)")
     from fusewb.errors import FusewbError  # noqa: PLC0415
     from fusewb.tracers.session import TraceOptions, Tracer  # noqa: PLC0415
+    from fusewb.tracers.stopsignals import StopOnSignals  # noqa: PLC0415
 
     stop = threading.Event()
-    stopped_by: list[str] = []
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        stopped_by.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = _catch_stop_signals(request_stop)
-    try:
+    with StopOnSignals(stop) as signals:
         tracer = Tracer(TraceOptions(
             output=output, mounts=list(mounts) or None, pid=pid, duration=duration,
             threshold_ms=threshold_ms, ring_pages=ring_pages, plan=plan_name,
@@ -123,10 +106,7 @@ def trace(mounts: tuple[str, ...], pid: int | None, duration: float | None, thre
             summary = tracer.run(stop)
         except FusewbError as exc:
             _fail(exc.message)
-        if stopped_by:
-            _echo(f"stopped by {stopped_by[0]}", err=True)
+        if signals.received:
+            _echo(f"stopped by {signals.received[0]}", err=True)
         for line in summary.lines():
             _echo(line, err=True)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -1,0 +1,57 @@
+"""StopOnSignals: a stop signal sets the tracer's Event even while the main thread sits inside
+``Event.wait`` (where setting the Event from the handler itself could deadlock)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+CHILD = """
+import sys, threading
+from fusewb.tracers.stopsignals import StopOnSignals
+stop = threading.Event()
+with StopOnSignals(stop) as signals:
+    print("ready", flush=True)
+    while not stop.wait(0.00001):
+        pass
+print("stopped by", signals.received[0], flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_each_stop_signal_stops_a_busy_wait_loop(sig: signal.Signals) -> None:
+    for _ in range(10):
+        child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout.readline().strip() == "ready"
+            time.sleep(0.05)
+            child.send_signal(sig)
+            out, _ = child.communicate(timeout=10)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(10)
+        assert child.returncode == 0
+        assert out.strip() == f"stopped by {sig.name}"
+
+
+def test_an_ignored_signal_stays_ignored() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import signal; signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+         + CHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        child.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        assert child.poll() is None, "SIGHUP was ignored before, so it must not stop the loop"
+        child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+    assert out.strip() == "stopped by SIGTERM"
