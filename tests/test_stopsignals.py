@@ -1,5 +1,6 @@
-"""StopOnSignals: a stop signal sets the tracer's Event even while the main thread sits inside
-``Event.wait`` (where setting the Event from the handler itself could deadlock)."""
+"""StopOnSignals: a stop signal sets the tracer's Event while the main thread sits inside
+``Event.wait``; SIGINT stops it even when it was ignored at start (a background job of a shell
+without job control), SIGHUP stays ignored under nohup."""
 
 from __future__ import annotations
 
@@ -55,3 +56,19 @@ def test_an_ignored_signal_stays_ignored() -> None:
             child.kill()
             child.wait(10)
     assert out.strip() == "stopped by SIGTERM"
+
+
+def test_sigint_ignored_at_start_still_stops() -> None:
+    """What a shell without job control does to a background command: SIGINT ignored."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+         + CHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+    assert out.strip() == "stopped by SIGINT"

@@ -1,7 +1,8 @@
 """``fusewb trace``: record waits behind FUSE writeback (and what surrounds them) into a capture.
 
-SIGINT, SIGTERM and SIGHUP stop it cleanly (exit 0, a whole capture), unless it was started with
-them ignored (``nohup`` ignores SIGHUP). Every failure is one line on stderr,
+SIGINT, SIGTERM and SIGHUP stop it cleanly (exit 0, a whole capture), SIGINT also when a shell
+started it with SIGINT ignored (a background job); SIGHUP stays ignored under ``nohup``. Every
+failure is one line on stderr,
 ``fusewb trace: <problem>; <fix>``, with exit status 2. Output that goes away while tracing (a
 terminal hung up, the reader of a pipe gone) is dropped; tracing goes on.
 """

@@ -1,13 +1,14 @@
 """Stop a tracer on SIGINT, SIGTERM or SIGHUP, whatever the main thread is doing.
 
-A Python-level signal handler runs only when the main thread next checks for pending calls, and
-a handler that sets a ``threading.Event`` takes the Event's lock, which the main thread holds for
-a moment inside ``Event.wait`` (where a tracer's loop spends its time). Both were seen to leave a
-tracer running after SIGINT (soak runs: the main thread in ``Condition.wait``, no handler run).
-:class:`StopOnSignals` does not depend on either: the interpreter's C-level handler writes the
-signal number to a wake-up pipe (``signal.set_wakeup_fd``) the moment the signal arrives, and a
-watcher thread reads it and sets the Event. Signals that were ignored when it started stay
-ignored (``nohup`` ignores SIGHUP).
+The interpreter's C-level handler writes the signal number to a wake-up pipe
+(``signal.set_wakeup_fd``) the moment a signal arrives; a watcher thread reads it and sets the
+tracer's Event. No Python-level handler has to run in the main thread, and none takes the
+Event's lock (which the main thread holds for a moment inside ``Event.wait``).
+
+SIGINT and SIGTERM are always caught, even when they were ignored at start: a shell without job
+control starts background commands (``fusewb trace ... &`` in a script, a CI job) with SIGINT
+ignored, and ``kill -INT PID`` must still stop the tracer (soak runs found a tracer ignoring
+it). SIGHUP stays ignored when it was (``nohup``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class StopOnSignals:
         self._watcher.start()
         self._previous_wakeup = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
         self._previous = {sig: signal.signal(sig, _noted) for sig in self.signals
-                          if signal.getsignal(sig) is not signal.SIG_IGN}
+                          if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN}
         return self
 
     def _watch(self) -> None:
