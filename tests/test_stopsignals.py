@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -23,52 +25,44 @@ print("stopped by", signals.received[0], flush=True)
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_each_stop_signal_stops_a_busy_wait_loop(sig: signal.Signals) -> None:
-    for _ in range(10):
-        child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
-        try:
-            assert child.stdout.readline().strip() == "ready"
-            time.sleep(0.05)
-            child.send_signal(sig)
-            out, _ = child.communicate(timeout=10)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait(10)
-        assert child.returncode == 0
-        assert out.strip() == f"stopped by {sig.name}"
-
-
-def test_an_ignored_signal_stays_ignored() -> None:
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import signal; signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
-         + CHILD], stdout=subprocess.PIPE, text=True)
+@contextmanager
+def _child(prelude: str = "") -> Iterator[subprocess.Popen]:
+    """The loop above in a child (after ``prelude``), ready when yielded; killed if still alive."""
+    child = subprocess.Popen([sys.executable, "-c", prelude + CHILD], stdout=subprocess.PIPE,
+                             text=True)
     try:
         assert child.stdout.readline().strip() == "ready"
-        child.send_signal(signal.SIGHUP)
-        time.sleep(0.3)
-        assert child.poll() is None, "SIGHUP was ignored before, so it must not stop the loop"
-        child.send_signal(signal.SIGTERM)
-        out, _ = child.communicate(timeout=10)
+        yield child
     finally:
         if child.poll() is None:
             child.kill()
             child.wait(10)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_each_stop_signal_stops_a_busy_wait_loop(sig: signal.Signals) -> None:
+    for _ in range(10):
+        with _child() as child:
+            time.sleep(0.05)
+            child.send_signal(sig)
+            out, _ = child.communicate(timeout=10)
+        assert child.returncode == 0
+        assert out.strip() == f"stopped by {sig.name}"
+
+
+def test_an_ignored_sighup_stays_ignored() -> None:
+    with _child("import signal; signal.signal(signal.SIGHUP, signal.SIG_IGN)\n") as child:
+        child.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        assert child.poll() is None, "SIGHUP was ignored before (nohup): it must not stop the loop"
+        child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=10)
     assert out.strip() == "stopped by SIGTERM"
 
 
 def test_sigint_ignored_at_start_still_stops() -> None:
     """What a shell without job control does to a background command: SIGINT ignored."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-         + CHILD], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline().strip() == "ready"
+    with _child("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n") as child:
         child.send_signal(signal.SIGINT)
         out, _ = child.communicate(timeout=10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(10)
     assert out.strip() == "stopped by SIGINT"
