@@ -403,19 +403,27 @@ def test_unmounted_while_traced_keeps_tracing_and_follows_a_remount(tmp_path) ->
 
 
 # ---- signals ------------------------------------------------------------------------------
+@contextmanager
+def _tracing_a_write_loop(tmp_path: Path, capture: Path) -> Iterator[Trace]:
+    """``fusewb trace`` on a fresh fixture into ``capture``, after half a second of WRITEs;
+    the tracer is killed (if still running) and the fixture unmounted on the way out."""
+    with mounted(tmp_path / "mnt", writeback_cache=False) as fx:
+        trace = Trace(["--mount", fx.mountpoint, "-o", str(capture)], tmp_path / "stdout")
+        try:
+            trace.require_ready()
+            finish(load(WRITE_LOOP, f"{fx.mountpoint}/w.dat", 0.5))
+            yield trace
+        finally:
+            trace.kill()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
                          ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_stop_signal_gives_a_whole_capture_and_exit_0(tmp_path, sig: signal.Signals) -> None:
     before = _prepare()
     capture = tmp_path / "cap"
-    with mounted(tmp_path / "mnt", writeback_cache=False) as fx:
-        trace = Trace(["--mount", fx.mountpoint, "-o", str(capture)], tmp_path / "stdout")
-        try:
-            trace.require_ready()
-            finish(load(WRITE_LOOP, f"{fx.mountpoint}/s.dat", 0.5))
-            code = trace.stop(sig)
-        finally:
-            trace.kill()
+    with _tracing_a_write_loop(tmp_path, capture) as trace:
+        code = trace.stop(sig)
     assert_exit(trace, code, 0)
     assert f"stopped by {sig.name}" in trace.lines
     assert meta(capture)["complete"] is True
@@ -500,15 +508,9 @@ def test_sigkill_leaves_a_capture_that_analyses(tmp_path) -> None:
     of a write cut short (planted here as a truncated part and meta.json) are ignored."""
     before = _prepare()
     capture = tmp_path / "cap"
-    with mounted(tmp_path / "mnt", writeback_cache=False) as fx:
-        trace = Trace(["--mount", fx.mountpoint, "-o", str(capture)], tmp_path / "stdout")
-        try:
-            trace.require_ready()
-            finish(load(WRITE_LOOP, f"{fx.mountpoint}/k.dat", 0.5))
-            assert wait_until(lambda: any((capture / "requests").glob("part-*.parquet")), 10)
-            code = trace.stop(signal.SIGKILL)
-        finally:
-            trace.kill()
+    with _tracing_a_write_loop(tmp_path, capture) as trace:
+        assert wait_until(lambda: any((capture / "requests").glob("part-*.parquet")), 10)
+        code = trace.stop(signal.SIGKILL)
     assert code == -signal.SIGKILL
     part = sorted((capture / "requests").glob("part-*.parquet"))[-1]
     (capture / "requests" / ".part-999999.parquet.tmp").write_bytes(part.read_bytes()[:100])
