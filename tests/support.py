@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["require", "require_root", "require_fuse", "require_bpf", "require_cgroup_memory"]
+__all__ = ["SIGHUP_DEFAULT", "require", "require_root", "require_fuse", "require_bpf", "require_cgroup_memory"]
+
+# A command prefix that starts a child with SIGHUP at its default action: a test that hangs a
+# child up must not depend on how pytest itself was started (under nohup SIGHUP is ignored,
+# and an ignored signal stays ignored across exec).
+SIGHUP_DEFAULT = ("env", "--default-signal=HUP")
 
 
 def require(condition: bool, reason: str) -> None:

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from tests.support import SIGHUP_DEFAULT
+
 CHILD = """
 import sys, threading
 from fusewb.tracers.stopsignals import StopOnSignals
@@ -28,7 +30,8 @@ print("stopped by", signals.received[0], flush=True)
 @contextmanager
 def _child(prelude: str = "") -> Iterator[subprocess.Popen]:
     """The loop above in a child (after ``prelude``), ready when yielded; killed if still alive."""
-    child = subprocess.Popen([sys.executable, "-c", prelude + CHILD], stdout=subprocess.PIPE,
+    child = subprocess.Popen([*SIGHUP_DEFAULT, sys.executable, "-c", prelude + CHILD],
+                             stdout=subprocess.PIPE,
                              text=True)
     try:
         assert child.stdout.readline().strip() == "ready"

@@ -29,7 +29,7 @@ import pytest
 
 from fusewb.fixtures.faults import Faults
 from tests.fixture_helpers import mounted, wait_until
-from tests.support import require, require_bpf, require_fuse, require_root
+from tests.support import SIGHUP_DEFAULT, require, require_bpf, require_fuse, require_root
 from tests.test_tracer import (
     MSYNC_LOAD, finish, load, loaded_program_ids, programs_held_by, read_table,
 )
@@ -92,7 +92,8 @@ def _where_is(pid: int) -> str:
 class Trace:
     """``fusewb trace`` as a child process: stderr collected by a thread, stdout to a file."""
 
-    def __init__(self, args: list[str], stdout: Path, wrapper: tuple[str, ...] = ()) -> None:
+    def __init__(self, args: list[str], stdout: Path,
+                 wrapper: tuple[str, ...] = SIGHUP_DEFAULT) -> None:
         self.stdout = stdout
         with open(stdout, "w") as out:
             self.proc = subprocess.Popen([*wrapper, *FUSEWB, "trace", *args], stdout=out,
@@ -479,7 +480,8 @@ def test_terminal_hangup_stops_cleanly_with_output_gone(tmp_path) -> None:
     capture = tmp_path / "cap"
     master, slave = os.openpty()
     try:  # setsid -c: a new session whose controlling terminal is the pty (no fork)
-        proc = subprocess.Popen(["setsid", "-c", *FUSEWB, "trace", "-o", str(capture)],
+        proc = subprocess.Popen([*SIGHUP_DEFAULT, "setsid", "-c", *FUSEWB, "trace",
+                                 "-o", str(capture)],
                                 stdin=slave, stdout=slave, stderr=slave)
     finally:
         os.close(slave)
