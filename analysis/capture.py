@@ -38,6 +38,9 @@ from fusewb.schema import SCHEMA_VERSION, TABLES
 __all__ = [
     "Capture",
     "CaptureSource",
+    "check_table",
+    "read_part",
+    "unreadable_table",
     "CaptureError",
     "MissingEventsError",
     "load_capture",
@@ -217,12 +220,22 @@ class Capture:
             self.table(name)
         return list(self._damage.get(host, []))
 
+    def damage_read(self, host: str) -> list[str]:
+        """What was skipped of ``host``'s capture in the tables read so far (see damage)."""
+        return list(self._damage.get(host, []))
+
     def derived(self, key: str, build: Callable[[], pd.DataFrame]) -> pd.DataFrame:
         """``build()`` once per capture under ``key`` (e.g. waits with their attributed path)."""
         cache_key = f"derived:{key}"
         if cache_key not in self._tables:
             self._tables[cache_key] = build()
         return self._tables[cache_key]
+
+    def detached(self, keys: Iterable[str] = ()) -> Capture:
+        """A copy without the progress callback holding only the cached frames ``keys`` (e.g.
+        ``derived:stack_paths``): small, to send to the workers of a Dask cluster."""
+        return Capture(self.path, self.sources, None,
+                       {k: v for k, v in self._tables.items() if k in set(keys)})
 
     def mounts(self) -> pd.DataFrame:
         """Every FUSE mount of every host: host, mountpoint, fstype, bdi, connection, max_ratio,
@@ -495,13 +508,46 @@ def _read_table(
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     else:
         table = schema.empty_table()
+    return _with_host(table, src.host, hosts), [_damage_line(name, part, reason)
+                                                 for part, reason in bad]
+
+
+def _damage_line(name: str, part: Path, reason: str) -> str:
+    return _LINE_BREAKS.sub(" ", f"{name}/{part.name} {reason}")
+
+
+def _with_host(table: pa.Table, host: str, hosts: list[str]) -> pd.DataFrame:
     frame = table.to_pandas()
-    host = pd.Categorical.from_codes(
-        np.full(len(frame), hosts.index(src.host), dtype=np.int8 if len(hosts) < 128 else np.int32),
-        categories=hosts,
-    )
-    frame.insert(0, "host", host)
-    return frame, [_LINE_BREAKS.sub(" ", f"{name}/{part.name} {reason}") for part, reason in bad]
+    codes = np.full(len(frame), hosts.index(host), dtype=np.int8 if len(hosts) < 128 else np.int32)
+    frame.insert(0, "host", pd.Categorical.from_codes(codes, categories=hosts))
+    return frame
+
+
+def check_table(src: CaptureSource, name: str) -> list[Path]:
+    """The parts of ``src``'s table ``name`` (CaptureError when its folder is not a folder)."""
+    _check_table_folder(src.path / name)
+    return src.table_files(name)
+
+
+def read_part(
+    src: CaptureSource, name: str, part: Path, hosts: list[str], columns: Iterable[str]
+) -> tuple[pd.DataFrame | None, str | None]:
+    """One Parquet part of table ``name`` as a frame of ``columns`` (plus the columns every row
+    has, to check them) with its host column, or ``(None, damage line)`` when the part is
+    unusable: the same checks as a whole table's read, part by part."""
+    wanted = set(columns) | set(REQUIRED_COLUMNS[name])
+    full = _read_schema(TABLES[name])
+    schema = pa.schema([f for f in full if f.name in wanted])
+    try:
+        table = _read_part(part, schema, REQUIRED_COLUMNS[name], check=full)
+    except _BadPart as exc:
+        return None, _damage_line(name, part, exc.reason)
+    return _with_host(table, src.host, hosts), None
+
+
+def unreadable_table(first_bad: Path, reason: str) -> CaptureError:
+    """The error for a table of which no part is readable (``reason``: the first part's)."""
+    return _fail(f"{first_bad} {reason}", _SKIP_PART)
 
 
 def _read_schema(schema: pa.Schema) -> pa.Schema:
@@ -564,9 +610,11 @@ def _stored_problem(part: Path, schema: pa.Schema) -> str | None:
         return _column_problem(parquet.schema_arrow, schema)
 
 
-def _read_part(part: Path, schema: pa.Schema, required: tuple[str, ...]) -> pa.Table:
+def _read_part(part: Path, schema: pa.Schema, required: tuple[str, ...],
+               check: pa.Schema | None = None) -> pa.Table:
     """One Parquet part with ``schema``'s columns, cast to its types, values in the
-    ``required`` columns of every row; _BadPart when unusable."""
+    ``required`` columns of every row; _BadPart when unusable. The footer is checked against
+    ``check`` (default ``schema``): every column of the capture schema, even unread ones."""
     try:
         info = os.stat(part)
     except OSError as exc:
@@ -575,7 +623,7 @@ def _read_part(part: Path, schema: pa.Schema, required: tuple[str, ...]) -> pa.T
     if problem is None and info.st_size == 0:
         problem = "is empty (capture truncated)"
     try:
-        problem = problem or _stored_problem(part, schema)
+        problem = problem or _stored_problem(part, check if check is not None else schema)
         if problem is not None:
             raise _BadPart(problem)
         dictionary = [f.name for f in schema if pa.types.is_dictionary(f.type)]

@@ -11,7 +11,7 @@ import pandas as pd
 
 from fusewb.analysis.capture import Capture
 
-__all__ = ["requires", "seconds_since_start", "mount_column", "duration_stats", "NS_PER_MS"]
+__all__ = ["requires", "seconds_since_start", "mount_column", "NS_PER_MS"]
 
 NS_PER_MS = 1_000_000
 
@@ -65,18 +65,3 @@ def mount_column(cap: Capture, frame: pd.DataFrame) -> pd.Series:
             mask = host_codes == h
             values[mask] = lookup[bdi_codes[mask]]
     return pd.Series(pd.Categorical(values), index=frame.index, name="mount")
-
-
-def duration_stats(grouped: pd.core.groupby.SeriesGroupBy) -> pd.DataFrame:
-    """count, p50_ms, p99_ms, max_ms, total_ms of a grouped duration_ms series."""
-    out = pd.DataFrame(
-        {
-            "count": grouped.size(),
-            "p50_ms": grouped.quantile(0.5),
-            "p99_ms": grouped.quantile(0.99),
-            "max_ms": grouped.max(),
-            "total_ms": grouped.sum(),
-        }
-    )
-    out["count"] = out["count"].astype(np.int64)
-    return out

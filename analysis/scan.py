@@ -1,0 +1,336 @@
+"""One pass over a capture's big tables (requests, then waits) by one of three engines, merged
+into a :class:`Scan` that :func:`flags` and the reports read.
+
+Engines (``ENGINES``) differ only in how they cut the tables into slices; each slice goes through
+the same partial functions of the question modules and the partials through the same combine
+step (:mod:`fusewb.analysis.partials`), so their answers are equal:
+
+- ``pandas``: the whole tables, loaded once (:meth:`Capture.table`); what ``waits()`` and the
+  other row-level questions use. Memory: every table decoded, several times over.
+- ``streaming``: one Parquet part at a time, only the columns the questions read (and those
+  every row must have, to check the part); a part is dropped once its partials are made. Memory:
+  one decoded part, the small tables (stacks, throttle, vm) and the partials (8 bytes per wait
+  and per request for exact percentiles, plus one row per group).
+- ``dask``: the parts of every host as tasks on a Dask cluster (a local one, or ``scheduler``),
+  which must read the capture at the same path; the partials come back to this process.
+
+Order: the vm table first (the times reclaim was throttled), then requests (server threads,
+in-flight WRITEs at those times), then waits (which need the server threads).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusewb.analysis.capture import (
+    Capture,
+    check_table,
+    read_part,
+    unreadable_table,
+)
+from fusewb.analysis.findings import (
+    answered_partial,
+    inflight_writes_partial,
+    server_tgids,
+    stall_partial,
+    throttle_times,
+    unseen_fuse_waits,
+    wait_flag_partials,
+)
+from fusewb.analysis.partials import combine_inflight, combine_worst, with_order
+from fusewb.analysis.requests import (
+    by_opcode_partial,
+    combine_by_opcode,
+    derive_requests,
+    fuse_requests,
+)
+from fusewb.analysis.waiting import (
+    combine_wait_paths,
+    derive_waits,
+    stack_paths,
+    wait_paths_partial,
+    waits,
+)
+from fusewb.errors import FusewbError
+from fusewb.schema import TABLES
+
+__all__ = ["ENGINES", "Scan", "scan", "BIG_TABLES", "READ_COLUMNS", "CONNECT_TIMEOUT_S"]
+
+ENGINES = ("pandas", "streaming", "dask")
+BIG_TABLES = ("requests", "waits")
+SMALL_TABLES = ("stacks", "throttle", "vm")
+# The columns the questions read of each big table (capture.read_part adds the required ones).
+READ_COLUMNS: dict[str, tuple[str, ...]] = {
+    "requests": ("send_ts_ns", "end_ts_ns", "duration_ns", "ongoing", "bdi", "unique",
+                 "opcode_name", "len", "error", "pid", "tgid", "comm", "end_tgid"),
+    "waits": ("ts_ns", "duration_ns", "ongoing", "pid", "tgid", "comm", "bdi", "ino", "stack_id"),
+}
+_TIME = {"requests": "send_ts_ns", "waits": "ts_ns"}
+CONNECT_TIMEOUT_S = 10
+LOCAL_WORKERS = 2
+_WAIT_FLAGS = ("BLOCKED_WAIT", "RECLAIM_WAIT", "MIGRATION_WAIT", "SYNC_WAIT", "SERVER_SELF_WAIT")
+
+
+@dataclass
+class Scan:
+    """The merged partials of a capture's big tables, with what was read of them.
+
+    ``wait_paths`` and ``by_opcode`` are :func:`wait_paths` and :func:`requests_by_opcode`;
+    ``wait_flags`` (flag -> merged worst rows), ``stalls``, ``servers`` and ``inflight`` feed
+    :func:`flags`; ``rows`` counts the rows read per (host, table) and ``damage`` names the
+    parts skipped per host; ``worker_peak_rss`` (Dask only): worker -> peak RSS bytes.
+    """
+
+    wait_paths: pd.DataFrame
+    wait_flags: dict[str, pd.DataFrame]
+    by_opcode: pd.DataFrame
+    stalls: pd.DataFrame
+    servers: set[tuple[str, str, int]]
+    inflight: dict[str, list[tuple[str, np.ndarray]]]
+    rows: dict[tuple[str, str], int]
+    damage: dict[str, list[str]]
+    worker_peak_rss: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Params:
+    threshold_ms: float
+    times: dict[str, np.ndarray]
+    servers: set[tuple[str, str, int]]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one part gave: its partials (None when unreadable), rows, or a damage line."""
+
+    host: str
+    table: str
+    part: Path
+    partials: dict[str, Any] | None
+    rows: int
+    damage: str | None
+
+
+def _slice_partials(cap: Capture, table: str, rows: pd.DataFrame, params: _Params
+                    ) -> dict[str, Any]:
+    """Every partial of a slice of ``table`` (derived columns and order columns present)."""
+    if table == "requests":
+        return {"opcodes": by_opcode_partial(rows), "stalls": stall_partial(rows,
+                                                                            params.threshold_ms),
+                "answered": answered_partial(rows),
+                "inflight": inflight_writes_partial(rows, params.times)}
+    return {"paths": wait_paths_partial(rows),
+            **wait_flag_partials(rows, params.threshold_ms, params.servers)}
+
+
+def _part_outcome(cap: Capture, host: str, table: str, part: Path, seq: int,
+                  params: _Params) -> _Outcome:
+    """Read one part, derive its columns and make its partials (also a Dask task)."""
+    frame, damage = read_part(cap.source(host), table, part, cap.hosts, READ_COLUMNS[table])
+    if frame is None:
+        return _Outcome(host, table, part, None, 0, damage)
+    derive = derive_requests if table == "requests" else derive_waits
+    rows = with_order(derive(cap, frame), cap.hosts, _TIME[table], first_seq=seq)
+    return _Outcome(host, table, part, _slice_partials(cap, table, rows, params), len(frame),
+                    None)
+
+
+def _tasks(cap: Capture, table: str) -> list[tuple[str, Path, int]]:
+    """(host, part, first sequence number) of every part of ``table``, in table order."""
+    tasks = []
+    for src in cap.sources:
+        for part in check_table(src, table):
+            tasks.append((src.host, part, len(tasks) << 32))
+    return tasks
+
+
+Runner = Callable[[Capture, str, list[tuple[str, Path, int]], _Params], list[_Outcome]]
+
+
+def _run_local(progress: Callable[[str], None] | None) -> Runner:
+    def run(cap: Capture, table: str, tasks: list[tuple[str, Path, int]],
+            params: _Params) -> list[_Outcome]:
+        out = []
+        for number, (host, part, seq) in enumerate(tasks, 1):
+            if progress is not None:
+                progress(f"reading {host} {table} part {number}/{len(tasks)}")
+            out.append(_part_outcome(cap, host, table, part, seq, params))
+        return out
+
+    return run
+
+
+def _check_outcomes(outcomes: list[_Outcome]) -> None:
+    """CaptureError for a table of a host of which no part was readable."""
+    by_table: dict[tuple[str, str], list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_table.setdefault((outcome.host, outcome.table), []).append(outcome)
+    for mine in by_table.values():
+        if all(o.partials is None for o in mine):
+            first = mine[0]
+            reason = (first.damage or "").split(" ", 1)[1] if first.damage else "is unreadable"
+            raise unreadable_table(first.part, reason)
+
+
+def _merge(outcomes: list[_Outcome], key: str) -> list[Any]:
+    return [o.partials[key] for o in outcomes if o.partials is not None]
+
+
+def _small_tables(cap: Capture) -> None:
+    for table in SMALL_TABLES:
+        cap.table(table)
+
+
+def _whole(cap: Capture, table: str, tasks: list[tuple[str, Path, int]],
+           params: _Params) -> list[_Outcome]:
+    """The pandas engine: the whole table as one slice (``tasks`` unused: no parts)."""
+    if not cap.recorded(table):
+        return []
+    rows = fuse_requests(cap) if table == "requests" else waits(cap)
+    rows = with_order(rows, cap.hosts, _TIME[table])
+    return [_Outcome(cap.hosts[0], table, cap.path, _slice_partials(cap, table, rows, params),
+                     len(rows), None)]
+
+
+def scan(cap: Capture, threshold_ms: float = 50.0, engine: str = "pandas",
+         scheduler: str | None = None,
+         progress: Callable[[str], None] | None = None) -> Scan:
+    """Answer the big-table questions of ``cap`` with ``engine`` (one of :data:`ENGINES`);
+    ``scheduler``: the address of a running Dask scheduler (dask engine; default a local
+    cluster). Raises CaptureError like :meth:`Capture.table` for unreadable tables."""
+    if engine not in ENGINES:
+        raise FusewbError(f"unknown analysis engine {engine!r}", f"use one of {', '.join(ENGINES)}")
+    if engine == "pandas":
+        for table in TABLES:
+            cap.table(table)
+        return _scan(cap, threshold_ms, _whole, whole=True)
+    _small_tables(cap)
+    if cap.recorded("stacks"):
+        stack_paths(cap)  # once, here: every part's waits are attributed with it
+    if engine == "streaming":
+        return _scan(cap, threshold_ms, _run_local(progress))
+    with _dask_client(scheduler) as client:
+        result = _scan(cap, threshold_ms, _run_dask(client, progress))
+        result.worker_peak_rss = _worker_peaks(client)
+    return result
+
+
+def _scan(cap: Capture, threshold_ms: float, run: Runner, whole: bool = False) -> Scan:
+    params = _Params(threshold_ms, throttle_times(cap), set())
+    requests = run(cap, "requests", _tasks(cap, "requests"), params)
+    _check_outcomes(requests)
+    servers = server_tgids(cap, _merge(requests, "answered"))
+    params = _Params(threshold_ms, params.times, servers)
+    waits_out = run(cap, "waits", _tasks(cap, "waits"), params)
+    _check_outcomes(waits_out)
+    unseen = unseen_fuse_waits(cap)
+    unseen_partials = _slice_partials(
+        cap, "waits", with_order(unseen, cap.hosts, "", host_index=len(cap.hosts)), params)
+    waits_partials = [o.partials for o in waits_out if o.partials is not None]
+    rows: dict[tuple[str, str], int] = {}
+    damage: dict[str, list[str]] = {}
+    if whole:
+        for table in TABLES:
+            counts = cap.table(table)["host"].astype(object).value_counts()
+            rows.update({(str(h), table): int(n) for h, n in counts.items()})
+        damage = {host: cap.damage(host) for host in cap.hosts}
+    else:
+        for table in SMALL_TABLES:
+            counts = cap.table(table)["host"].astype(object).value_counts()
+            rows.update({(str(h), table): int(n) for h, n in counts.items()})
+        damage = {host: cap.damage_read(host) for host in cap.hosts}
+        for outcome in requests + waits_out:
+            key = (outcome.host, outcome.table)
+            rows[key] = rows.get(key, 0) + outcome.rows
+            if outcome.damage is not None:
+                damage.setdefault(outcome.host, []).append(outcome.damage)
+        order = list(TABLES)
+        damage = {host: sorted(lines, key=lambda line: order.index(line.split("/", 1)[0]))
+                  for host, lines in damage.items()}
+    return Scan(
+        wait_paths=combine_wait_paths(cap.hosts, [p["paths"] for p in waits_partials]),
+        wait_flags={flag: combine_worst([p[flag] for p in waits_partials]
+                                        + [unseen_partials[flag]], _WAIT_KEYS)
+                    for flag in _WAIT_FLAGS},
+        by_opcode=combine_by_opcode(_merge(requests, "opcodes")),
+        stalls=combine_worst(_merge(requests, "stalls"), ["host", "bdi"]),
+        servers=servers,
+        inflight=combine_inflight(_merge(requests, "inflight")),
+        rows=rows,
+        damage=damage,
+    )
+
+
+_WAIT_KEYS = ["host", "path", "bdi", "pid", "ino"]
+
+
+@contextmanager
+def _dask_client(scheduler: str | None) -> Iterator[Any]:
+    """A client of the scheduler at ``scheduler``, or of a local cluster of LOCAL_WORKERS
+    single-threaded worker processes closed on exit."""
+    from dask.distributed import Client, LocalCluster  # noqa: PLC0415 (heavy, dask only)
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise FusewbError(
+                f"cannot reach the Dask scheduler at {scheduler} ({str(exc).splitlines()[0]})",
+                "start one (`dask scheduler` and `dask worker ADDRESS`) or drop --scheduler "
+                "for a local cluster") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    cluster = LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=logging.ERROR)
+    try:
+        client = Client(cluster, timeout=f"{CONNECT_TIMEOUT_S}s")
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        cluster.close()
+
+
+def _run_dask(client: Any, progress: Callable[[str], None] | None) -> Runner:
+    from dask.distributed import as_completed  # noqa: PLC0415
+
+    shipped: dict[int, Any] = {}
+
+    def run(cap: Capture, table: str, tasks: list[tuple[str, Path, int]],
+            params: _Params) -> list[_Outcome]:
+        if not tasks:
+            return []
+        if id(cap) not in shipped:
+            small = cap.detached(["derived:stack_paths"])
+            shipped[id(cap)] = client.scatter(small, broadcast=True)
+        remote = shipped[id(cap)]
+        futures = [client.submit(_part_outcome, remote, host, table, part, seq, params,
+                                 pure=False) for host, part, seq in tasks]
+        for done, _ in enumerate(as_completed(futures), 1):
+            if progress is not None:
+                progress(f"dask: {table} parts read {done}/{len(futures)}")
+        return client.gather(futures)
+
+    return run
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _worker_peaks(client: Any) -> dict[str, int]:
+    return {str(k): int(v) for k, v in client.run(_peak_rss).items()}
+
