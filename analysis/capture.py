@@ -22,7 +22,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ __all__ = [
     "MAX_META_BYTES",
     "MAX_PART_BYTES",
     "MAX_DECODED_BYTES",
+    "BATCH_ROWS",
 ]
 
 # Columns holding repeated strings, stored as pandas categoricals.
@@ -85,6 +86,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 MAX_META_BYTES = 4 << 20  # a meta.json holds a few KiB; anything bigger is not one
 MAX_PART_BYTES = 1 << 30  # a Parquet part holds about a second of events
 MAX_DECODED_BYTES = 4 * MAX_PART_BYTES  # what a part's footer may say its data decodes to
+BATCH_ROWS = 1 << 18  # rows of a part decoded at once by read_part
 
 _Spec = type | list[Any] | dict[str, Any]
 
@@ -499,7 +501,7 @@ def _read_table(
         if progress is not None:
             progress(f"reading {src.host} {name} part {number}/{len(files)}")
         try:
-            parts.append(_read_part(part, schema, REQUIRED_COLUMNS[name]))
+            parts.extend(_read_part(part, schema, REQUIRED_COLUMNS[name]))
         except _BadPart as exc:
             bad.append((part, exc.reason))
     if bad and not parts:
@@ -530,19 +532,25 @@ def check_table(src: CaptureSource, name: str) -> list[Path]:
 
 
 def read_part(
-    src: CaptureSource, name: str, part: Path, hosts: list[str], columns: Iterable[str]
-) -> tuple[pd.DataFrame | None, str | None]:
-    """One Parquet part of table ``name`` as a frame of ``columns`` (plus the columns every row
-    has, to check them) with its host column, or ``(None, damage line)`` when the part is
-    unusable: the same checks as a whole table's read, part by part."""
+    src: CaptureSource, name: str, part: Path, hosts: list[str], columns: Iterable[str],
+    use: Callable[[pd.DataFrame], Any], batch_rows: int | None = None,
+) -> tuple[list[Any] | None, str | None]:
+    """``use`` applied to each batch of ``batch_rows`` rows of a Parquet part of table ``name``
+    (default :data:`BATCH_ROWS`; frames of ``columns``, plus the columns every row has, to check
+    them, and the host column):
+    the results, or ``(None, damage line)`` when any batch of the part is unusable (the same
+    checks as a whole table's read; the results of its earlier batches are dropped)."""
     wanted = set(columns) | set(REQUIRED_COLUMNS[name])
     full = _read_schema(TABLES[name])
     schema = pa.schema([f for f in full if f.name in wanted])
+    results = []
     try:
-        table = _read_part(part, schema, REQUIRED_COLUMNS[name], check=full)
+        for table in _read_part(part, schema, REQUIRED_COLUMNS[name], full,
+                                batch_rows or BATCH_ROWS):
+            results.append(use(_with_host(table, src.host, hosts)))
     except _BadPart as exc:
         return None, _damage_line(name, part, exc.reason)
-    return _with_host(table, src.host, hosts), None
+    return results, None
 
 
 def unreadable_table(first_bad: Path, reason: str) -> CaptureError:
@@ -611,10 +619,12 @@ def _stored_problem(part: Path, schema: pa.Schema) -> str | None:
 
 
 def _read_part(part: Path, schema: pa.Schema, required: tuple[str, ...],
-               check: pa.Schema | None = None) -> pa.Table:
+               check: pa.Schema | None = None, batch_rows: int | None = None
+               ) -> Iterator[pa.Table]:
     """One Parquet part with ``schema``'s columns, cast to its types, values in the
-    ``required`` columns of every row; _BadPart when unusable. The footer is checked against
-    ``check`` (default ``schema``): every column of the capture schema, even unread ones."""
+    ``required`` columns of every row, as one table or tables of ``batch_rows`` rows; _BadPart
+    (raised while iterating) when unusable. The footer is checked against ``check`` (default
+    ``schema``): every column of the capture schema, even unread ones."""
     try:
         info = os.stat(part)
     except OSError as exc:
@@ -622,20 +632,32 @@ def _read_part(part: Path, schema: pa.Schema, required: tuple[str, ...],
     problem = _file_problem(info, MAX_PART_BYTES)
     if problem is None and info.st_size == 0:
         problem = "is empty (capture truncated)"
+    dictionary = [f.name for f in schema if pa.types.is_dictionary(f.type)]
     try:
         problem = problem or _stored_problem(part, check if check is not None else schema)
         if problem is not None:
             raise _BadPart(problem)
-        dictionary = [f.name for f in schema if pa.types.is_dictionary(f.type)]
-        table = pq.read_table(part, columns=schema.names, read_dictionary=dictionary)
-        table = table.cast(schema)  # safe: an integer that does not fit fails
-        table.validate(full=True)  # UTF-8, offsets and dictionary indices
+        if batch_rows is None:
+            tables = iter([pq.read_table(part, columns=schema.names, read_dictionary=dictionary)])
+        else:
+            parquet = pq.ParquetFile(part, read_dictionary=dictionary)
+            tables = (pa.Table.from_batches([batch]) for batch in parquet.iter_batches(
+                batch_size=batch_rows, columns=schema.names))
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
         raise _BadPart(f"is truncated or corrupt ({_library_reason(exc, part)})") from None
-    nulls = [name for name in required if table.column(name).null_count]
-    if nulls:
-        raise _BadPart(f"is corrupt (nulls in {', '.join(nulls)}, which every row has)")
-    return table
+    while True:
+        try:
+            table = next(tables, None)
+            if table is None:
+                return
+            table = table.cast(schema)  # safe: an integer that does not fit fails
+            table.validate(full=True)  # UTF-8, offsets and dictionary indices
+        except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+            raise _BadPart(f"is truncated or corrupt ({_library_reason(exc, part)})") from None
+        nulls = [name for name in required if table.column(name).null_count]
+        if nulls:
+            raise _BadPart(f"is corrupt (nulls in {', '.join(nulls)}, which every row has)")
+        yield table
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

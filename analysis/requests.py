@@ -46,7 +46,7 @@ REQUEST_COLUMNS = ["host", "t_s", "send_ts_ns", "end_ts_ns", "duration_ns", "dur
 def derive_requests(cap: Capture, raw: pd.DataFrame) -> pd.DataFrame:
     """Rows of the requests table (all or some) with the columns of :func:`fuse_requests`
     derived, in their order (those ``raw`` lacks left out, its extra columns kept at the end)."""
-    frame = raw.copy()
+    frame = raw.copy(deep=False)  # copy on write: new columns only, raw stays as it is
     frame["duration_ms"] = frame["duration_ns"].astype("float64") / NS_PER_MS
     frame["t_s"] = seconds_since_start(cap, frame, "send_ts_ns")
     frame["mount"] = mount_column(cap, frame)

@@ -110,12 +110,13 @@ class _Params:
 
 @dataclass(frozen=True)
 class _Outcome:
-    """What one part gave: its partials (None when unreadable), rows, or a damage line."""
+    """What one part gave: the partials of each of its batches (None when unreadable), rows,
+    or a damage line."""
 
     host: str
     table: str
     part: Path
-    partials: dict[str, Any] | None
+    partials: list[dict[str, Any]] | None
     rows: int
     damage: str | None
 
@@ -134,14 +135,19 @@ def _slice_partials(cap: Capture, table: str, rows: pd.DataFrame, params: _Param
 
 def _part_outcome(cap: Capture, host: str, table: str, part: Path, seq: int,
                   params: _Params) -> _Outcome:
-    """Read one part, derive its columns and make its partials (also a Dask task)."""
-    frame, damage = read_part(cap.source(host), table, part, cap.hosts, READ_COLUMNS[table])
-    if frame is None:
-        return _Outcome(host, table, part, None, 0, damage)
+    """Read one part batch by batch, derive its columns and make their partials (also a Dask
+    task)."""
     derive = derive_requests if table == "requests" else derive_waits
-    rows = with_order(derive(cap, frame), cap.hosts, _TIME[table], first_seq=seq)
-    return _Outcome(host, table, part, _slice_partials(cap, table, rows, params), len(frame),
-                    None)
+    read = [0]
+
+    def use(frame: pd.DataFrame) -> dict[str, Any]:
+        rows = with_order(derive(cap, frame), cap.hosts, _TIME[table], first_seq=seq + read[0])
+        read[0] += len(frame)
+        return _slice_partials(cap, table, rows, params)
+
+    partials, damage = read_part(cap.source(host), table, part, cap.hosts, READ_COLUMNS[table],
+                                 use)
+    return _Outcome(host, table, part, partials, read[0] if partials is not None else 0, damage)
 
 
 def _tasks(cap: Capture, table: str) -> list[tuple[str, Path, int]]:
@@ -182,7 +188,7 @@ def _check_outcomes(outcomes: list[_Outcome]) -> None:
 
 
 def _merge(outcomes: list[_Outcome], key: str) -> list[Any]:
-    return [o.partials[key] for o in outcomes if o.partials is not None]
+    return [batch[key] for o in outcomes for batch in o.partials or []]
 
 
 def _small_tables(cap: Capture) -> None:
@@ -197,7 +203,7 @@ def _whole(cap: Capture, table: str, tasks: list[tuple[str, Path, int]],
         return []
     rows = fuse_requests(cap) if table == "requests" else waits(cap)
     rows = with_order(rows, cap.hosts, _TIME[table])
-    return [_Outcome(cap.hosts[0], table, cap.path, _slice_partials(cap, table, rows, params),
+    return [_Outcome(cap.hosts[0], table, cap.path, [_slice_partials(cap, table, rows, params)],
                      len(rows), None)]
 
 
@@ -235,7 +241,7 @@ def _scan(cap: Capture, threshold_ms: float, run: Runner, whole: bool = False) -
     unseen = unseen_fuse_waits(cap)
     unseen_partials = _slice_partials(
         cap, "waits", with_order(unseen, cap.hosts, "", host_index=len(cap.hosts)), params)
-    waits_partials = [o.partials for o in waits_out if o.partials is not None]
+    waits_partials = [batch for o in waits_out for batch in o.partials or []]
     rows: dict[tuple[str, str], int] = {}
     damage: dict[str, list[str]] = {}
     if whole:

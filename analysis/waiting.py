@@ -62,7 +62,7 @@ WAIT_COLUMNS = ["host", "t_s", "ts_ns", "duration_ns", "duration_ms", "ongoing",
 def derive_waits(cap: Capture, raw: pd.DataFrame) -> pd.DataFrame:
     """Rows of the waits table (all or some, with their host column) with the columns of
     :func:`waits` derived, in their order; the extra columns of ``raw`` are kept at the end."""
-    frame = raw.copy()
+    frame = raw.copy(deep=False)  # copy on write: new columns only, raw stays as it is
     frame["duration_ms"] = frame["duration_ns"].astype("float64") / NS_PER_MS
     frame["t_s"] = seconds_since_start(cap, frame)
     frame["mount"] = mount_column(cap, frame)

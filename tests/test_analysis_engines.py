@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from fusewb.analysis import capture
 from fusewb.analysis.capture import load_capture
 from fusewb.analysis.report import render_report
 from fusewb.analysis.scan import scan
@@ -38,11 +39,13 @@ def _fleet(base: Path) -> Path:
 
 
 @pytest.mark.parametrize("threshold_ms", [0.0, 50.0, 1000.0])
-def test_streaming_equals_pandas_on_a_synthetic_capture(tmp_path: Path,
-                                                        threshold_ms: float) -> None:
+def test_streaming_equals_pandas_on_a_synthetic_capture(tmp_path: Path, threshold_ms: float,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     cap = synthetic_capture(tmp_path / "cap", n_waits=20_000, part_rows=3000)
     pandas = _json(cap, "pandas", threshold_ms)
     assert pandas["flags"] and pandas["waits_by_path"]
+    assert _json(cap, "streaming", threshold_ms) == pandas
+    monkeypatch.setattr(capture, "BATCH_ROWS", 700)  # parts read in several batches
     assert _json(cap, "streaming", threshold_ms) == pandas
 
 
