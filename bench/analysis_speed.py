@@ -207,6 +207,15 @@ def _fleet(settings: Settings, progress: Callable[[str], None], result: PartResu
         result.rows.append(_memory_row(case, label, [a.peak_rss_bytes for a in samples[engine]],
                                        disk, False))
     result.rows.append(_memory_row(case, f"{DASK_LABEL}: largest worker", workers, disk, False))
+    report = settings.workdir / "fleet-report.json"
+    subprocess.run([str(FUSEWB), "analyze", str(fleet), "--format", "json", "-o", str(report),
+                    "--engine", "streaming"], capture_output=True, timeout=ANALYZE_TIMEOUT,
+                   check=True, env=bench_env())
+    raised = len(json.loads(report.read_text())["flags"])
+    result.notes.append(
+        f"Fleet report: {raised:,} flag rows (one per host, path, bdi, task and inode), "
+        f"{report.stat().st_size / 2**20:.0f} MiB of JSON; the report's rows grow with those "
+        "groups, not with the events, and every engine holds them while rendering.")
     result.notes.append(
         f"Fleet: {hosts} sub-folders (one host each) of `synthetic_capture(n_waits="
         f"{per_host // 2:,})`, {disk / 2**20:.0f} MiB on disk in all; {repetitions} interleaved "
