@@ -43,7 +43,7 @@ def _progress_printer() -> Callable[[str], None] | None:
               "in about 4x the capture's size; dask: parts as tasks on a Dask cluster.")
 @click.option("--scheduler", metavar="ADDRESS",
               help="With --engine dask: a running scheduler (tcp://HOST:8786) whose workers "
-              "read the capture at the same path; default a local cluster.")
+              "have fusewb and read the capture at the same path; default a local cluster.")
 def analyze(capture: Path, threshold_ms: float, fmt: str, output: Path | None,
             fail_on: str | None, engine: str, scheduler: str | None) -> None:
     """Analyse a capture (or a folder of captures, one per host) and report what waited on FUSE

@@ -17,7 +17,7 @@ import pandas as pd
 
 from fusewb.analysis.capture import Capture
 from fusewb.analysis.common import NS_PER_MS
-from fusewb.analysis.partials import inflight_partial, worst_partial
+from fusewb.analysis.partials import ORDER, combine_worst, inflight_partial, worst_partial
 from fusewb.analysis.requests import WRITE
 from fusewb.analysis.vm import VMSCAN_THROTTLE_WRITEBACK, dirty_throttling, vm_events
 from fusewb.analysis.waiting import unseen_waits
@@ -38,6 +38,8 @@ __all__ = [
     "server_tgids",
     "unseen_fuse_waits",
     "wait_flag_partials",
+    "combine_wait_flag",
+    "combine_stalls",
     "stall_partial",
     "throttle_times",
     "inflight_writes_partial",
@@ -287,14 +289,22 @@ def wait_flag_partials(w: pd.DataFrame, threshold_ms: float,
                        servers: set[tuple[str, str, int]]) -> dict[str, pd.DataFrame]:
     """Partials of every wait flag from a slice of :func:`waits` rows (or of
     :func:`unseen_fuse_waits`) with order columns; merge each with :func:`combine_worst`."""
+    w = w[list(dict.fromkeys([*_WAIT_KEYS, *_WAIT_CARRY, *ORDER, "duration_ns", "duration_ms",
+                              "ongoing"]))]
+
     def part(mask: np.ndarray) -> pd.DataFrame:
         return worst_partial(w[mask], _WAIT_KEYS, _WAIT_CARRY)
 
     out = {"BLOCKED_WAIT": part((w["duration_ms"] >= threshold_ms).to_numpy(dtype=bool))}
     for flag, path in _PATH_FLAGS.items():
-        out[flag] = part((w["path"].astype(object) == path).to_numpy(dtype=bool))
+        out[flag] = part((w["path"] == path).to_numpy(dtype=bool))
     out["SERVER_SELF_WAIT"] = part(_server_mask(w, servers))
     return out
+
+
+def combine_wait_flag(partials: list[pd.DataFrame]) -> pd.DataFrame:
+    """One wait flag's :func:`wait_flag_partials` of every slice, merged."""
+    return combine_worst(partials, _WAIT_KEYS)
 
 
 def _wait_flags(merged: dict[str, pd.DataFrame], threshold_ms: float) -> list[pd.DataFrame]:
@@ -317,6 +327,11 @@ def stall_partial(r: pd.DataFrame, threshold_ms: float) -> pd.DataFrame:
         return worst_partial(r, ["host", "bdi"], _STALL_CARRY)
     slow = (r["duration_ms"] >= threshold_ms) | r["ongoing"].fillna(False).astype(bool)
     return worst_partial(r[(r["opcode_name"] == WRITE) & slow], ["host", "bdi"], _STALL_CARRY)
+
+
+def combine_stalls(partials: list[pd.DataFrame]) -> pd.DataFrame:
+    """The :func:`stall_partial` of every slice, merged."""
+    return combine_worst(partials, ["host", "bdi"])
 
 
 def _streamed_stalls(worst: pd.DataFrame, threshold_ms: float) -> pd.DataFrame:

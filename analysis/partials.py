@@ -88,7 +88,9 @@ def stats_partial(frame: pd.DataFrame, keys: list[str], sums: dict[str, str] | N
                               *sums, *distinct]
     if frame.empty:
         return pd.DataFrame(columns=columns)
-    frame = frame.sort_values(ORDER, kind="stable")
+    used = list(dict.fromkeys([*keys, *ORDER, "duration_ns", "ongoing", *sums.values(),
+                               *distinct]))
+    frame = frame[used].sort_values(ORDER, kind="stable")
     groups = _group_ids(frame, keys)
     count = int(groups.max()) + 1
     first = np.unique(groups, return_index=True)[1]
@@ -154,7 +156,8 @@ def worst_partial(frame: pd.DataFrame, keys: list[str], carry: list[str]) -> pd.
     columns = keys + carry + ["duration_ns", "count", "total_ns", "still"] + FIRST + WORST
     if frame.empty:
         return pd.DataFrame(columns=columns)
-    frame = frame.sort_values(ORDER, kind="stable").reset_index(drop=True)
+    used = list(dict.fromkeys([*keys, *carry, *ORDER, "duration_ns", "ongoing"]))
+    frame = frame[used].sort_values(ORDER, kind="stable").reset_index(drop=True)
     grouped = frame.groupby(keys, observed=True, sort=False, dropna=False)
     worst = frame.loc[grouped["duration_ns"].idxmax().to_numpy()].reset_index(drop=True)
     out = _object_keys(worst[keys + carry + ["duration_ns"]], keys)
@@ -205,7 +208,8 @@ def inflight_partial(writes: pd.DataFrame, times: dict[str, np.ndarray]) -> pd.D
     rows = []
     if writes.empty or not times:
         return pd.DataFrame(columns=columns)
-    writes = writes[writes["host"].astype(object).isin(list(times))]
+    used = ["host", "bdi", "send_ts_ns", "end_ts_ns", "duration_ns", "ongoing", *ORDER]
+    writes = writes.loc[writes["host"].astype(object).isin(list(times)), used]
     if writes.empty:
         return pd.DataFrame(columns=columns)
     writes = writes.sort_values(ORDER, kind="stable")

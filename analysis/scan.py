@@ -39,6 +39,8 @@ from fusewb.analysis.capture import (
 )
 from fusewb.analysis.findings import (
     answered_partial,
+    combine_stalls,
+    combine_wait_flag,
     inflight_writes_partial,
     server_tgids,
     stall_partial,
@@ -46,7 +48,7 @@ from fusewb.analysis.findings import (
     unseen_fuse_waits,
     wait_flag_partials,
 )
-from fusewb.analysis.partials import combine_inflight, combine_worst, with_order
+from fusewb.analysis.partials import combine_inflight, with_order
 from fusewb.analysis.requests import (
     by_opcode_partial,
     combine_by_opcode,
@@ -238,9 +240,8 @@ def _scan(cap: Capture, threshold_ms: float, run: Runner, whole: bool = False) -
     params = _Params(threshold_ms, params.times, servers)
     waits_out = run(cap, "waits", _tasks(cap, "waits"), params)
     _check_outcomes(waits_out)
-    unseen = unseen_fuse_waits(cap)
-    unseen_partials = _slice_partials(
-        cap, "waits", with_order(unseen, cap.hosts, "", host_index=len(cap.hosts)), params)
+    unseen = with_order(unseen_fuse_waits(cap), cap.hosts, "", host_index=len(cap.hosts))
+    unseen_partials = wait_flag_partials(unseen, threshold_ms, servers)  # after every wait
     waits_partials = [batch for o in waits_out for batch in o.partials or []]
     rows: dict[tuple[str, str], int] = {}
     damage: dict[str, list[str]] = {}
@@ -264,19 +265,17 @@ def _scan(cap: Capture, threshold_ms: float, run: Runner, whole: bool = False) -
                   for host, lines in damage.items()}
     return Scan(
         wait_paths=combine_wait_paths(cap.hosts, [p["paths"] for p in waits_partials]),
-        wait_flags={flag: combine_worst([p[flag] for p in waits_partials]
-                                        + [unseen_partials[flag]], _WAIT_KEYS)
+        wait_flags={flag: combine_wait_flag([p[flag] for p in waits_partials]
+                                            + [unseen_partials[flag]])
                     for flag in _WAIT_FLAGS},
         by_opcode=combine_by_opcode(_merge(requests, "opcodes")),
-        stalls=combine_worst(_merge(requests, "stalls"), ["host", "bdi"]),
+        stalls=combine_stalls(_merge(requests, "stalls")),
         servers=servers,
         inflight=combine_inflight(_merge(requests, "inflight")),
         rows=rows,
         damage=damage,
     )
 
-
-_WAIT_KEYS = ["host", "path", "bdi", "pid", "ino"]
 
 
 @contextmanager
