@@ -39,8 +39,8 @@ def _progress_printer() -> Callable[[str], None] | None:
               help="Exit 1 when any of these flags is raised (for the CI of FUSE servers).")
 @click.option("--engine", type=click.Choice(["pandas", "streaming", "dask"]), default="pandas",
               show_default=True,
-              help="pandas: whole tables in memory (needed for html); streaming: part by part "
-              "in about 4x the capture's size; dask: parts as tasks on a Dask cluster.")
+              help="pandas: whole tables in memory (needed for html); streaming: part by part, "
+              "about 3x the capture's size in memory; dask: parts as tasks on a Dask cluster.")
 @click.option("--scheduler", metavar="ADDRESS",
               help="With --engine dask: a running scheduler (tcp://HOST:8786) whose workers "
               "have fusewb and read the capture at the same path; default a local cluster.")
