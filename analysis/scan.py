@@ -277,7 +277,6 @@ def _scan(cap: Capture, threshold_ms: float, run: Runner, whole: bool = False) -
     )
 
 
-
 @contextmanager
 def _dask_client(scheduler: str | None) -> Iterator[Any]:
     """A client of the scheduler at ``scheduler``, or of a local cluster of LOCAL_WORKERS

@@ -222,7 +222,9 @@ def _fleet(settings: Settings, progress: Callable[[str], None], result: PartResu
         "runs per engine. dask: a LocalCluster of 2 worker processes x 1 thread on this 2-core "
         "machine, started and closed by each run (its start-up is in the time); the client's "
         "peak RSS is measured like the other engines, each worker's by getrusage in the worker "
-        "(`bench/fleet_child.py`). Per worker memory follows one part's batch, not the fleet.")
+        "(`bench/fleet_child.py`). Per worker memory follows one part's batch, not the fleet. "
+        f"{FLEET[0]} hosts x 10M events is not run: the pandas engine peaks at about 2.4 GiB per "
+        "10M events, and this machine is shared.")
 
 
 def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
