@@ -8,8 +8,9 @@ table as one slice; the streaming and Dask engines pass one Parquet part at a ti
 ``*_partial(slice)`` returns a small frame (one row per group); ``combine_*(partials)`` merges any
 number of them into the answer. Counts, sums (integer nanoseconds), maxima, distinct counts and
 percentiles are exact: a partial keeps every duration of its groups (8 bytes per row, the only
-part of a partial that grows with the rows), so p50/p99 are computed on all of them. Ties go
-to the first row in table order, as with the whole table.
+part of a partial that grows with the rows; the rest grows with the groups and their distinct
+values), so p50/p99 are computed on all of them. Ties go to the first row in table order, as
+with the whole table.
 
 Partials:
 

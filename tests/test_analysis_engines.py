@@ -100,9 +100,23 @@ def test_dask_engine_on_a_given_scheduler(tmp_path: Path) -> None:
 
     fleet = _fleet(tmp_path)
     pandas = _json(fleet, "pandas")
+    lines: list[str] = []
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None,
                       silence_logs=logging.ERROR) as cluster:
-        assert _json(fleet, "dask", scheduler=cluster.scheduler_address) == pandas
+        rendered = render_report(fleet, "json", engine="dask", progress=lines.append,
+                                 scheduler=cluster.scheduler_address)
+    assert json.loads(rendered.text) == pandas
+    parts = len(list(fleet.glob("*/waits/part-*.parquet")))
+    assert f"dask: waits parts read {parts}/{parts}" in lines, lines
+
+
+def test_streaming_progress_names_the_parts_read(tmp_path: Path) -> None:
+    cap = synthetic_capture(tmp_path / "cap", n_waits=3000, part_rows=1000)
+    lines: list[str] = []
+    scan(load_capture(cap), engine="streaming", progress=lines.append)
+    assert [line for line in lines if " waits " in line] == [
+        f"reading synthetic waits part {n}/3" for n in (1, 2, 3)]
+    assert "reading synthetic requests part 3/3" in lines
 
 
 def test_text_report_has_totals_per_host(tmp_path: Path) -> None:
