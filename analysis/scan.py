@@ -24,7 +24,7 @@ import logging
 import resource
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -321,12 +321,14 @@ def _run_dask(client: Any, progress: Callable[[str], None] | None) -> Runner:
             small = cap.detached(["derived:stack_paths"])
             shipped[id(cap)] = client.scatter(small, broadcast=True)
         remote = shipped[id(cap)]
-        futures = [client.submit(_part_outcome, remote, host, table, part, seq, params,
-                                 pure=False) for host, part, seq in tasks]
+        # absolute paths: a remote worker's working directory is not ours
+        futures = [client.submit(_part_outcome, remote, host, table, part.absolute(), seq,
+                                 params, pure=False) for host, part, seq in tasks]
         for done, _ in enumerate(as_completed(futures), 1):
             if progress is not None:
                 progress(f"dask: {table} parts read {done}/{len(futures)}")
-        return client.gather(futures)
+        return [replace(outcome, part=part)  # named as the other engines name it
+                for outcome, (_, part, _) in zip(client.gather(futures), tasks)]
 
     return run
 
