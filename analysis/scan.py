@@ -7,12 +7,15 @@ step (:mod:`fusewb.analysis.partials`), so their answers are equal:
 
 - ``pandas``: the whole tables, loaded once (:meth:`Capture.table`); what ``waits()`` and the
   other row-level questions use. Memory: every table decoded, several times over.
-- ``streaming``: one Parquet part at a time, only the columns the questions read (and those
-  every row must have, to check the part); a part is dropped once its partials are made. Memory:
-  one decoded part, the small tables (stacks, throttle, vm) and the partials (8 bytes per wait
-  and per request for exact percentiles, plus one row per group).
-- ``dask``: the parts of every host as tasks on a Dask cluster (a local one, or ``scheduler``),
-  which must read the capture at the same path; the partials come back to this process.
+- ``streaming``: one Parquet part at a time in batches of ``capture.BATCH_ROWS`` rows, only the
+  columns the questions read (and those every row must have, to check the part; a part with
+  one bad batch counts as unreadable, as with the pandas engine); a batch is dropped once its
+  partials are made. Memory: one decoded batch, the small tables (stacks, throttle, vm, read
+  whole) and the partials (8 bytes per wait and per request for exact percentiles, plus one row
+  per group).
+- ``dask``: each part as a task on a Dask cluster (a local one of ``LOCAL_WORKERS`` processes,
+  or ``scheduler``, whose workers must have fusewb and read the capture at the same path); the
+  partials come back to this process, which combines them.
 
 Order: the vm table first (the times reclaim was throttled), then requests (server threads,
 in-flight WRITEs at those times), then waits (which need the server threads).
