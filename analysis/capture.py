@@ -40,6 +40,7 @@ __all__ = [
     "CaptureSource",
     "check_table",
     "read_part",
+    "frame_with_host",
     "unreadable_table",
     "CaptureError",
     "MissingEventsError",
@@ -510,7 +511,7 @@ def _read_table(
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     else:
         table = schema.empty_table()
-    return _with_host(table, src.host, hosts), [_damage_line(name, part, reason)
+    return frame_with_host(table, src.host, hosts), [_damage_line(name, part, reason)
                                                  for part, reason in bad]
 
 
@@ -518,7 +519,8 @@ def _damage_line(name: str, part: Path, reason: str) -> str:
     return _LINE_BREAKS.sub(" ", f"{name}/{part.name} {reason}")
 
 
-def _with_host(table: pa.Table, host: str, hosts: list[str]) -> pd.DataFrame:
+def frame_with_host(table: pa.Table, host: str, hosts: list[str]) -> pd.DataFrame:
+    """``table`` as a frame whose first column, ``host``, is categorical over ``hosts``."""
     frame = table.to_pandas()
     codes = np.full(len(frame), hosts.index(host), dtype=np.int8 if len(hosts) < 128 else np.int32)
     frame.insert(0, "host", pd.Categorical.from_codes(codes, categories=hosts))
@@ -532,25 +534,23 @@ def check_table(src: CaptureSource, name: str) -> list[Path]:
 
 
 def read_part(
-    src: CaptureSource, name: str, part: Path, hosts: list[str], columns: Iterable[str],
-    use: Callable[[pd.DataFrame], Any], batch_rows: int | None = None,
-) -> tuple[list[Any] | None, str | None]:
-    """``use`` applied to each batch of ``batch_rows`` rows of a Parquet part of table ``name``
-    (default :data:`BATCH_ROWS`; frames of ``columns``, plus the columns every row has, to check
-    them, and the host column):
-    the results, or ``(None, damage line)`` when any batch of the part is unusable (the same
-    checks as a whole table's read; the results of its earlier batches are dropped)."""
+    name: str, part: Path, columns: Iterable[str], use: Callable[[pa.Table], None],
+    batch_rows: int | None = None,
+) -> str | None:
+    """Pass each batch of ``batch_rows`` rows (default :data:`BATCH_ROWS`) of a Parquet part of
+    table ``name`` to ``use`` (Arrow tables of ``columns``, plus the columns every row has, to
+    check them), checked as a whole table's read checks them; the damage line when a batch is
+    unusable (the caller drops what it made of the part's earlier batches), else None."""
     wanted = set(columns) | set(REQUIRED_COLUMNS[name])
     full = _read_schema(TABLES[name])
     schema = pa.schema([f for f in full if f.name in wanted])
-    results = []
     try:
         for table in _read_part(part, schema, REQUIRED_COLUMNS[name], full,
                                 batch_rows or BATCH_ROWS):
-            results.append(use(_with_host(table, src.host, hosts)))
+            use(table)
     except _BadPart as exc:
-        return None, _damage_line(name, part, exc.reason)
-    return results, None
+        return _damage_line(name, part, exc.reason)
+    return None
 
 
 def unreadable_table(first_bad: Path, reason: str) -> CaptureError:

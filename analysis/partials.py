@@ -49,10 +49,11 @@ WORST = ["_wh", "_wt", "_ws"]  # order of a group's worst row
 _NS_PER_MS = 1_000_000
 
 
-def with_order(frame: pd.DataFrame, hosts: Sequence[str], time: str, first_seq: int = 0,
+def with_order(frame: pd.DataFrame, hosts: Sequence[str], time: str, first_seq: int | None = 0,
                host_index: int | None = None) -> pd.DataFrame:
     """``frame`` with the :data:`ORDER` columns: its host's index (or ``host_index``), ``time``
-    (0 when None) and ``first_seq`` + row number (rows must be in table order)."""
+    (0 when "") and ``first_seq`` + row number (rows must be in table order), or with
+    ``first_seq`` None the sequence numbers already in its ``_os`` column."""
     out = frame.copy(deep=False)  # new columns only: the caller's frame stays as it is
     if host_index is None:
         codes = pd.Categorical(frame["host"].astype(object), categories=list(hosts)).codes
@@ -60,7 +61,8 @@ def with_order(frame: pd.DataFrame, hosts: Sequence[str], time: str, first_seq: 
     else:
         out["_oh"] = np.int64(host_index)
     out["_ot"] = frame[time].to_numpy(dtype=np.int64) if time else np.int64(0)
-    out["_os"] = np.arange(first_seq, first_seq + len(frame), dtype=np.int64)
+    if first_seq is not None:
+        out["_os"] = np.arange(first_seq, first_seq + len(frame), dtype=np.int64)
     return out
 
 

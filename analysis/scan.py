@@ -24,6 +24,7 @@ in-flight WRITEs at those times), then waits (which need the server threads).
 from __future__ import annotations
 
 import logging
+import os
 import resource
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,10 +34,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from fusewb.analysis import capture
 from fusewb.analysis.capture import (
     Capture,
     check_table,
+    frame_with_host,
     read_part,
     unreadable_table,
 )
@@ -82,6 +86,7 @@ READ_COLUMNS: dict[str, tuple[str, ...]] = {
 _TIME = {"requests": "send_ts_ns", "waits": "ts_ns"}
 CONNECT_TIMEOUT_S = 10
 LOCAL_WORKERS = 2
+TASK_BYTES = 64 << 20  # dask: consecutive parts of a host's table per task, on disk
 _WAIT_FLAGS = ("BLOCKED_WAIT", "RECLAIM_WAIT", "MIGRATION_WAIT", "SYNC_WAIT", "SERVER_SELF_WAIT")
 
 
@@ -114,16 +119,22 @@ class _Params:
 
 
 @dataclass(frozen=True)
-class _Outcome:
-    """What one part gave: the partials of each of its batches (None when unreadable), rows,
-    or a damage line."""
+class _PartRead:
+    """One part read: its rows, or the damage line when it is unusable."""
 
     host: str
     table: str
     part: Path
-    partials: list[dict[str, Any]] | None
     rows: int
     damage: str | None
+
+
+@dataclass
+class _Chunk:
+    """What a run of parts of one host's table gave: the partials of its slices, each part."""
+
+    partials: list[dict[str, Any]]
+    reads: list[_PartRead]
 
 
 def _slice_partials(cap: Capture, table: str, rows: pd.DataFrame, params: _Params
@@ -138,62 +149,98 @@ def _slice_partials(cap: Capture, table: str, rows: pd.DataFrame, params: _Param
             **wait_flag_partials(rows, params.threshold_ms, params.servers)}
 
 
-def _part_outcome(cap: Capture, host: str, table: str, part: Path, seq: int,
-                  params: _Params) -> _Outcome:
-    """Read one part batch by batch, derive its columns and make their partials (also a Dask
-    task)."""
+def _slice(cap: Capture, host: str, table: str, batches: list[pa.Table], params: _Params
+           ) -> dict[str, Any]:
+    """The partials of checked Arrow batches of one host's table (with their ``_os`` column)."""
+    frame = frame_with_host(pa.concat_tables(batches), host, cap.hosts)
     derive = derive_requests if table == "requests" else derive_waits
-    read = [0]
-
-    def use(frame: pd.DataFrame) -> dict[str, Any]:
-        rows = with_order(derive(cap, frame), cap.hosts, _TIME[table], first_seq=seq + read[0])
-        read[0] += len(frame)
-        return _slice_partials(cap, table, rows, params)
-
-    partials, damage = read_part(cap.source(host), table, part, cap.hosts, READ_COLUMNS[table],
-                                 use)
-    return _Outcome(host, table, part, partials, read[0] if partials is not None else 0, damage)
+    rows = with_order(derive(cap, frame), cap.hosts, _TIME[table], first_seq=None)
+    return _slice_partials(cap, table, rows, params)
 
 
-def _tasks(cap: Capture, table: str) -> list[tuple[str, Path, int]]:
-    """(host, part, first sequence number) of every part of ``table``, in table order."""
-    tasks = []
+def _chunk(cap: Capture, host: str, table: str, parts: list[tuple[Path, int]], params: _Params,
+           progress: Callable[[str], None] | None = None) -> _Chunk:
+    """Parts of one host's table in table order, each with its first sequence number (also a
+    Dask task): their rows gathered into slices of about ``capture.BATCH_ROWS`` rows (several
+    small parts, or one big part's batches) whose partials are made at once. A part with an
+    unusable batch gives nothing: what its earlier batches made is dropped."""
+    limit = capture.BATCH_ROWS  # read at call time: tests shrink it
+    out = _Chunk([], [])
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    for number, (part, seq) in enumerate(parts, 1):
+        if progress is not None:
+            progress(f"reading {host} {table} part {number}/{len(parts)}")
+        mine: list[pa.Table] = []
+        made: list[dict[str, Any]] = []
+        count = {"read": 0, "held": 0}
+
+        def use(batch: pa.Table, mine: list[pa.Table] = mine, made: list[dict[str, Any]] = made,
+                count: dict[str, int] = count, seq: int = seq) -> None:
+            first = seq + count["read"]
+            order = pa.array(np.arange(first, first + len(batch), dtype=np.int64))
+            mine.append(batch.append_column("_os", order))
+            count["read"] += len(batch)
+            count["held"] += len(batch)
+            if count["held"] >= limit:
+                made.append(_slice(cap, host, table, mine, params))
+                mine.clear()
+                count["held"] = 0
+
+        damage = read_part(table, part, READ_COLUMNS[table], use, limit)
+        if damage is not None:
+            out.reads.append(_PartRead(host, table, part, 0, damage))
+            continue
+        out.reads.append(_PartRead(host, table, part, count["read"], None))
+        out.partials.extend(made)
+        if pending_rows and pending_rows + count["held"] > limit:  # slices stay under limit
+            out.partials.append(_slice(cap, host, table, pending, params))
+            pending, pending_rows = [], 0
+        pending.extend(mine)
+        pending_rows += count["held"]
+        if pending_rows >= limit:
+            out.partials.append(_slice(cap, host, table, pending, params))
+            pending, pending_rows = [], 0
+    if pending_rows:
+        out.partials.append(_slice(cap, host, table, pending, params))
+    return out
+
+
+def _tasks(cap: Capture, table: str) -> dict[str, list[tuple[Path, int]]]:
+    """host -> (part, first sequence number) of every part of ``table``, in table order."""
+    tasks: dict[str, list[tuple[Path, int]]] = {}
+    number = 0
     for src in cap.sources:
         for part in check_table(src, table):
-            tasks.append((src.host, part, len(tasks) << 32))
+            tasks.setdefault(src.host, []).append((part, number << 32))
+            number += 1
     return tasks
 
 
-Runner = Callable[[Capture, str, list[tuple[str, Path, int]], _Params], list[_Outcome]]
+Runner = Callable[[Capture, str, _Params], list[_Chunk]]
 
 
 def _run_local(progress: Callable[[str], None] | None) -> Runner:
-    def run(cap: Capture, table: str, tasks: list[tuple[str, Path, int]],
-            params: _Params) -> list[_Outcome]:
-        out = []
-        for number, (host, part, seq) in enumerate(tasks, 1):
-            if progress is not None:
-                progress(f"reading {host} {table} part {number}/{len(tasks)}")
-            out.append(_part_outcome(cap, host, table, part, seq, params))
-        return out
+    def run(cap: Capture, table: str, params: _Params) -> list[_Chunk]:
+        return [_chunk(cap, host, table, parts, params, progress)
+                for host, parts in _tasks(cap, table).items()]
 
     return run
 
 
-def _check_outcomes(outcomes: list[_Outcome]) -> None:
+def _check_reads(chunks: list[_Chunk]) -> None:
     """CaptureError for a table of a host of which no part was readable."""
-    by_table: dict[tuple[str, str], list[_Outcome]] = {}
-    for outcome in outcomes:
-        by_table.setdefault((outcome.host, outcome.table), []).append(outcome)
+    by_table: dict[tuple[str, str], list[_PartRead]] = {}
+    for read in (r for c in chunks for r in c.reads):
+        by_table.setdefault((read.host, read.table), []).append(read)
     for mine in by_table.values():
-        if all(o.partials is None for o in mine):
+        if all(r.damage is not None for r in mine):
             first = mine[0]
-            reason = (first.damage or "").split(" ", 1)[1] if first.damage else "is unreadable"
-            raise unreadable_table(first.part, reason)
+            raise unreadable_table(first.part, str(first.damage).split(" ", 1)[1])
 
 
-def _merge(outcomes: list[_Outcome], key: str) -> list[Any]:
-    return [batch[key] for o in outcomes for batch in o.partials or []]
+def _merge(chunks: list[_Chunk], key: str) -> list[Any]:
+    return [partials[key] for chunk in chunks for partials in chunk.partials]
 
 
 def _small_tables(cap: Capture) -> None:
@@ -201,15 +248,13 @@ def _small_tables(cap: Capture) -> None:
         cap.table(table)
 
 
-def _whole(cap: Capture, table: str, tasks: list[tuple[str, Path, int]],
-           params: _Params) -> list[_Outcome]:
-    """The pandas engine: the whole table as one slice (``tasks`` unused: no parts)."""
+def _whole(cap: Capture, table: str, params: _Params) -> list[_Chunk]:
+    """The pandas engine: the whole table as one slice."""
     if not cap.recorded(table):
         return []
     rows = fuse_requests(cap) if table == "requests" else waits(cap)
     rows = with_order(rows, cap.hosts, _TIME[table])
-    return [_Outcome(cap.hosts[0], table, cap.path, [_slice_partials(cap, table, rows, params)],
-                     len(rows), None)]
+    return [_Chunk([_slice_partials(cap, table, rows, params)], [])]
 
 
 def scan(cap: Capture, threshold_ms: float = 50.0, engine: str = "pandas",
@@ -237,15 +282,15 @@ def scan(cap: Capture, threshold_ms: float = 50.0, engine: str = "pandas",
 
 def _scan(cap: Capture, threshold_ms: float, run: Runner, whole: bool = False) -> Scan:
     params = _Params(threshold_ms, throttle_times(cap), set())
-    requests = run(cap, "requests", _tasks(cap, "requests"), params)
-    _check_outcomes(requests)
+    requests = run(cap, "requests", params)
+    _check_reads(requests)
     servers = server_tgids(cap, _merge(requests, "answered"))
     params = _Params(threshold_ms, params.times, servers)
-    waits_out = run(cap, "waits", _tasks(cap, "waits"), params)
-    _check_outcomes(waits_out)
+    waits_out = run(cap, "waits", params)
+    _check_reads(waits_out)
     unseen = with_order(unseen_fuse_waits(cap), cap.hosts, "", host_index=len(cap.hosts))
     unseen_partials = wait_flag_partials(unseen, threshold_ms, servers)  # after every wait
-    waits_partials = [batch for o in waits_out for batch in o.partials or []]
+    waits_partials = [partials for chunk in waits_out for partials in chunk.partials]
     rows: dict[tuple[str, str], int] = {}
     damage: dict[str, list[str]] = {}
     if whole:
@@ -258,11 +303,11 @@ def _scan(cap: Capture, threshold_ms: float, run: Runner, whole: bool = False) -
             counts = cap.table(table)["host"].astype(object).value_counts()
             rows.update({(str(h), table): int(n) for h, n in counts.items()})
         damage = {host: cap.damage_read(host) for host in cap.hosts}
-        for outcome in requests + waits_out:
-            key = (outcome.host, outcome.table)
-            rows[key] = rows.get(key, 0) + outcome.rows
-            if outcome.damage is not None:
-                damage.setdefault(outcome.host, []).append(outcome.damage)
+        for read in (r for chunk in requests + waits_out for r in chunk.reads):
+            key = (read.host, read.table)
+            rows[key] = rows.get(key, 0) + read.rows
+            if read.damage is not None:
+                damage.setdefault(read.host, []).append(read.damage)
         order = list(TABLES)
         damage = {host: sorted(lines, key=lambda line: order.index(line.split("/", 1)[0]))
                   for host, lines in damage.items()}
@@ -311,27 +356,51 @@ def _dask_client(scheduler: str | None) -> Iterator[Any]:
         cluster.close()
 
 
+def _task_groups(parts: list[tuple[Path, int]]) -> list[list[tuple[Path, int]]]:
+    """Consecutive parts of one host's table in groups of about TASK_BYTES on disk."""
+    groups: list[list[tuple[Path, int]]] = [[]]
+    size = 0
+    for part, seq in parts:
+        try:
+            bytes_ = os.stat(part).st_size
+        except OSError:
+            bytes_ = 0  # the task reports it unreadable
+        if groups[-1] and size + bytes_ > TASK_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append((part, seq))
+        size += bytes_
+    return [g for g in groups if g]
+
+
 def _run_dask(client: Any, progress: Callable[[str], None] | None) -> Runner:
     from dask.distributed import as_completed  # noqa: PLC0415
 
     shipped: dict[int, Any] = {}
 
-    def run(cap: Capture, table: str, tasks: list[tuple[str, Path, int]],
-            params: _Params) -> list[_Outcome]:
-        if not tasks:
+    def run(cap: Capture, table: str, params: _Params) -> list[_Chunk]:
+        groups = [(host, group) for host, parts in _tasks(cap, table).items()
+                  for group in _task_groups(parts)]
+        if not groups:
             return []
         if id(cap) not in shipped:
             small = cap.detached(["derived:stack_paths"])
             shipped[id(cap)] = client.scatter(small, broadcast=True)
-        remote = shipped[id(cap)]
         # absolute paths: a remote worker's working directory is not ours
-        futures = [client.submit(_part_outcome, remote, host, table, part.absolute(), seq,
-                                 params, pure=False) for host, part, seq in tasks]
-        for done, _ in enumerate(as_completed(futures), 1):
+        futures = [client.submit(_chunk, shipped[id(cap)], host, table,
+                                 [(part.absolute(), seq) for part, seq in group], params,
+                                 pure=False) for host, group in groups]
+        sizes = {future.key: len(group) for future, (_, group) in zip(futures, groups)}
+        total, done = sum(sizes.values()), 0
+        for future in as_completed(futures):
+            done += sizes[future.key]
             if progress is not None:
-                progress(f"dask: {table} parts read {done}/{len(futures)}")
-        return [replace(outcome, part=part)  # named as the other engines name it
-                for outcome, (_, part, _) in zip(client.gather(futures), tasks)]
+                progress(f"dask: {table} parts read {done}/{total}")
+        named = {part.absolute(): part for _, group in groups for part, _ in group}
+        chunks = client.gather(futures)
+        for chunk in chunks:  # parts named as the other engines name them
+            chunk.reads = [replace(r, part=named[r.part]) for r in chunk.reads]
+        return chunks
 
     return run
 

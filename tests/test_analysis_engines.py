@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -60,6 +61,21 @@ def test_streaming_equals_pandas_with_a_damaged_part(tmp_path: Path) -> None:
     (cap / "requests" / "part-000003.parquet").write_bytes(b"garbage")
     pandas = _json(cap, "pandas")
     assert "INCOMPLETE_CAPTURE" in pandas["flag_counts"]
+    assert _json(cap, "streaming") == pandas
+
+
+def test_a_part_bad_in_a_late_batch_counts_for_nothing(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of a part already made into partials are dropped when a later batch is bad."""
+    cap = synthetic_capture(tmp_path / "cap", n_waits=6000, part_rows=2000)
+    part = cap / "waits" / "part-000002.parquet"
+    table = pq.read_table(part)
+    ts = table.column("ts_ns").to_pylist()
+    ts[1500] = None  # every row has a ts_ns: the part is corrupt
+    pq.write_table(table.set_column(0, "ts_ns", pa.array(ts, pa.int64())), part)
+    pandas = _json(cap, "pandas")
+    assert "waits/part-000002.parquet is corrupt (nulls in ts_ns" in json.dumps(pandas["flags"])
+    monkeypatch.setattr(capture, "BATCH_ROWS", 500)
     assert _json(cap, "streaming") == pandas
 
 
