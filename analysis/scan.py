@@ -7,12 +7,12 @@ step (:mod:`fusewb.analysis.partials`), so their answers are equal:
 
 - ``pandas``: the whole tables, loaded once (:meth:`Capture.table`); what ``waits()`` and the
   other row-level questions use. Memory: every table decoded, several times over.
-- ``streaming``: one Parquet part at a time in batches of ``capture.BATCH_ROWS`` rows, only the
-  columns the questions read (and those every row must have, to check the part; a part with
-  one bad batch counts as unreadable, as with the pandas engine); a batch is dropped once its
-  partials are made. Memory: one decoded batch, the small tables (stacks, throttle, vm, read
-  whole) and the partials (8 bytes per wait and per request for exact percentiles, plus one row
-  per group).
+- ``streaming``: slices of about ``capture.BATCH_ROWS`` rows (small parts of a host gathered,
+  big ones read in batches), only the columns the questions read (and those every row must
+  have, to check the part; a part with one bad batch counts as unreadable, as with the pandas
+  engine); a slice is dropped once its partials are made. Memory: about two slices decoded,
+  the small tables (stacks, throttle, vm, read whole) and the partials (8 bytes per wait and
+  per request for exact percentiles, plus one row per group).
 - ``dask``: each part as a task on a Dask cluster (a local one of ``LOCAL_WORKERS`` processes,
   or ``scheduler``, whose workers must have fusewb and read the capture at the same path); the
   partials come back to this process, which combines them.
