@@ -13,6 +13,13 @@ raises ``MissingEventsError``, one line): ``waits``, ``wait_paths``, ``stack_pat
 ``request_totals``, ``inflight_writeback`` (``requests``); ``dirty_throttling``, ``vm_events``,
 ``reclaim_activity``, ``migration_activity`` (``vm``); ``flags`` (``findings``).
 
+Engines: ``scan(cap, engine=...)`` (module ``scan``) answers the questions on the big tables
+(waits, requests) with ``pandas`` (whole tables, the default of every function above),
+``streaming`` (Parquet parts batch by batch, about 3x the capture's size in memory) or ``dask``
+(parts as tasks on a Dask cluster); each question is written once as a partial per slice of rows
+and a combine step (module ``partials``), so the engines' answers are equal. ``flags(cap,
+threshold_ms, scan)`` and ``report.build_report(cap, scan=...)`` take a scan by any engine.
+
 Modules: ``capture`` (reading and validation only), ``paths`` (``PATH_RULES``: the table that
 maps kernel stacks to the paths reclaim, migration, sync, fsync, close, write, truncate,
 page_mkwrite, other), ``report`` (text and JSON, ``render_report`` for ``fusewb run``),
@@ -35,6 +42,7 @@ __all__ = [
     "fuse_requests", "inflight_writeback", "requests_by_opcode", "request_totals",
     "dirty_throttling", "migration_activity", "reclaim_activity", "vm_events",
     "stack_paths", "wait_paths", "waits", "unseen_waits",
+    "ENGINES", "Scan", "scan",
 ]
 
 _HOME = {
@@ -44,6 +52,7 @@ _HOME = {
     "requests": ["fuse_requests", "inflight_writeback", "requests_by_opcode", "request_totals"],
     "vm": ["dirty_throttling", "migration_activity", "reclaim_activity", "vm_events"],
     "waiting": ["stack_paths", "wait_paths", "waits", "unseen_waits"],
+    "scan": ["ENGINES", "Scan", "scan"],
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
 

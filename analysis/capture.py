@@ -22,7 +22,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,10 @@ from fusewb.schema import SCHEMA_VERSION, TABLES
 __all__ = [
     "Capture",
     "CaptureSource",
+    "check_table",
+    "read_part",
+    "frame_with_host",
+    "unreadable_table",
     "CaptureError",
     "MissingEventsError",
     "load_capture",
@@ -48,6 +52,7 @@ __all__ = [
     "MAX_META_BYTES",
     "MAX_PART_BYTES",
     "MAX_DECODED_BYTES",
+    "BATCH_ROWS",
 ]
 
 # Columns holding repeated strings, stored as pandas categoricals.
@@ -82,6 +87,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 MAX_META_BYTES = 4 << 20  # a meta.json holds a few KiB; anything bigger is not one
 MAX_PART_BYTES = 1 << 30  # a Parquet part holds about a second of events
 MAX_DECODED_BYTES = 4 * MAX_PART_BYTES  # what a part's footer may say its data decodes to
+BATCH_ROWS = 1 << 18  # rows of a part decoded at once by read_part
 
 _Spec = type | list[Any] | dict[str, Any]
 
@@ -217,12 +223,22 @@ class Capture:
             self.table(name)
         return list(self._damage.get(host, []))
 
+    def damage_read(self, host: str) -> list[str]:
+        """What was skipped of ``host``'s capture in the tables read so far (see damage)."""
+        return list(self._damage.get(host, []))
+
     def derived(self, key: str, build: Callable[[], pd.DataFrame]) -> pd.DataFrame:
         """``build()`` once per capture under ``key`` (e.g. waits with their attributed path)."""
         cache_key = f"derived:{key}"
         if cache_key not in self._tables:
             self._tables[cache_key] = build()
         return self._tables[cache_key]
+
+    def detached(self, keys: Iterable[str] = ()) -> Capture:
+        """A copy without the progress callback holding only the cached frames ``keys`` (e.g.
+        ``derived:stack_paths``): small, to send to the workers of a Dask cluster."""
+        return Capture(self.path, self.sources, None,
+                       {k: v for k, v in self._tables.items() if k in set(keys)})
 
     def mounts(self) -> pd.DataFrame:
         """Every FUSE mount of every host: host, mountpoint, fstype, bdi, connection, max_ratio,
@@ -486,7 +502,7 @@ def _read_table(
         if progress is not None:
             progress(f"reading {src.host} {name} part {number}/{len(files)}")
         try:
-            parts.append(_read_part(part, schema, REQUIRED_COLUMNS[name]))
+            parts.extend(_read_part(part, schema, REQUIRED_COLUMNS[name]))
         except _BadPart as exc:
             bad.append((part, exc.reason))
     if bad and not parts:
@@ -495,13 +511,51 @@ def _read_table(
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     else:
         table = schema.empty_table()
+    return frame_with_host(table, src.host, hosts), [_damage_line(name, part, reason)
+                                                 for part, reason in bad]
+
+
+def _damage_line(name: str, part: Path, reason: str) -> str:
+    return _LINE_BREAKS.sub(" ", f"{name}/{part.name} {reason}")
+
+
+def frame_with_host(table: pa.Table, host: str, hosts: list[str]) -> pd.DataFrame:
+    """``table`` as a frame whose first column, ``host``, is categorical over ``hosts``."""
     frame = table.to_pandas()
-    host = pd.Categorical.from_codes(
-        np.full(len(frame), hosts.index(src.host), dtype=np.int8 if len(hosts) < 128 else np.int32),
-        categories=hosts,
-    )
-    frame.insert(0, "host", host)
-    return frame, [_LINE_BREAKS.sub(" ", f"{name}/{part.name} {reason}") for part, reason in bad]
+    codes = np.full(len(frame), hosts.index(host), dtype=np.int8 if len(hosts) < 128 else np.int32)
+    frame.insert(0, "host", pd.Categorical.from_codes(codes, categories=hosts))
+    return frame
+
+
+def check_table(src: CaptureSource, name: str) -> list[Path]:
+    """The parts of ``src``'s table ``name`` (CaptureError when its folder is not a folder)."""
+    _check_table_folder(src.path / name)
+    return src.table_files(name)
+
+
+def read_part(
+    name: str, part: Path, columns: Iterable[str], use: Callable[[pa.Table], None],
+    batch_rows: int | None = None,
+) -> str | None:
+    """Pass each batch of ``batch_rows`` rows (default :data:`BATCH_ROWS`) of a Parquet part of
+    table ``name`` to ``use`` (Arrow tables of ``columns``, plus the columns every row has, to
+    check them), checked as a whole table's read checks them; the damage line when a batch is
+    unusable (the caller drops what it made of the part's earlier batches), else None."""
+    wanted = set(columns) | set(REQUIRED_COLUMNS[name])
+    full = _read_schema(TABLES[name])
+    schema = pa.schema([f for f in full if f.name in wanted])
+    try:
+        for table in _read_part(part, schema, REQUIRED_COLUMNS[name], full,
+                                batch_rows or BATCH_ROWS):
+            use(table)
+    except _BadPart as exc:
+        return _damage_line(name, part, exc.reason)
+    return None
+
+
+def unreadable_table(first_bad: Path, reason: str) -> CaptureError:
+    """The error for a table of which no part is readable (``reason``: the first part's)."""
+    return _fail(f"{first_bad} {reason}", _SKIP_PART)
 
 
 def _read_schema(schema: pa.Schema) -> pa.Schema:
@@ -564,9 +618,13 @@ def _stored_problem(part: Path, schema: pa.Schema) -> str | None:
         return _column_problem(parquet.schema_arrow, schema)
 
 
-def _read_part(part: Path, schema: pa.Schema, required: tuple[str, ...]) -> pa.Table:
+def _read_part(part: Path, schema: pa.Schema, required: tuple[str, ...],
+               check: pa.Schema | None = None, batch_rows: int | None = None
+               ) -> Iterator[pa.Table]:
     """One Parquet part with ``schema``'s columns, cast to its types, values in the
-    ``required`` columns of every row; _BadPart when unusable."""
+    ``required`` columns of every row, as one table or tables of ``batch_rows`` rows; _BadPart
+    (raised while iterating) when unusable. The footer is checked against ``check`` (default
+    ``schema``): every column of the capture schema, even unread ones."""
     try:
         info = os.stat(part)
     except OSError as exc:
@@ -574,20 +632,32 @@ def _read_part(part: Path, schema: pa.Schema, required: tuple[str, ...]) -> pa.T
     problem = _file_problem(info, MAX_PART_BYTES)
     if problem is None and info.st_size == 0:
         problem = "is empty (capture truncated)"
+    dictionary = [f.name for f in schema if pa.types.is_dictionary(f.type)]
     try:
-        problem = problem or _stored_problem(part, schema)
+        problem = problem or _stored_problem(part, check if check is not None else schema)
         if problem is not None:
             raise _BadPart(problem)
-        dictionary = [f.name for f in schema if pa.types.is_dictionary(f.type)]
-        table = pq.read_table(part, columns=schema.names, read_dictionary=dictionary)
-        table = table.cast(schema)  # safe: an integer that does not fit fails
-        table.validate(full=True)  # UTF-8, offsets and dictionary indices
+        if batch_rows is None:
+            tables = iter([pq.read_table(part, columns=schema.names, read_dictionary=dictionary)])
+        else:
+            parquet = pq.ParquetFile(part, read_dictionary=dictionary)
+            tables = (pa.Table.from_batches([batch]) for batch in parquet.iter_batches(
+                batch_size=batch_rows, columns=schema.names))
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
         raise _BadPart(f"is truncated or corrupt ({_library_reason(exc, part)})") from None
-    nulls = [name for name in required if table.column(name).null_count]
-    if nulls:
-        raise _BadPart(f"is corrupt (nulls in {', '.join(nulls)}, which every row has)")
-    return table
+    while True:
+        try:
+            table = next(tables, None)
+            if table is None:
+                return
+            table = table.cast(schema)  # safe: an integer that does not fit fails
+            table.validate(full=True)  # UTF-8, offsets and dictionary indices
+        except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+            raise _BadPart(f"is truncated or corrupt ({_library_reason(exc, part)})") from None
+        nulls = [name for name in required if table.column(name).null_count]
+        if nulls:
+            raise _BadPart(f"is corrupt (nulls in {', '.join(nulls)}, which every row has)")
+        yield table
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -37,8 +37,15 @@ def _progress_printer() -> Callable[[str], None] | None:
               help="Write the report to this file instead of standard output.")
 @click.option("--fail-on", metavar="FLAG[,FLAG]",
               help="Exit 1 when any of these flags is raised (for the CI of FUSE servers).")
+@click.option("--engine", type=click.Choice(["pandas", "streaming", "dask"]), default="pandas",
+              show_default=True,
+              help="pandas: whole tables in memory (needed for html); streaming: part by part, "
+              "about 3x the capture's size in memory; dask: parts as tasks on a Dask cluster.")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="With --engine dask: a running scheduler (tcp://HOST:8786) whose workers "
+              "have fusewb and read the capture at the same path; default a local cluster.")
 def analyze(capture: Path, threshold_ms: float, fmt: str, output: Path | None,
-            fail_on: str | None) -> None:
+            fail_on: str | None, engine: str, scheduler: str | None) -> None:
     """Analyse a capture (or a folder of captures, one per host) and report what waited on FUSE
     writeback, in which kernel path, and the flags raised.
 
@@ -53,6 +60,9 @@ def analyze(capture: Path, threshold_ms: float, fmt: str, output: Path | None,
       fusewb analyze cap/ --format json -o report.json
       fusewb analyze cap/ --format html -o report.html
       fusewb analyze caps/                             a folder of captures from many hosts
+      fusewb analyze big-cap/ --engine streaming       bounded memory, same answers
+      fusewb analyze caps/ --engine dask               many hosts on a local Dask cluster
+      fusewb analyze caps/ --engine dask --scheduler tcp://10.0.0.5:8786
       fusewb analyze cap/ --fail-on SERVER_SELF_WAIT,STALLED_REQUEST   gate a FUSE server's CI
     """
     from fusewb.analysis.findings import FLAG_NAMES, parse_flag_names
@@ -68,7 +78,8 @@ def analyze(capture: Path, threshold_ms: float, fmt: str, output: Path | None,
         raise FusewbError("--format html writes a file", "add -o report.html")
     progress = _progress_printer()
     try:
-        rendered = render_report(capture, fmt, threshold_ms, output, progress=progress)
+        rendered = render_report(capture, fmt, threshold_ms, output, progress=progress,
+                                 engine=engine, scheduler=scheduler)
     finally:
         if progress is not None:
             click.echo("\r\033[K", err=True, nl=False)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from fusewb.analysis.capture import Capture
 
-__all__ = ["requires", "seconds_since_start", "mount_column", "duration_stats", "NS_PER_MS"]
+__all__ = ["requires", "seconds_since_start", "mount_column", "NS_PER_MS"]
 
 NS_PER_MS = 1_000_000
 
@@ -53,30 +53,16 @@ def seconds_since_start(cap: Capture, frame: pd.DataFrame, column: str = "ts_ns"
 def mount_column(cap: Capture, frame: pd.DataFrame) -> pd.Series:
     """The mountpoint of each row's ``(host, bdi)`` from meta (``?`` when unknown), categorical."""
     mapping = cap.mount_of()
-    values = np.full(len(frame), "?", dtype=object)
-    if len(frame):
-        bdi = frame["bdi"].astype("category")
-        categories = [str(c) for c in bdi.cat.categories]
-        bdi_codes = bdi.cat.codes.to_numpy()
-        host_codes = frame["host"].astype("category").cat.codes.to_numpy()
-        host_names = [str(h) for h in frame["host"].astype("category").cat.categories]
-        for h, host in enumerate(host_names):
-            lookup = np.array([mapping.get((host, c), "?") for c in categories] + ["?"], object)
-            mask = host_codes == h
-            values[mask] = lookup[bdi_codes[mask]]
-    return pd.Series(pd.Categorical(values), index=frame.index, name="mount")
-
-
-def duration_stats(grouped: pd.core.groupby.SeriesGroupBy) -> pd.DataFrame:
-    """count, p50_ms, p99_ms, max_ms, total_ms of a grouped duration_ms series."""
-    out = pd.DataFrame(
-        {
-            "count": grouped.size(),
-            "p50_ms": grouped.quantile(0.5),
-            "p99_ms": grouped.quantile(0.99),
-            "max_ms": grouped.max(),
-            "total_ms": grouped.sum(),
-        }
-    )
-    out["count"] = out["count"].astype(np.int64)
-    return out
+    names = sorted(set(mapping.values()) | {"?"})
+    if not len(frame):
+        return pd.Series(pd.Categorical(np.array([], dtype=object)), index=frame.index,
+                         name="mount")
+    number = {name: i for i, name in enumerate(names)}
+    bdi = frame["bdi"].astype("category")
+    host = frame["host"].astype("category")
+    # hosts x (bdis + 1): the code of each pair's mount; the last column is a null bdi (code -1)
+    lookup = np.array([[number[mapping.get((str(h), str(b)), "?")] for b in bdi.cat.categories]
+                       + [number["?"]] for h in host.cat.categories], dtype=np.int32)
+    codes = lookup[host.cat.codes.to_numpy(), bdi.cat.codes.to_numpy()]
+    mount = pd.Categorical.from_codes(codes, categories=names).remove_unused_categories()
+    return pd.Series(mount, index=frame.index, name="mount")

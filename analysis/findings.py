@@ -10,15 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from fusewb.analysis.capture import Capture
-from fusewb.analysis.requests import WRITE, fuse_requests, inflight_at
+from fusewb.analysis.common import NS_PER_MS
+from fusewb.analysis.partials import ORDER, combine_worst, inflight_partial, worst_partial
+from fusewb.analysis.requests import WRITE
 from fusewb.analysis.vm import VMSCAN_THROTTLE_WRITEBACK, dirty_throttling, vm_events
-from fusewb.analysis.waiting import unseen_waits, waits
+from fusewb.analysis.waiting import unseen_waits
 from fusewb.schema import TABLES
+
+if TYPE_CHECKING:
+    from fusewb.analysis.scan import Scan
 
 __all__ = [
     "FlagKind",
@@ -28,6 +34,15 @@ __all__ = [
     "SEVERITIES",
     "flags",
     "parse_flag_names",
+    "answered_partial",
+    "server_tgids",
+    "unseen_fuse_waits",
+    "wait_flag_partials",
+    "combine_wait_flag",
+    "combine_stalls",
+    "stall_partial",
+    "throttle_times",
+    "inflight_writes_partial",
 ]
 
 SEVERITIES = ["critical", "high", "medium", "low"]
@@ -138,17 +153,17 @@ def _empty() -> pd.DataFrame:
 
 
 def _wait_flag(
-    w: pd.DataFrame, mask: pd.Series, flag: str, severity: Callable[[pd.DataFrame], np.ndarray],
+    combined: pd.DataFrame, flag: str, severity: Callable[[pd.DataFrame], np.ndarray],
     note: str = "",
 ) -> pd.DataFrame:
-    chosen = w[mask.to_numpy(dtype=bool)]
-    if chosen.empty:
+    """The rows of a wait flag from its merged partials (:func:`combine_worst`)."""
+    if combined.empty:
         return _empty()
-    grouped = chosen.groupby(_WAIT_KEYS, observed=True, sort=False, dropna=False)
-    worst = chosen.loc[grouped["duration_ms"].idxmax().to_numpy()].reset_index(drop=True)
-    count = grouped.size().to_numpy()
-    total = grouped["duration_ms"].sum().to_numpy()
-    still = grouped["ongoing"].sum().to_numpy()
+    worst = combined.assign(duration_ms=combined["duration_ns"].to_numpy(dtype="float64")
+                            / NS_PER_MS)
+    count = worst["count"].to_numpy()
+    total = worst["total_ns"].to_numpy(dtype="float64") / NS_PER_MS
+    still = worst["still"].to_numpy()
     ongoing = still > 0
     evidence = [
         f"{n} wait{'s' if n != 1 else ''}{note}{f' ({k} still waiting at the end)' if k else ''},"
@@ -194,8 +209,19 @@ def _fixed(level: str) -> Callable[[pd.DataFrame], np.ndarray]:
     return severity
 
 
-def _server_tgids(cap: Capture) -> set[tuple[str, str, int]]:
-    """``(host, bdi, tgid)`` of every FUSE server thread: from meta and from request replies."""
+def answered_partial(r: pd.DataFrame) -> pd.DataFrame:
+    """host, bdi, end_tgid of the server threads that answered requests of a slice of
+    :func:`fuse_requests` rows (merge with :func:`server_tgids`)."""
+    if r.empty:
+        return pd.DataFrame(columns=["host", "bdi", "end_tgid"])
+    # requests ended by an abort or a dead connection end in the aborter's context
+    answered = ~r["error"].isin(KERNEL_ENDED_ERRORS)
+    return r.loc[answered, ["host", "bdi", "end_tgid"]].dropna().drop_duplicates()
+
+
+def server_tgids(cap: Capture, answered: list[pd.DataFrame]) -> set[tuple[str, str, int]]:
+    """``(host, bdi, tgid)`` of every FUSE server thread: from meta and from the
+    :func:`answered_partial` frames of the requests."""
     bdi_of_connection = {
         (r.host, int(r.connection)): str(r.bdi)
         for r in cap.mounts().itertuples(index=False)
@@ -211,11 +237,7 @@ def _server_tgids(cap: Capture) -> set[tuple[str, str, int]]:
                 bdi = bdi_of_connection.get((src.host, int(thread["connection"])))
             if bdi is not None:
                 found.add((src.host, str(bdi), int(thread["tgid"])))
-    if cap.recorded("requests"):
-        requests = cap.table("requests")
-        # requests ended by an abort or a dead connection end in the aborter's context
-        answered = ~requests["error"].isin(KERNEL_ENDED_ERRORS)
-        replies = requests.loc[answered, ["host", "bdi", "end_tgid"]].dropna().drop_duplicates()
+    for replies in answered:
         found.update(
             (str(h), str(b), int(t))
             for h, b, t in zip(replies["host"], replies["bdi"], replies["end_tgid"])
@@ -223,57 +245,101 @@ def _server_tgids(cap: Capture) -> set[tuple[str, str, int]]:
     return found
 
 
-def _unseen_fuse_waits(cap: Capture) -> pd.DataFrame:
+def unseen_fuse_waits(cap: Capture) -> pd.DataFrame:
     """Waits begun before tracing (from /proc) with a FUSE frame, shaped like ``waits``; their
-    bdi and mount are unknown (None)."""
+    bdi and mount are unknown (None). The wait flags count them after every traced wait."""
     unseen = unseen_waits(cap)
     unseen = unseen[unseen["fuse"]]
     return pd.DataFrame({
         "host": unseen["host"].astype(object), "path": unseen["path"].astype(object),
         "bdi": None, "mount": None, "pid": unseen["pid"], "tgid": unseen["tgid"],
         "comm": unseen["comm"], "ino": pd.array([None] * len(unseen), dtype="Int64"),
-        "duration_ms": unseen["duration_ms"].fillna(0.0), "ongoing": True, "t_s": 0.0,
+        "duration_ms": unseen["duration_ms"].fillna(0.0),
+        "duration_ns": [_unseen_ns(cap, str(h)) for h in unseen["host"].astype(object)],
+        "ongoing": True, "t_s": 0.0,
         "stack": "asleep since before tracing began (bdi unknown, from /proc): "
         + unseen["stack"].astype(str),
     })
 
 
-def _wait_flags(cap: Capture, threshold_ms: float) -> list[pd.DataFrame]:
-    w = waits(cap)
-    unseen = _unseen_fuse_waits(cap)
-    if len(unseen):
-        shaped = w[unseen.columns].astype({c: object for c in ("host", "path", "bdi", "mount",
-                                                                  "comm")})
-        w = pd.concat([shaped, unseen], ignore_index=True) if len(shaped) else unseen
-    out = [_wait_flag(w, w["duration_ms"] >= threshold_ms, "BLOCKED_WAIT",
-                      _severity_by_duration(threshold_ms), f" >= {threshold_ms:g} ms")]
+def _unseen_ns(cap: Capture, host: str) -> int:
+    src = cap.source(host)
+    return src.end_ns - src.start_ns if src.end_ns else 0
+
+
+_WAIT_CARRY = ["tgid", "comm", "mount", "t_s", "stack"]
+
+
+def _server_mask(w: pd.DataFrame, servers: set[tuple[str, str, int]]) -> np.ndarray:
+    """Waits by a thread of the FUSE server of their bdi (any bdi of the host if unknown)."""
+    mask = np.zeros(len(w), dtype=bool)
+    if not servers or w.empty:
+        return mask
+    candidates = w["tgid"].isin({t for _, _, t in servers}).to_numpy(dtype=bool)
+    chosen = w.loc[candidates]
+    keys = zip(chosen["host"].astype(object), chosen["bdi"].astype(object), chosen["tgid"])
+    server_anywhere = {(h, t) for h, _, t in servers}  # for waits whose bdi is unknown
+    mask[candidates] = np.array([(str(h), str(b), int(t)) in servers
+                                 or (pd.isna(b) and (str(h), int(t)) in server_anywhere)
+                                 for h, b, t in keys], dtype=bool)
+    return mask
+
+
+def wait_flag_partials(w: pd.DataFrame, threshold_ms: float,
+                       servers: set[tuple[str, str, int]]) -> dict[str, pd.DataFrame]:
+    """Partials of every wait flag from a slice of :func:`waits` rows (or of
+    :func:`unseen_fuse_waits`) with order columns; merge each with :func:`combine_worst`."""
+    w = w[list(dict.fromkeys([*_WAIT_KEYS, *_WAIT_CARRY, *ORDER, "duration_ns", "duration_ms",
+                              "ongoing"]))]
+
+    def part(mask: np.ndarray) -> pd.DataFrame:
+        return worst_partial(w[mask], _WAIT_KEYS, _WAIT_CARRY)
+
+    out = {"BLOCKED_WAIT": part((w["duration_ms"] >= threshold_ms).to_numpy(dtype=bool))}
     for flag, path in _PATH_FLAGS.items():
-        out.append(_wait_flag(w, w["path"] == path, flag, _fixed("high")))
-    servers = _server_tgids(cap)
-    if servers and len(w):
-        candidates = w["tgid"].isin({t for _, _, t in servers})
-        chosen = w.loc[candidates]
-        keys = zip(chosen["host"].astype(object), chosen["bdi"].astype(object), chosen["tgid"])
-        server_anywhere = {(h, t) for h, _, t in servers}  # for waits whose bdi is unknown
-        hits = np.array([(str(h), str(b), int(t)) in servers
-                         or (pd.isna(b) and (str(h), int(t)) in server_anywhere)
-                         for h, b, t in keys], dtype=bool)
-        mask = candidates.copy()
-        mask.loc[candidates] = hits
-        out.append(_wait_flag(w, mask, "SERVER_SELF_WAIT", _fixed("critical"),
-                              " by a thread of this mount's own FUSE server"))
+        out[flag] = part((w["path"] == path).to_numpy(dtype=bool))
+    out["SERVER_SELF_WAIT"] = part(_server_mask(w, servers))
     return out
 
 
-def _streamed_stalls(cap: Capture, threshold_ms: float) -> pd.DataFrame:
-    r = fuse_requests(cap)
-    chosen = r[(r["opcode_name"] == WRITE) & ((r["duration_ms"] >= threshold_ms) | r["ongoing"])]
-    if chosen.empty:
+def combine_wait_flag(partials: list[pd.DataFrame]) -> pd.DataFrame:
+    """One wait flag's :func:`wait_flag_partials` of every slice, merged."""
+    return combine_worst(partials, _WAIT_KEYS)
+
+
+def _wait_flags(merged: dict[str, pd.DataFrame], threshold_ms: float) -> list[pd.DataFrame]:
+    out = [_wait_flag(merged["BLOCKED_WAIT"], "BLOCKED_WAIT",
+                      _severity_by_duration(threshold_ms), f" >= {threshold_ms:g} ms")]
+    for flag in _PATH_FLAGS:
+        out.append(_wait_flag(merged[flag], flag, _fixed("high")))
+    out.append(_wait_flag(merged["SERVER_SELF_WAIT"], "SERVER_SELF_WAIT", _fixed("critical"),
+                          " by a thread of this mount's own FUSE server"))
+    return out
+
+
+_STALL_CARRY = ["unique", "len", "t_s", "comm", "pid", "tgid", "mount", "ongoing"]
+
+
+def stall_partial(r: pd.DataFrame, threshold_ms: float) -> pd.DataFrame:
+    """STALLED_REQUEST's partial of a slice of :func:`fuse_requests` rows with order columns
+    (slow or unanswered WRITEs per host and bdi); merge with :func:`combine_worst`."""
+    if r.empty:
+        return worst_partial(r, ["host", "bdi"], _STALL_CARRY)
+    slow = (r["duration_ms"] >= threshold_ms) | r["ongoing"].fillna(False).astype(bool)
+    return worst_partial(r[(r["opcode_name"] == WRITE) & slow], ["host", "bdi"], _STALL_CARRY)
+
+
+def combine_stalls(partials: list[pd.DataFrame]) -> pd.DataFrame:
+    """The :func:`stall_partial` of every slice, merged."""
+    return combine_worst(partials, ["host", "bdi"])
+
+
+def _streamed_stalls(worst: pd.DataFrame, threshold_ms: float) -> pd.DataFrame:
+    if worst.empty:
         return _empty()
-    grouped = chosen.groupby(["host", "bdi"], observed=True, sort=False)
-    worst = chosen.loc[grouped["duration_ms"].idxmax().to_numpy()].reset_index(drop=True)
-    count = grouped.size().to_numpy()
-    never = grouped["ongoing"].sum().to_numpy()
+    worst = worst.assign(duration_ms=worst["duration_ns"].to_numpy(dtype="float64") / NS_PER_MS)
+    count = worst["count"].to_numpy()
+    never = worst["still"].to_numpy()
     evidence = [
         f"{n} WRITE{'s' if n != 1 else ''} >= {threshold_ms:g} ms or unanswered"
         f" ({k} never completed); worst unique={u} len={ln} sent at {t:.1f}s by {c}[{p}], "
@@ -293,15 +359,16 @@ def _streamed_stalls(cap: Capture, threshold_ms: float) -> pd.DataFrame:
         "bdi": worst["bdi"].astype(object), "ino": pd.array([None] * len(worst), dtype="Int64"),
         "duration_ms": worst["duration_ms"].astype("float64"), "ongoing": never > 0,
         "count": count.astype(np.int64),
-        "total_ms": grouped["duration_ms"].sum().to_numpy(dtype="float64"),
+        "total_ms": worst["total_ns"].to_numpy(dtype="float64") / NS_PER_MS,
         "evidence": evidence, "mechanism": FLAG_KINDS["STALLED_REQUEST"].mechanism,
     })
 
 
-def _stalled_requests(cap: Capture, threshold_ms: float) -> pd.DataFrame:
-    """Slow or unanswered WRITEs from the streamed rows, corrected by the kernel's per-opcode
-    maximum when the slowest WRITE's event was lost or only summed."""
-    out = _streamed_stalls(cap, threshold_ms)
+def _stalled_requests(cap: Capture, threshold_ms: float, stalls: pd.DataFrame) -> pd.DataFrame:
+    """Slow or unanswered WRITEs from the streamed rows (``stalls``: merged
+    :func:`stall_partial`), corrected by the kernel's per-opcode maximum when the slowest
+    WRITE's event was lost or only summed."""
+    out = _streamed_stalls(stalls, threshold_ms)
     extra = []
     for src in cap.sources:
         counters = src.meta.get("counters") or {}
@@ -364,21 +431,38 @@ def _dirty_throttle(cap: Capture) -> pd.DataFrame:
     })
 
 
-def _reclaim_throttle(cap: Capture) -> pd.DataFrame:
+def _throttled(cap: Capture) -> pd.DataFrame:
     vm = vm_events(cap)
     on_writeback = (vm["reason"].fillna(0).astype(np.int64) & VMSCAN_THROTTLE_WRITEBACK) > 0
-    throttled = vm[(vm["kind"] == "vmscan_throttled") & on_writeback]
+    return vm[(vm["kind"] == "vmscan_throttled") & on_writeback]
+
+
+def throttle_times(cap: Capture) -> dict[str, np.ndarray]:
+    """host -> times of reclaim throttled on writeback (RECLAIM_THROTTLE checks the WRITEs in
+    flight then, with :func:`inflight_partial`); empty without vm events."""
+    if not cap.recorded("vm"):
+        return {}
+    throttled = _throttled(cap)
+    return {str(host): rows["ts_ns"].to_numpy(dtype=np.int64)
+            for host, rows in throttled.groupby("host", observed=True, sort=False)}
+
+
+def inflight_writes_partial(r: pd.DataFrame, times: dict[str, np.ndarray]) -> pd.DataFrame:
+    """RECLAIM_THROTTLE's partial of a slice of :func:`fuse_requests` rows with order columns:
+    WRITEs sent and ended by each throttle time; merge with :func:`combine_inflight`."""
+    return inflight_partial(r[r["opcode_name"] == WRITE] if len(r) else r, times)
+
+
+def _reclaim_throttle(cap: Capture, inflight: dict[str, list[tuple[str, np.ndarray]]]
+                      ) -> pd.DataFrame:
+    throttled = _throttled(cap)
     if throttled.empty:
         return _empty()
-    writes = fuse_requests(cap)
-    writes = writes[writes["opcode_name"] == WRITE]
     pieces = []
     for host, rows in throttled.groupby("host", observed=True, sort=False):
-        times = rows["ts_ns"].to_numpy(dtype=np.int64)
         best = np.zeros(len(rows), dtype=np.int64)
         best_bdi = np.full(len(rows), None, dtype=object)
-        for bdi in writes.loc[writes["host"] == host, "bdi"].astype(object).unique():
-            level = inflight_at(cap, str(host), times, str(bdi))
+        for bdi, level in inflight.get(str(host), []):
             better = level > best
             best = np.where(better, level, best)
             best_bdi = np.where(better, bdi, best_bdi)
@@ -415,7 +499,8 @@ def _reclaim_throttle(cap: Capture) -> pd.DataFrame:
     })
 
 
-def _server_reclaim_throttle(cap: Capture, throttled: pd.DataFrame) -> pd.DataFrame:
+def _server_reclaim_throttle(throttled: pd.DataFrame, servers: set[tuple[str, str, int]]
+                             ) -> pd.DataFrame:
     """RECLAIM_THROTTLE rows whose task is a thread of the FUSE server of that same bdi.
 
     From 6.16 reclaim skips folios under FUSE writeback instead of waiting on them, but it still
@@ -424,7 +509,6 @@ def _server_reclaim_throttle(cap: Capture, throttled: pd.DataFrame) -> pd.DataFr
     instead of hung)."""
     if throttled.empty:
         return _empty()
-    servers = _server_tgids(cap)
     keys = zip(throttled["host"].astype(object), throttled["bdi"].astype(object),
                throttled["tgid"].astype("Int64"))
     mine = np.array([not pd.isna(t) and (str(h), str(b), int(t)) in servers for h, b, t in keys],
@@ -441,7 +525,7 @@ def _server_reclaim_throttle(cap: Capture, throttled: pd.DataFrame) -> pd.DataFr
     )
 
 
-def _missing_rows(cap: Capture, host: str, counted: object) -> list[str]:
+def _missing_rows(rows: dict[tuple[str, str], int], host: str, counted: object) -> list[str]:
     """Tables holding fewer rows than ``meta.json`` counts (a part went missing)."""
     if not isinstance(counted, dict):
         return []
@@ -449,8 +533,7 @@ def _missing_rows(cap: Capture, host: str, counted: object) -> list[str]:
     for table, expected in counted.items():
         if table not in TABLES or not isinstance(expected, int) or expected <= 0:
             continue
-        frame = cap.table(table)
-        found = int((frame["host"] == host).sum()) if len(frame) else 0
+        found = rows.get((host, table), 0)
         if found < expected:
             short.append(f"{table} has {found} of the {expected} rows meta.json counts")
     return short
@@ -463,15 +546,15 @@ def _skipped_parts(skipped: list[str], shown: int = 3) -> str:
     return f"{len(skipped)} unreadable {parts} skipped: {'; '.join(skipped[:shown])}{more}"
 
 
-def _incomplete(cap: Capture) -> pd.DataFrame:
+def _incomplete(cap: Capture, scan: Scan) -> pd.DataFrame:
     rows = []
     for src in cap.sources:
         lost = src.lost_total
         complete = bool(src.meta.get("complete", False))
-        short = _missing_rows(cap, src.host, src.meta.get("tables"))
+        short = _missing_rows(scan.rows, src.host, src.meta.get("tables"))
         counters = src.meta.get("counters") or {}
         untracked = int(counters.get("pending_full", 0) or 0) if isinstance(counters, dict) else 0
-        skipped = cap.damage(src.host)
+        skipped = scan.damage.get(src.host, [])
         if lost <= 0 and complete and not short and untracked <= 0 and not skipped:
             continue
         parts = []
@@ -498,15 +581,21 @@ def _incomplete(cap: Capture) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=FLAG_COLUMNS) if rows else _empty()
 
 
-def flags(cap: Capture, threshold_ms: float = 50.0) -> pd.DataFrame:
+def flags(cap: Capture, threshold_ms: float = 50.0, scan: Scan | None = None) -> pd.DataFrame:
     """Every flag raised by the capture, most severe and longest first.
 
     Columns: flag, severity (critical/high/medium/low), host, path (for wait flags and
     RECLAIM_THROTTLE, else None), pid, tgid, comm, mount, bdi, ino (waits only), duration_ms (the
     worst; total pause for DIRTY_THROTTLE, total delay for RECLAIM_THROTTLE), ongoing, count
     (events merged into the row), total_ms, evidence (stack summary or figures), mechanism.
-    ``attrs["not_checked"]``: flag -> why it could not be checked on this capture.
+    ``attrs["not_checked"]``: flag -> why it could not be checked on this capture. ``scan``:
+    the merged partials of the big tables (:func:`fusewb.analysis.scan.scan`, by any engine;
+    made with the pandas engine when not given).
     """
+    if scan is None:
+        from fusewb.analysis.scan import scan as run_scan  # noqa: PLC0415 (scan imports this)
+
+        scan = run_scan(cap, threshold_ms)
     not_checked: dict[str, str] = {}
 
     def can(flag: str) -> bool:
@@ -518,17 +607,17 @@ def flags(cap: Capture, threshold_ms: float = 50.0) -> pd.DataFrame:
     pieces: list[pd.DataFrame] = []
     wait_flags = ["BLOCKED_WAIT", "RECLAIM_WAIT", "MIGRATION_WAIT", "SYNC_WAIT", "SERVER_SELF_WAIT"]
     if all([can(flag) for flag in wait_flags]):
-        pieces.extend(_wait_flags(cap, threshold_ms))
+        pieces.extend(_wait_flags(scan.wait_flags, threshold_ms))
     if can("STALLED_REQUEST"):
-        pieces.append(_stalled_requests(cap, threshold_ms))
+        pieces.append(_stalled_requests(cap, threshold_ms, scan.stalls))
     if can("DIRTY_THROTTLE"):
         pieces.append(_dirty_throttle(cap))
     if can("RECLAIM_THROTTLE"):
-        throttled = _reclaim_throttle(cap)
+        throttled = _reclaim_throttle(cap, scan.inflight)
         pieces.append(throttled)
         if can("SERVER_SELF_WAIT"):
-            pieces.append(_server_reclaim_throttle(cap, throttled))
-    pieces.append(_incomplete(cap))
+            pieces.append(_server_reclaim_throttle(throttled, scan.servers))
+    pieces.append(_incomplete(cap, scan))
     pieces = [p for p in pieces if len(p)]
     if not pieces:
         out = _empty()

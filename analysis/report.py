@@ -6,7 +6,8 @@ The JSON schema (``REPORT_VERSION``) is stable: top-level ``report_version``, ``
 ``requests_by_opcode``, ``request_totals`` (kernel counts), ``unseen_waiters`` (asleep since
 before tracing), ``dirty_throttling``, ``reclaim``, ``migration``, ``flags`` (items with
 flag, severity, host, path, bdi, mount, pid, tgid, comm, ino, duration_ms, ongoing, count,
-total_ms, evidence, mechanism), ``flag_counts``, ``not_checked`` and ``kernel_notes``.
+total_ms, evidence, mechanism), ``flag_counts``, ``not_checked``, ``kernel_notes`` and
+``host_totals`` (per host: waits, ongoing_waits, requests, flags, worst_severity, lost_events).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import pandas as pd
 
 from fusewb import __version__
 from fusewb.analysis.capture import Capture, load_capture
-from fusewb.analysis.findings import FLAG_KINDS, FLAG_NAMES, flags
+from fusewb.analysis.findings import FLAG_KINDS, FLAG_NAMES, SEVERITIES, flags
 from fusewb.analysis.paths import PATH_MECHANISMS
-from fusewb.analysis.requests import request_totals, requests_by_opcode
+from fusewb.analysis.requests import request_totals
+from fusewb.analysis.scan import Scan
+from fusewb.analysis.scan import scan as run_scan
 from fusewb.analysis.vm import dirty_throttling, migration_activity, reclaim_activity
-from fusewb.analysis.waiting import unseen_waits, wait_paths
+from fusewb.analysis.waiting import unseen_waits
 from fusewb.errors import FusewbError
-from fusewb.schema import TABLES
 
 __all__ = ["REPORT_VERSION", "FORMATS", "build_report", "render_text", "render_json", "records",
            "kernel_version", "render_report", "RenderedReport"]
@@ -144,30 +146,57 @@ def _kernel_notes(cap: Capture, paths: pd.DataFrame) -> list[str]:
     return notes
 
 
+def _host_totals(cap: Capture, paths: pd.DataFrame, by_opcode: pd.DataFrame,
+                 raised: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per host: waits, ongoing waits, streamed requests, flags raised and the worst severity."""
+    out = []
+    for src in cap.sources:
+        mine = paths[paths["host"].astype(object) == src.host] if len(paths) else paths
+        requests = by_opcode[by_opcode["host"].astype(object) == src.host] \
+            if len(by_opcode) else by_opcode
+        hit = raised[raised["host"].astype(object) == src.host] if len(raised) else raised
+        severities = set(hit["severity"].astype(object)) if len(hit) else set()
+        out.append({
+            "host": src.host,
+            "waits": int(mine["count"].sum()) if len(mine) else 0,
+            "ongoing_waits": int(mine["ongoing"].sum()) if len(mine) else 0,
+            "requests": int(requests["count"].sum()) if len(requests) else 0,
+            "flags": len(hit),
+            "worst_severity": next((s for s in SEVERITIES if s in severities), None),
+            "lost_events": src.lost_total,
+        })
+    return out
+
+
 def build_report(
-    cap: Capture, threshold_ms: float = 50.0, progress: Callable[[str], None] | None = None
+    cap: Capture, threshold_ms: float = 50.0, progress: Callable[[str], None] | None = None,
+    scan: Scan | None = None,
 ) -> dict[str, Any]:
-    """Everything the text, JSON and HTML reports show, as plain Python data."""
+    """Everything the text, JSON and HTML reports show, as plain Python data; ``scan``: the
+    big tables' answers by any engine (:func:`fusewb.analysis.scan.scan`), else pandas."""
 
     def step(what: str) -> None:
         if progress is not None:
             progress(f"analysing: {what}")
 
-    step("waits per path")
-    paths = wait_paths(cap) if cap.recorded("waits") else pd.DataFrame(
-        columns=["host", "path", "count"])
+    if scan is None:
+        step("waits and requests")
+        scan = run_scan(cap, threshold_ms)
+    paths = scan.wait_paths
     step("flags")
-    raised = flags(cap, threshold_ms)
+    raised = flags(cap, threshold_ms, scan)
     counts = raised["flag"].astype(object).value_counts() if len(raised) else pd.Series(dtype=int)
     step("requests, throttling, reclaim and migration")
+    by_opcode = scan.by_opcode if cap.recorded("requests") else scan.by_opcode.iloc[:0]
     return {
         "report_version": REPORT_VERSION,
         "generator": f"fusewb {__version__}",
         "threshold_ms": float(threshold_ms),
         "capture": _capture_summary(cap),
         "waits_by_path": records(paths),
-        "requests_by_opcode": _optional(cap, ["requests"], requests_by_opcode),
-        "request_totals": _optional(cap, ["requests"], request_totals),
+        "requests_by_opcode": records(by_opcode),
+        "request_totals": _optional(cap, ["requests"],
+                                    lambda c: request_totals(c, scan.by_opcode)),
         "unseen_waiters": records(unseen_waits(cap)),
         "dirty_throttling": _optional(cap, ["throttle"], dirty_throttling),
         "reclaim": _optional(cap, ["vm"], reclaim_activity),
@@ -176,6 +205,7 @@ def build_report(
         "flag_counts": {name: int(counts.get(name, 0)) for name in FLAG_NAMES if counts.get(name)},
         "not_checked": dict(raised.attrs.get("not_checked", {})),
         "kernel_notes": _kernel_notes(cap, paths),
+        "host_totals": _host_totals(cap, paths, by_opcode, raised),
     }
 
 
@@ -227,6 +257,15 @@ def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) ->
             ratio = f", max_ratio {m.get('max_ratio')}%" if m.get("max_ratio") is not None else ""
             lines.append(f"    mount {m.get('mountpoint')}  bdi {m.get('bdi')}  "
                          f"{m.get('fstype')}{ratio}")
+    if multi:
+        lines.append("")
+        lines.append("Totals per host")
+        lines.append(f"  {host('host')}{'waits':>9}{'ongoing':>9}{'requests':>10}{'flags':>7}"
+                     f"{'lost':>8}  worst")
+        for row in report.get("host_totals", []):
+            lines.append(f"  {host(row['host'])}{row['waits']:>9}{row['ongoing_waits']:>9}"
+                         f"{row['requests']:>10}{row['flags']:>7}{row['lost_events']:>8}  "
+                         f"{row['worst_severity'] or '-'}")
     lines.append("")
     lines.append("Waits on FUSE writeback, per path")
     if report["waits_by_path"]:
@@ -323,18 +362,26 @@ def render_report(
     threshold_ms: float = 50.0,
     out: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    engine: str = "pandas",
+    scheduler: str | None = None,
 ) -> RenderedReport:
-    """Analyse ``capture_path`` and render it as ``fmt`` (text, json or html) into ``out``.
+    """Analyse ``capture_path`` with ``engine`` (see :mod:`fusewb.analysis.scan`; ``scheduler``:
+    a Dask scheduler's address) and render it as ``fmt`` (text, json or html) into ``out``.
 
     With ``out`` the rendering is written there (html needs it); without, it is only returned.
     Raises ``FusewbError`` subclasses (one line, exit 2) for unreadable captures.
     """
     if fmt not in FORMATS:
         raise FusewbError(f"unknown report format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    if fmt == "html" and engine != "pandas":
+        raise FusewbError(f"--format html plots every wait, which the {engine} engine never "
+                          "holds", "use --engine pandas for html, or --format text/json")
+    if scheduler and engine != "dask":
+        raise FusewbError("--scheduler is for the dask engine", "add --engine dask")
     cap = load_capture(capture_path, progress=progress)
-    for table in TABLES:
-        cap.table(table)  # read everything now: a corrupt part fails here, on one line
-    report = build_report(cap, threshold_ms, progress)
+    # every table is read now (pandas) or part by part: a corrupt one fails here, on one line
+    scanned = run_scan(cap, threshold_ms, engine, scheduler, progress)
+    report = build_report(cap, threshold_ms, progress, scanned)
     if fmt == "json":
         text = render_json(report)
     elif fmt == "html":

@@ -6,9 +6,14 @@ import numpy as np
 import pandas as pd
 
 from fusewb.analysis.capture import Capture
+from fusewb.analysis.partials import (
+    combine_stats,
+    end_times,
+    stats_partial,
+    with_order,
+)
 from fusewb.analysis.common import (
     NS_PER_MS,
-    duration_stats,
     mount_column,
     requires,
     seconds_since_start,
@@ -19,7 +24,10 @@ __all__ = [
     "requests_by_opcode",
     "request_totals",
     "inflight_writeback",
-    "inflight_at",
+    "derive_requests",
+    "REQUEST_COLUMNS",
+    "by_opcode_partial",
+    "combine_by_opcode",
     "WRITE",
     "LAST_NS",
     "MAX_BINS",
@@ -30,27 +38,58 @@ LAST_NS = 1 << 62  # past any monotonic clock (146 years): corrupt times are cli
 MAX_BINS = 1_000_000  # inflight_writeback widens its bins rather than make more
 
 
+REQUEST_COLUMNS = ["host", "t_s", "send_ts_ns", "end_ts_ns", "duration_ns", "duration_ms",
+                   "ongoing", "connection", "bdi", "mount", "unique", "opcode", "opcode_name",
+                   "len", "error", "pid", "tgid", "comm", "end_pid", "end_tgid", "end_comm"]
+
+
+def derive_requests(cap: Capture, raw: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the requests table (all or some) with the columns of :func:`fuse_requests`
+    derived, in their order (those ``raw`` lacks left out, its extra columns kept at the end)."""
+    frame = raw.copy(deep=False)  # copy on write: new columns only, raw stays as it is
+    frame["duration_ms"] = frame["duration_ns"].astype("float64") / NS_PER_MS
+    frame["t_s"] = seconds_since_start(cap, frame, "send_ts_ns")
+    frame["mount"] = mount_column(cap, frame)
+    extra = [c for c in frame.columns if c not in REQUEST_COLUMNS]
+    return frame[[c for c in REQUEST_COLUMNS if c in frame.columns] + extra]
+
+
 @requires("requests")
 def fuse_requests(cap: Capture) -> pd.DataFrame:
     """Every FUSE request, send joined with end.
 
-    Columns: host, t_s, send_ts_ns, end_ts_ns, duration_ms, ongoing, connection, bdi, mount,
-    unique, opcode, opcode_name, len, error, pid, tgid, comm, end_pid, end_tgid, end_comm.
+    Columns: host, t_s, send_ts_ns, end_ts_ns, duration_ns, duration_ms, ongoing, connection,
+    bdi, mount, unique, opcode, opcode_name, len, error, pid, tgid, comm, end_pid, end_tgid,
+    end_comm. Sorted by host and send time.
     """
 
     def build() -> pd.DataFrame:
-        frame = cap.table("requests").copy()
-        frame["duration_ms"] = frame["duration_ns"].astype("float64") / NS_PER_MS
-        frame["t_s"] = seconds_since_start(cap, frame, "send_ts_ns")
-        frame["mount"] = mount_column(cap, frame)
-        columns = ["host", "t_s", "send_ts_ns", "end_ts_ns", "duration_ms", "ongoing",
-                   "connection", "bdi", "mount", "unique", "opcode", "opcode_name", "len",
-                   "error", "pid", "tgid", "comm", "end_pid", "end_tgid", "end_comm"]
-        return frame[columns].sort_values(["host", "send_ts_ns"], kind="stable").reset_index(
-            drop=True
-        )
+        frame = derive_requests(cap, cap.table("requests"))
+        return frame.sort_values(["host", "send_ts_ns"], kind="stable").reset_index(drop=True)
 
     return cap.derived("requests", build)
+
+
+_OPCODE_KEYS = ["host", "bdi", "mount", "opcode_name"]
+_OPCODE_SUMS = {"errors": "failed", "bytes": "len"}
+_OPCODE_COLUMNS = ["host", "bdi", "mount", "opcode_name", "count", "ongoing", "errors", "bytes",
+                   "p50_ms", "p99_ms", "max_ms", "total_ms"]
+
+
+def by_opcode_partial(r: pd.DataFrame) -> pd.DataFrame:
+    """:func:`requests_by_opcode` of a slice of :func:`fuse_requests` rows with order columns,
+    to merge with :func:`combine_by_opcode`."""
+    failed = r["error"].fillna(0).ne(0) if len(r) else pd.Series(dtype=bool)
+    return stats_partial(r.assign(failed=failed), _OPCODE_KEYS, sums=_OPCODE_SUMS)
+
+
+def combine_by_opcode(partials: list[pd.DataFrame]) -> pd.DataFrame:
+    """:func:`requests_by_opcode` from the partials of every slice of the requests."""
+    out = combine_stats(partials, _OPCODE_KEYS, sums=list(_OPCODE_SUMS))
+    if out.empty:
+        return pd.DataFrame(columns=_OPCODE_COLUMNS)
+    out = out.sort_values("total_ms", ascending=False, kind="stable")
+    return out[_OPCODE_COLUMNS].reset_index(drop=True)
 
 
 @requires("requests")
@@ -61,35 +100,25 @@ def requests_by_opcode(cap: Capture) -> pd.DataFrame:
     Columns: host, bdi, mount, opcode_name, count, ongoing, errors (replies with error != 0),
     bytes (sum of len), p50_ms, p99_ms, max_ms, total_ms.
     """
-    frame = fuse_requests(cap)
-    columns = ["host", "bdi", "mount", "opcode_name", "count", "ongoing", "errors", "bytes",
-               "p50_ms", "p99_ms", "max_ms", "total_ms"]
-    if frame.empty:
-        return pd.DataFrame(columns=columns)
-    keys = ["host", "bdi", "mount", "opcode_name"]
-    frame = frame.assign(failed=frame["error"].fillna(0).ne(0))
-    grouped = frame.groupby(keys, observed=True, sort=False)
-    out = duration_stats(grouped["duration_ms"])
-    out["ongoing"] = grouped["ongoing"].sum().astype(np.int64)
-    out["errors"] = grouped["failed"].sum().astype(np.int64)
-    out["bytes"] = grouped["len"].sum().astype(np.int64)
-    out = out.reset_index().sort_values("total_ms", ascending=False, kind="stable")
-    return out[columns].reset_index(drop=True)
+    whole = with_order(fuse_requests(cap), cap.hosts, "send_ts_ns")
+    return combine_by_opcode([by_opcode_partial(whole)])
 
 
 @requires("requests")
-def request_totals(cap: Capture) -> pd.DataFrame:
+def request_totals(cap: Capture, by_opcode: pd.DataFrame | None = None) -> pd.DataFrame:
     """Completed FUSE requests per host and opcode as counted in the kernel (every connection
-    traced, none lost to the event budget), next to how many were streamed as rows.
+    traced, none lost to the event budget), next to how many were streamed as rows
+    (``by_opcode``: :func:`requests_by_opcode`, computed when not given).
 
     Columns: host, opcode_name, count, errors, total_ms, mean_ms, max_ms, streamed (completed
     rows in the requests table), summed (counted but not streamed). Empty without counters.
     """
     columns = ["host", "opcode_name", "count", "errors", "total_ms", "mean_ms", "max_ms",
                "streamed", "summed"]
-    table = cap.table("requests")
-    done = table[~table["ongoing"].astype(bool)]
-    streamed = done.groupby(["host", "opcode_name"], observed=True).size()
+    by_opcode = requests_by_opcode(cap) if by_opcode is None else by_opcode
+    done = by_opcode.assign(done=by_opcode["count"] - by_opcode["ongoing"]).astype(
+        {"host": object, "opcode_name": object})
+    streamed = done.groupby(["host", "opcode_name"])["done"].sum()
     rows = []
     for src in cap.sources:
         counters = src.meta.get("counters") or {}
@@ -115,35 +144,6 @@ def request_totals(cap: Capture) -> pd.DataFrame:
     return out.sort_values(["host", "total_ms"], ascending=[True, False]).reset_index(drop=True)
 
 
-def _end_times(cap: Capture, frame: pd.DataFrame) -> np.ndarray:
-    """End of each request; ongoing ones end at their host's capture end (or never)."""
-    ends = frame["end_ts_ns"].astype("float64").to_numpy(copy=True)
-    fallback = (frame["send_ts_ns"] + frame["duration_ns"]).astype("float64").to_numpy()
-    missing = np.isnan(ends)
-    ends[missing] = fallback[missing]
-    ends[frame["ongoing"].to_numpy(dtype=bool)] = np.inf
-    return ends
-
-
-def inflight_at(
-    cap: Capture, host: str, times_ns: np.ndarray, bdi: str | None = None
-) -> np.ndarray:
-    """How many FUSE WRITEs of ``host`` (optionally one bdi) were in flight at each time."""
-    frame = cap.table("requests") if cap.recorded("requests") else None
-    if frame is None or frame.empty:
-        return np.zeros(len(times_ns), dtype=np.int64)
-    mask = (frame["host"] == host) & (frame["opcode_name"] == WRITE)
-    if bdi is not None:
-        mask &= frame["bdi"] == bdi
-    writes = frame[mask]
-    sends = np.sort(writes["send_ts_ns"].to_numpy(dtype="float64"))
-    ends = np.sort(_end_times(cap, writes))
-    times = np.asarray(times_ns, dtype="float64")
-    return (np.searchsorted(sends, times, "right") - np.searchsorted(ends, times, "right")).astype(
-        np.int64
-    )
-
-
 @requires("requests")
 def inflight_writeback(cap: Capture, bin_ms: float = 100.0) -> pd.DataFrame:
     """FUSE WRITE requests in flight over time, per host and bdi, with waits in progress.
@@ -163,7 +163,7 @@ def inflight_writeback(cap: Capture, bin_ms: float = 100.0) -> pd.DataFrame:
     for (host, bdi), group in writes.groupby(["host", "bdi"], observed=True, sort=True):
         start = min(cap.source(str(host)).start_ns, LAST_NS)
         sends = group["send_ts_ns"].to_numpy(dtype=np.int64)
-        ends = _end_times(cap, group)
+        ends = end_times(group)
         finite_end = np.minimum(np.where(np.isfinite(ends), ends, sends), LAST_NS).astype(np.int64)
         stop = cap.source(str(host)).end_ns or int(max(sends.max(), finite_end.max()))
         stop = max(min(stop, LAST_NS), start + 1)

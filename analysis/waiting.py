@@ -9,11 +9,11 @@ import pandas as pd
 from fusewb.analysis.capture import Capture
 from fusewb.analysis.common import (
     NS_PER_MS,
-    duration_stats,
     mount_column,
     requires,
     seconds_since_start,
 )
+from fusewb.analysis.partials import combine_stats, stats_partial, with_order
 from fusewb.analysis.paths import (
     PATH_MECHANISMS,
     PATHS,
@@ -22,7 +22,8 @@ from fusewb.analysis.paths import (
     stack_summary,
 )
 
-__all__ = ["waits", "wait_paths", "stack_paths", "unseen_waits"]
+__all__ = ["waits", "wait_paths", "stack_paths", "unseen_waits", "derive_waits", "WAIT_COLUMNS",
+           "wait_paths_partial", "combine_wait_paths"]
 
 
 @requires("stacks")
@@ -53,39 +54,75 @@ def stack_paths(cap: Capture) -> pd.DataFrame:
     return cap.derived("stack_paths", build)
 
 
+WAIT_COLUMNS = ["host", "t_s", "ts_ns", "duration_ns", "duration_ms", "ongoing", "pid", "tgid",
+                "comm", "bdi", "mount", "ino", "index", "path", "frame", "stack", "stack_id",
+                "source"]
+
+
+def derive_waits(cap: Capture, raw: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the waits table (all or some, with their host column) with the columns of
+    :func:`waits` derived, in their order; the extra columns of ``raw`` are kept at the end."""
+    frame = raw.copy(deep=False)  # copy on write: new columns only, raw stays as it is
+    frame["duration_ms"] = frame["duration_ns"].astype("float64") / NS_PER_MS
+    frame["t_s"] = seconds_since_start(cap, frame)
+    frame["mount"] = mount_column(cap, frame)
+    attributed = stack_paths(cap) if cap.recorded("stacks") else None
+    if attributed is not None and len(attributed):
+        frame = frame.merge(
+            attributed[["host", "stack_id", "path", "frame", "stack"]],
+            on=["host", "stack_id"], how="left", sort=False,
+        )
+    else:
+        frame["path"] = pd.Categorical([None] * len(frame), categories=PATHS)
+        frame["frame"] = None
+        frame["stack"] = None
+    frame["path"] = pd.Categorical(frame["path"], categories=PATHS).fillna("other")
+    frame["stack"] = frame["stack"].fillna("(no stack)")
+    frame["host"] = pd.Categorical(frame["host"], categories=cap.hosts)
+    extra = [c for c in frame.columns if c not in WAIT_COLUMNS]
+    return frame[[c for c in WAIT_COLUMNS if c in frame.columns] + extra]
+
+
 @requires("waits")
 def waits(cap: Capture) -> pd.DataFrame:
     """Every wait on a folio under FUSE writeback, with the kernel path it waited in.
 
-    Columns: host, t_s (seconds since the host's capture start), ts_ns, duration_ms, ongoing,
-    pid, tgid, comm, bdi, mount, ino, index, path (one of ``PATHS``), frame (deciding frame),
-    stack (summary), stack_id, source. Sorted by host and time.
+    Columns: host, t_s (seconds since the host's capture start), ts_ns, duration_ns,
+    duration_ms, ongoing, pid, tgid, comm, bdi, mount, ino, index, path (one of ``PATHS``),
+    frame (deciding frame), stack (summary), stack_id, source. Sorted by host and time.
     """
 
     def build() -> pd.DataFrame:
-        raw = cap.table("waits")
-        frame = raw.copy()
-        frame["duration_ms"] = frame["duration_ns"].astype("float64") / NS_PER_MS
-        frame["t_s"] = seconds_since_start(cap, frame)
-        frame["mount"] = mount_column(cap, frame)
-        attributed = stack_paths(cap) if cap.recorded("stacks") else None
-        if attributed is not None and len(attributed):
-            frame = frame.merge(
-                attributed[["host", "stack_id", "path", "frame", "stack"]],
-                on=["host", "stack_id"], how="left", sort=False,
-            )
-        else:
-            frame["path"] = pd.Categorical([None] * len(frame), categories=PATHS)
-            frame["frame"] = None
-            frame["stack"] = None
-        frame["path"] = pd.Categorical(frame["path"], categories=PATHS).fillna("other")
-        frame["stack"] = frame["stack"].fillna("(no stack)")
-        frame["host"] = pd.Categorical(frame["host"], categories=cap.hosts)
-        columns = ["host", "t_s", "ts_ns", "duration_ms", "ongoing", "pid", "tgid", "comm", "bdi",
-                   "mount", "ino", "index", "path", "frame", "stack", "stack_id", "source"]
-        return frame[columns].sort_values(["host", "ts_ns"], kind="stable").reset_index(drop=True)
+        frame = derive_waits(cap, cap.table("waits"))
+        return frame.sort_values(["host", "ts_ns"], kind="stable").reset_index(drop=True)
 
     return cap.derived("waits", build)
+
+
+_PATH_COLUMNS = ["host", "path", "count", "ongoing", "p50_ms", "p99_ms", "max_ms", "total_ms",
+                 "tasks", "inodes", "mechanism"]
+
+
+def wait_paths_partial(w: pd.DataFrame) -> pd.DataFrame:
+    """:func:`wait_paths` of a slice of :func:`waits` rows with order columns (see
+    :mod:`fusewb.analysis.partials`), to merge with :func:`combine_wait_paths`."""
+    return stats_partial(w, ["host", "path"], distinct=["pid", "ino"])
+
+
+def combine_wait_paths(hosts: list[str], partials: list[pd.DataFrame]) -> pd.DataFrame:
+    """:func:`wait_paths` from the partials of every slice of the waits."""
+    out = combine_stats(partials, ["host", "path"], distinct=["pid", "ino"])
+    if out.empty:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in _PATH_COLUMNS}).astype(
+            {"host": "category", "path": "category", "mechanism": "object"}
+        )
+    out = out.rename(columns={"pid": "tasks", "ino": "inodes"})
+    out["host"] = pd.Categorical(out["host"], categories=hosts)
+    out["path"] = pd.Categorical(out["path"], categories=PATHS)
+    out = out.sort_values(["host", "path"], kind="stable")
+    out["mechanism"] = out["path"].astype(object).map(PATH_MECHANISMS)
+    out = out.sort_values(["host", "max_ms"], ascending=[True, False], kind="stable")
+    return out[_PATH_COLUMNS].reset_index(drop=True)
 
 
 @requires("waits")
@@ -95,22 +132,8 @@ def wait_paths(cap: Capture) -> pd.DataFrame:
     Columns: host, path, count, ongoing, p50_ms, p99_ms, max_ms, total_ms, tasks (distinct pids),
     inodes (distinct inodes), mechanism (one line on the kernel mechanism of that path).
     """
-    frame = waits(cap)
-    columns = ["host", "path", "count", "ongoing", "p50_ms", "p99_ms", "max_ms", "total_ms",
-               "tasks", "inodes", "mechanism"]
-    if frame.empty:
-        return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns}).astype(
-            {"host": "category", "path": "category", "mechanism": "object"}
-        )
-    grouped = frame.groupby(["host", "path"], observed=True, sort=True)
-    out = duration_stats(grouped["duration_ms"])
-    out["ongoing"] = grouped["ongoing"].sum().astype(np.int64)
-    out["tasks"] = grouped["pid"].nunique().astype(np.int64)
-    out["inodes"] = grouped["ino"].nunique().astype(np.int64)
-    out = out.reset_index()
-    out["mechanism"] = out["path"].astype(object).map(PATH_MECHANISMS)
-    out = out.sort_values(["host", "max_ms"], ascending=[True, False], kind="stable")
-    return out[columns].reset_index(drop=True)
+    whole = with_order(waits(cap), cap.hosts, "ts_ns")
+    return combine_wait_paths(cap.hosts, [wait_paths_partial(whole)])
 
 
 @requires()

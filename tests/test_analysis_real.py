@@ -1,4 +1,5 @@
-"""A real capture from the tracer on this kernel, with the fixture, analyses cleanly (-W error)."""
+"""A real capture from the tracer on this kernel, with the fixture, analyses cleanly (-W error),
+with the same report from the pandas and the streaming engine."""
 
 from __future__ import annotations
 
@@ -109,6 +110,11 @@ def test_real_capture_analyses_without_warnings(tmp_path: Path) -> None:
     assert any(f["pid"] == writer.pid and f["ongoing"] and f["path"] == "fsync" for f in blocked)
     stalled = [f for f in report["flags"] if f["flag"] == "STALLED_REQUEST"]
     assert stalled and stalled[0]["ongoing"] and stalled[0]["mount"] == str(mnt)
+    streaming = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "fusewb.cli", "analyze", str(cap), "--format",
+         "json", "--engine", "streaming"], capture_output=True, text=True, timeout=120)
+    assert streaming.returncode == 0 and streaming.stderr == "", streaming.stderr
+    assert json.loads(streaming.stdout) == report  # the same answers part by part
     text = subprocess.run([sys.executable, "-W", "error", "-m", "fusewb.cli", "analyze", str(cap)],
                           capture_output=True, text=True, timeout=120)
     assert text.returncode == 0 and text.stderr == "" and "fuse_fsync" in text.stdout

@@ -4,7 +4,8 @@ Hypothesis draws a capture, a file or table folder in it and a corruption: rando
 truncation, bit flips, JSON values of the wrong type, Parquet columns of the wrong type, dropped
 or extra, a folder where a file belongs and the reverse, a FIFO, a symlink to ``/dev/zero`` or
 ``/dev/null``, a 10 GiB sparse file. The damaged copy (in a temporary folder) is analysed through
-the Python API (``render_report``) and through ``fusewb analyze`` in-process; a few cases run as
+the Python API (``render_report``, with the pandas and the streaming engine: the same outcome)
+and through ``fusewb analyze`` in-process; a few cases run as
 a subprocess, under a timeout. Either way the outcome is exit 2 with one line and no traceback,
 or a report that is the undamaged capture's or says what was lost in INCOMPLETE_CAPTURE.
 
@@ -99,10 +100,10 @@ def _build(kind: str, base: Path) -> Path:
     return folder
 
 
-def _api_report(path: Path) -> Report | str:
+def _api_report(path: Path, engine: str = "pandas") -> Report | str:
     """The report of ``path`` through the Python API, or the one-line message it failed with."""
     try:
-        return render_report(path, "text").report
+        return render_report(path, "text", engine=engine).report
     except FusewbError as exc:
         return exc.format_message()
 
@@ -336,8 +337,12 @@ def _incomplete(report: Report) -> set[str]:
 
 
 def analyse(path: Path) -> Report | str:
-    """The outcome of analysing ``path``, the same through the API and the CLI."""
+    """The outcome of analysing ``path``, the same through the API and the CLI, and with the
+    streaming engine (which reads the parts batch by batch)."""
     api, cli = _api_report(path), _cli_report(path)
+    streaming = _api_report(path, "streaming")
+    assert (streaming if isinstance(streaming, str) else json.loads(json.dumps(streaming))) == (
+        api if isinstance(api, str) else json.loads(json.dumps(api))), (api, streaming)
     if isinstance(api, str):
         assert "\n" not in api and "Traceback" not in api, api
         assert cli == f"Error: {api}\n", (api, cli)
