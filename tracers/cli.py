@@ -43,22 +43,16 @@ def _echo(line: str, err: bool = False, nl: bool = True) -> None:
         _silence(sys.stderr if err else sys.stdout)
 
 
-def _columns() -> int:
-    try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns
-    except (OSError, ValueError):
-        return 80
-
-
 def _status_line() -> StatusLine:
     """The status line on stderr (in place on a terminal, a plain line every 5 s otherwise)."""
-    from fusewb.tracers.live import StatusLine  # noqa: PLC0415
+    from fusewb.tracers.live import StatusLine, terminal_columns  # noqa: PLC0415
 
     try:
         tty = sys.stderr.isatty()
     except ValueError:  # stderr closed
         tty = False
-    return StatusLine(lambda text: _echo(text, err=True, nl=False), tty, _columns, 5.0)
+    return StatusLine(lambda text: _echo(text, err=True, nl=False), tty,
+                      lambda: terminal_columns(sys.stderr), 5.0)
 
 
 def _max_size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:

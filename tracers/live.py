@@ -5,14 +5,17 @@ otherwise), and the summary at exit. ``fusewb run`` shows its progress with the 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-__all__ = ["path_hint", "wait_line", "WAIT_HEADER", "CaptureSummary", "StatusLine", "ERASE_LINE"]
+__all__ = ["path_hint", "wait_line", "WAIT_HEADER", "CaptureSummary", "StatusLine", "ERASE_LINE",
+           "terminal_columns", "ticking"]
 
 ERASE_LINE = "\r\x1b[K"  # to the start of the line, then erase to its end (ECMA-48 EL)
 
@@ -101,6 +104,35 @@ class StatusLine:
         with self._lock:
             self._erase()
             self._text = ""
+
+
+def terminal_columns(stream: TextIO) -> int:
+    """The width of the terminal ``stream`` writes to; 80 when it is none."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError):
+        return 80
+
+
+@contextmanager
+def ticking(status: StatusLine, text: Callable[[], str], every_s: float = 1.0) -> Iterator[None]:
+    """Show ``text()`` on ``status`` now and every ``every_s`` seconds from a thread while the
+    ``with`` block runs; the line is erased at its end."""
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(every_s):
+            status.show(text())
+
+    status.show(text())
+    thread = threading.Thread(target=tick, name="fusewb-status", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(every_s + 5)
+        status.close()
 
 
 @dataclass
