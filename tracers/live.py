@@ -56,7 +56,8 @@ class StatusLine:
     On a terminal (``tty``) :meth:`show` rewrites one line in place (``\\r``, text cut to the
     terminal's width so it never wraps, erase to the end of the line), and lines printed
     through :meth:`print` appear above it. Elsewhere (a pipe, a file) :meth:`show` prints the
-    text as a plain line at most every ``plain_every_s`` seconds, never when that is None.
+    text as a plain line every ``plain_every_s`` seconds from its first call, never when that
+    is None.
     ``write`` writes text as is (no newline added); ``width`` gives the terminal's columns.
     Thread-safe: a ticker thread may call :meth:`show` while others :meth:`print`."""
 
@@ -68,7 +69,7 @@ class StatusLine:
         self._plain_every_s = plain_every_s
         self._text = ""
         self._drawn = False
-        self._next_plain = time.monotonic() + (plain_every_s or 0.0)
+        self._next_plain: float | None = None  # counted from the first show()
         self._lock = threading.Lock()
 
     def _draw(self) -> None:
@@ -86,9 +87,13 @@ class StatusLine:
             self._text = text
             if self.tty:
                 self._draw()
-            elif self._plain_every_s is not None and time.monotonic() >= self._next_plain:
-                self._write(text + "\n")
-                self._next_plain = time.monotonic() + self._plain_every_s
+            elif self._plain_every_s is not None:
+                now = time.monotonic()
+                if self._next_plain is None:
+                    self._next_plain = now + self._plain_every_s
+                if now >= self._next_plain:
+                    self._write(text + "\n")
+                    self._next_plain = now + self._plain_every_s
 
     def print(self, out: Callable[[str], None], line: str) -> None:
         """``out(line)`` (a whole line, on this stream or another one on the same terminal)
