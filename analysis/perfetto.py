@@ -25,13 +25,14 @@ What is in it, for one host of the capture:
 Timestamps are the capture's ``CLOCK_MONOTONIC`` nanoseconds written on the trace's default
 clock: the timeline starts where the capture starts, times are not wall-clock times.
 Events are written sorted by time, one packet each; every name is written out (no interning),
-so no packet depends on incremental state.
+so no packet depends on incremental state. Events wait for the sort as numpy arrays; a slice's
+name and arguments are built from the capture's columns only when its packet is written.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ __all__ = ["export_perfetto", "read_trace", "ExportSummary", "TraceContents", "P
 
 PAGE_BYTES = 4096
 SEQUENCE = 0x46575342  # "FWSB": the trusted packet sequence of every packet
-_END, _BEGIN, _COUNTER = 0, 1, 1  # at equal times an end sorts before what begins there
+_END, _BEGIN, _COUNTER = 0, 1, 2  # event kinds; at one time an end sorts before the others
+
+Payload = Callable[[int], tuple[str, dict[str, Any]]]  # row -> slice name and arguments
 
 
 @dataclass
@@ -70,10 +73,11 @@ class _Track:
 
 @dataclass
 class _Builder:
-    """Tracks and timed events before they are sorted and written."""
+    """Tracks, and timed events kept as arrays until they are sorted and written."""
 
     tracks: list[_Track] = field(default_factory=list)
-    events: list[tuple[int, int, int, dict[str, Any]]] = field(default_factory=list)
+    chunks: list[dict[str, np.ndarray]] = field(default_factory=list)
+    payloads: list[Payload] = field(default_factory=list)
     next_uuid: int = 1
 
     def track(self, **descriptor: Any) -> int:
@@ -82,17 +86,40 @@ class _Builder:
         self.tracks.append(_Track(uuid, descriptor))
         return uuid
 
-    def slice(self, track: int, begin: int, end: int, name: str, args: dict[str, Any]) -> None:
-        end = max(end, begin + 1)  # a begin and an end at one time would sort end first
-        self.events.append((begin, _BEGIN, len(self.events),
-                            {"track": track, "type": "TYPE_SLICE_BEGIN", "name": name,
-                             "args": args}))
-        self.events.append((end, _END, len(self.events),
-                            {"track": track, "type": "TYPE_SLICE_END"}))
+    def _chunk(self, ts: np.ndarray, kind: int, track: np.ndarray, source: int, row: np.ndarray,
+               value: np.ndarray) -> None:
+        n = len(ts)
+        self.chunks.append({
+            "ts": np.asarray(ts, dtype=np.int64), "kind": np.full(n, kind, dtype=np.int8),
+            "track": np.broadcast_to(np.asarray(track, dtype=np.int64), (n,)),
+            "source": np.full(n, source, dtype=np.int32),
+            "row": np.broadcast_to(np.asarray(row, dtype=np.int64), (n,)),
+            "value": np.broadcast_to(np.asarray(value, dtype="float64"), (n,)),
+        })
 
-    def counter(self, track: int, ts: int, value: float) -> None:
-        self.events.append((ts, _COUNTER, len(self.events),
-                            {"track": track, "type": "TYPE_COUNTER", "value": value}))
+    def slices(self, tracks: np.ndarray, begins: np.ndarray, ends: np.ndarray,
+               payload: Payload) -> None:
+        """Slices on ``tracks`` from ``begins`` to ``ends``; ``payload(i)`` names slice i."""
+        source = len(self.payloads)
+        self.payloads.append(payload)
+        rows = np.arange(len(begins), dtype=np.int64)
+        ends = np.maximum(ends, begins + 1)  # a begin and an end at one time would sort end first
+        self._chunk(begins, _BEGIN, tracks, source, rows, np.zeros(1))
+        self._chunk(ends, _END, tracks, source, rows, np.zeros(1))
+
+    def counter(self, track: int, ts: np.ndarray, values: np.ndarray) -> None:
+        self._chunk(ts, _COUNTER, np.array(track), -1, np.zeros(1, dtype=np.int64), values)
+
+    def events(self) -> Iterator[tuple[int, int, int, int, int, float]]:
+        """(ts, kind, track, source, row, value) of every event, by time; at one time ends
+        first, then in the order added."""
+        if not self.chunks:
+            return
+        columns = {key: np.concatenate([c[key] for c in self.chunks]) for key in self.chunks[0]}
+        order = np.lexsort((columns["kind"] != _END, columns["ts"]))
+        for i in order:
+            yield (int(columns["ts"][i]), int(columns["kind"][i]), int(columns["track"][i]),
+                   int(columns["source"][i]), int(columns["row"][i]), float(columns["value"][i]))
 
 
 def _lanes(begins: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -144,32 +171,33 @@ def _add_waits(build: _Builder, cap: Capture, host: str) -> tuple[int, int]:
     processes: dict[int, int] = {}
     begins = frame["ts_ns"].to_numpy(dtype=np.int64)
     ends = begins + np.round(frame["duration_ms"].to_numpy(dtype="float64") * 1e6).astype(np.int64)
+    tracks = np.zeros(len(frame), dtype=np.int64)
+    pids = frame["pid"].to_numpy()
+    comms = frame["comm"].astype(str).to_numpy()
     tasks = 0
-    for (tgid, pid), group in frame.groupby(["tgid", "pid"], sort=True):
-        comm = str(group["comm"].iloc[-1])
+    for (tgid, pid), positions in frame.groupby(["tgid", "pid"], sort=True).indices.items():
+        comm = str(comms[positions[-1]])
         if tgid not in processes:
-            leader = frame.loc[frame["pid"] == tgid, "comm"]
-            name = str(leader.iloc[-1]) if len(leader) else comm
+            leader = comms[pids == tgid]
+            name = str(leader[-1]) if len(leader) else comm
             processes[tgid] = build.track(process={"pid": int(tgid), "process_name": name})
-        positions = frame.index.get_indexer(group.index)
         lanes = _lanes(begins[positions], ends[positions])
-        lane_tracks: dict[int, int] = {}
-        for row, begin, end, lane in zip(group.itertuples(index=False), begins[positions],
-                                         ends[positions], lanes):
-            if lane not in lane_tracks:
-                lane_tracks[lane] = build.track(
-                    parent=processes[tgid],
-                    thread={"pid": int(tgid), "tid": int(pid), "thread_name": comm},
-                ) if lane == 0 else build.track(parent=processes[tgid],
-                                                name=f"{comm} {pid} overlapping waits")
-            path = str(row.path)
-            build.slice(lane_tracks[lane], int(begin), int(end),
-                        path + (" (ongoing)" if row.ongoing else ""),
-                        {"path": path, "stack": _value(row.stack), "frame": _value(row.frame),
-                         "ino": _value(row.ino), "index": _value(row.index),
-                         "bdi": _value(row.bdi), "mount": _value(row.mount),
-                         "duration_ms": _value(row.duration_ms), "ongoing": bool(row.ongoing)})
+        lane_tracks = [build.track(parent=processes[tgid], thread={
+            "pid": int(tgid), "tid": int(pid), "thread_name": comm})]
+        lane_tracks += [build.track(parent=processes[tgid], name=f"{comm} {pid} overlapping waits")
+                        for _ in range(int(lanes.max()))]
+        tracks[positions] = np.asarray(lane_tracks)[lanes]
         tasks += 1
+    columns = {name: frame[name].tolist() for name in
+               ("path", "stack", "frame", "ino", "index", "bdi", "mount", "duration_ms",
+                "ongoing")}
+
+    def payload(i: int) -> tuple[str, dict[str, Any]]:
+        path, ongoing = str(columns["path"][i]), bool(columns["ongoing"][i])
+        args = {name: _value(values[i]) for name, values in columns.items()}
+        return path + (" (ongoing)" if ongoing else ""), {**args, "path": path, "ongoing": ongoing}
+
+    build.slices(tracks, begins, ends, payload)
     return tasks, len(frame)
 
 
@@ -189,29 +217,37 @@ def _add_requests(build: _Builder, cap: Capture, host: str) -> tuple[int, int]:
     from fusewb.analysis.requests import WRITE, fuse_requests  # noqa: PLC0415
 
     frame = fuse_requests(cap)
-    frame = frame[frame["host"] == host]
+    frame = frame[frame["host"] == host].reset_index(drop=True)
     counters = 0
-    for connection, group in frame.groupby("connection", sort=True):
+    tracks = np.zeros(len(frame), dtype=np.int64)
+    begins = frame["send_ts_ns"].to_numpy(dtype=np.int64)
+    ends = _request_ends(frame)
+    for connection, positions in frame.groupby("connection", sort=True).indices.items():
+        group = frame.iloc[positions]
         bdi, mount = _value(group["bdi"].iloc[0]), _value(group["mount"].iloc[0])
         label = f"FUSE {mount or bdi or connection}"
         root = build.track(name=f"{label} (connection {connection})")
-        begins = group["send_ts_ns"].to_numpy(dtype=np.int64)
-        ends = _request_ends(group)
-        lanes = _lanes(begins, ends)
-        lane_tracks = {lane: build.track(parent=root, name=f"{label} requests")
-                       for lane in range(int(lanes.max()) + 1)}
-        for row, begin, end, lane in zip(group.itertuples(index=False), begins, ends, lanes):
-            build.slice(lane_tracks[int(lane)], int(begin), int(end),
-                        str(row.opcode_name) + (" (ongoing)" if row.ongoing else ""),
-                        {"unique": _value(row.unique), "len": _value(row.len),
-                         "error": _value(row.error), "ongoing": bool(row.ongoing),
-                         "duration_ms": _value(row.duration_ms), "pid": _value(row.pid),
-                         "comm": _value(row.comm), "server_pid": _value(row.end_pid),
-                         "server_comm": _value(row.end_comm)})
+        lanes = _lanes(begins[positions], ends[positions])
+        lane_tracks = np.asarray([build.track(parent=root, name=f"{label} requests")
+                                  for _ in range(int(lanes.max()) + 1)])
+        tracks[positions] = lane_tracks[lanes]
         writes = (group["opcode_name"] == WRITE).to_numpy()
         if writes.any():
-            counters += _inflight_counters(build, root, label, begins[writes], ends[writes],
-                                           group["len"].fillna(0).to_numpy(dtype=np.int64)[writes])
+            counters += _inflight_counters(
+                build, root, label, begins[positions][writes], ends[positions][writes],
+                group["len"].fillna(0).to_numpy(dtype=np.int64)[writes])
+    columns = {name: frame[name].tolist() for name in
+               ("opcode_name", "unique", "len", "error", "ongoing", "duration_ms", "pid", "comm",
+                "end_pid", "end_comm")}
+    renamed = {"end_pid": "server_pid", "end_comm": "server_comm"}
+
+    def payload(i: int) -> tuple[str, dict[str, Any]]:
+        args = {renamed.get(name, name): _value(values[i]) for name, values in columns.items()
+                if name != "opcode_name"}
+        args["ongoing"] = bool(args["ongoing"])
+        return str(columns["opcode_name"][i]) + (" (ongoing)" if args["ongoing"] else ""), args
+
+    build.slices(tracks, begins, ends, payload)
     return len(frame), counters
 
 
@@ -226,9 +262,8 @@ def _inflight_counters(build: _Builder, parent: int, label: str, begins: np.ndar
     order = np.lexsort((steps, times))  # at one time, ends (-1) before sends
     times, level, level_bytes = times[order], np.cumsum(steps[order]), np.cumsum(sizes[order])
     last = np.r_[times[1:] != times[:-1], True]  # the level after every change at a time
-    for ts, value, size in zip(times[last], level[last], level_bytes[last]):
-        build.counter(count, int(ts), float(value))
-        build.counter(pages, int(ts), float(np.ceil(size / PAGE_BYTES)))
+    build.counter(count, times[last], level[last])
+    build.counter(pages, times[last], np.ceil(level_bytes[last] / PAGE_BYTES))
     return 2
 
 
@@ -250,9 +285,9 @@ def _add_dirty(build: _Builder, cap: Capture, host: str) -> int:
         if values.isna().all():
             continue  # the kernel's tracepoint lacks the field (absent column)
         track = build.track(name=name, counter={})
-        for ts, value in zip(rows["ts_ns"], values):
-            if not pd.isna(value):
-                build.counter(track, int(ts), float(value))
+        known = values.notna().to_numpy()
+        build.counter(track, rows["ts_ns"].to_numpy(dtype=np.int64)[known],
+                      values.to_numpy(dtype="float64", na_value=np.nan)[known])
         made += 1
     return made
 
@@ -287,18 +322,21 @@ def _packets(build: _Builder) -> Iterator[Any]:
         if "counter" in spec:
             descriptor.counter.SetInParent()
         yield packet
-    for ts, _order, _seq, event in sorted(build.events, key=lambda e: e[:3]):
+    types = {_BEGIN: TrackEvent.TYPE_SLICE_BEGIN, _END: TrackEvent.TYPE_SLICE_END,
+             _COUNTER: TrackEvent.TYPE_COUNTER}
+    for ts, kind, track, source, row, value in build.events():
         packet = TracePacket()
         packet.trusted_packet_sequence_id = SEQUENCE
         packet.timestamp = ts
         track_event = packet.track_event
-        track_event.track_uuid = event["track"]
-        track_event.type = TrackEvent.Type.Value(event["type"])
-        if event["type"] == "TYPE_SLICE_BEGIN":
-            track_event.name = event["name"]
-            _annotate(track_event, event["args"])
-        elif event["type"] == "TYPE_COUNTER":
-            track_event.double_counter_value = event["value"]
+        track_event.track_uuid = track
+        track_event.type = types[kind]
+        if kind == _BEGIN:
+            name, args = build.payloads[source](row)
+            track_event.name = name
+            _annotate(track_event, args)
+        elif kind == _COUNTER:
+            track_event.double_counter_value = value
         yield packet
 
 
