@@ -6,6 +6,7 @@ A real capture from a real trace is exported in test_export_perfetto_real."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -148,8 +149,6 @@ def test_several_hosts_need_host(tmp_path) -> None:
 @pytest.mark.parametrize("field", ["waits", "requests"])
 def test_capture_without_a_table_still_exports(tmp_path, field: str) -> None:
     capture = everything_capture(tmp_path / "cap")
-    import shutil
-
     shutil.rmtree(capture / field)
     out = tmp_path / "t.pftrace"
     done = export_perfetto(load_capture(capture), out)

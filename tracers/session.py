@@ -42,7 +42,6 @@ from fusewb import __version__
 from fusewb.errors import FusewbError
 from fusewb.tracers import kernel_state
 from fusewb.tracers.capture import CaptureWriteError, CaptureWriter
-from fusewb.units import format_size
 from fusewb.tracers.events import decode, header_defs
 from fusewb.tracers.live import WAIT_HEADER, CaptureSummary, wait_line
 from fusewb.tracers.mounts import FuseMount, MountTableWatch, fuse_mounts, mount_for_path
@@ -58,6 +57,7 @@ from fusewb.tracers.rows import (
     vm_row,
     wait_row,
 )
+from fusewb.units import format_size
 
 __all__ = ["TraceOptions", "Tracer", "CaptureSpaceError", "monotonic_ns"]
 
