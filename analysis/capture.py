@@ -104,6 +104,10 @@ META_SPEC: dict[str, _Spec] = {
                         "replies": int}],
     "unseen_waiters": [{"pid": int, "tgid": int, "comm": str, "frames": [str]}],
     "tables": {"*": int},
+    "max_size_bytes": int,
+    "dropped": {"parts": {"*": int}, "rows": {"*": int}, "bytes": {"*": int},
+                "until_monotonic_ns": int},
+    "stopped_early": str,
 }
 
 

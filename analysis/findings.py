@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from fusewb.analysis.capture import Capture
+from fusewb.analysis.capture import Capture, CaptureSource
 from fusewb.analysis.common import NS_PER_MS
 from fusewb.analysis.partials import ORDER, combine_worst, inflight_partial, worst_partial
 from fusewb.analysis.requests import WRITE
 from fusewb.analysis.vm import VMSCAN_THROTTLE_WRITEBACK, dirty_throttling, vm_events
 from fusewb.analysis.waiting import unseen_waits
 from fusewb.schema import TABLES
+from fusewb.units import format_size
 
 if TYPE_CHECKING:
     from fusewb.analysis.scan import Scan
@@ -116,11 +117,11 @@ FLAG_KINDS: dict[str, FlagKind] = {
         ),
         FlagKind(
             "INCOMPLETE_CAPTURE",
-            "lost events, a tracer that did not stop cleanly, parts missing or unreadable, or "
-            "full maps", (),
+            "lost events, a tracer that did not stop cleanly or stopped early, parts missing, "
+            "unreadable or dropped by --max-size, or full maps", (),
             "the ring buffer dropped events, the tracer did not flush at exit or parts of the "
-            "capture were lost or damaged: counts are lower bounds and ongoing waits may be "
-            "missing",
+            "capture were lost, damaged or dropped to keep it within --max-size: counts are "
+            "lower bounds and ongoing waits may be missing",
         ),
     ]
 }
@@ -546,6 +547,23 @@ def _skipped_parts(skipped: list[str], shown: int = 3) -> str:
     return f"{len(skipped)} unreadable {parts} skipped: {'; '.join(skipped[:shown])}{more}"
 
 
+def _dropped(src: CaptureSource) -> str | None:
+    """What --max-size dropped of a capture and the window it leaves without whole data."""
+    dropped = src.meta.get("dropped") or {}
+    parts = sum((dropped.get("parts") or {}).values())
+    if parts <= 0:
+        return None
+    rows = ", ".join(f"{t} {n}" for t, n in (dropped.get("rows") or {}).items() if n)
+    size = sum((dropped.get("bytes") or {}).values())
+    bound = src.meta.get("max_size_bytes")
+    text = (f"--max-size {format_size(bound) if bound else '?'} dropped the {parts} oldest parts "
+            f"({format_size(size)}; rows: {rows or 'none'})")
+    until = dropped.get("until_monotonic_ns")
+    if until is not None:
+        text += f": data before +{(until - src.start_ns) / 1e9:.1f} s is not whole"
+    return text
+
+
 def _incomplete(cap: Capture, scan: Scan) -> pd.DataFrame:
     rows = []
     for src in cap.sources:
@@ -555,7 +573,10 @@ def _incomplete(cap: Capture, scan: Scan) -> pd.DataFrame:
         counters = src.meta.get("counters") or {}
         untracked = int(counters.get("pending_full", 0) or 0) if isinstance(counters, dict) else 0
         skipped = scan.damage.get(src.host, [])
-        if lost <= 0 and complete and not short and untracked <= 0 and not skipped:
+        dropped = _dropped(src)
+        early = src.meta.get("stopped_early")
+        if lost <= 0 and complete and not short and untracked <= 0 and not skipped \
+                and dropped is None and not early:
             continue
         parts = []
         if lost > 0:
@@ -564,6 +585,10 @@ def _incomplete(cap: Capture, scan: Scan) -> pd.DataFrame:
             parts.append(f"lost {lost} events" + (f" ({detail})" if detail else ""))
         if not complete:
             parts.append("the tracer did not stop cleanly (complete=false)")
+        if early:
+            parts.append(f"the tracer stopped early: {early}")
+        if dropped is not None:
+            parts.append(dropped)
         if short:
             parts.append("parts missing: " + ", ".join(short))
         if untracked > 0:

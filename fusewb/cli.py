@@ -19,6 +19,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("fusewb.doctor", "doctor"),
     ("fusewb.tracers.cli", "trace"),
     ("fusewb.analysis.cli", "analyze"),
+    ("fusewb.analysis.export", "export"),
     ("fusewb.fixtures.cli", "fixture"),
     ("fusewb.fixtures.cli", "load"),
     ("fusewb.scenarios", "run"),
@@ -36,6 +37,7 @@ def cli() -> None:
       fusewb fixture mount /mnt/f --latency-ms 200
       fusewb trace --mount /mnt/f --duration 30 -o cap/
       fusewb analyze cap/ --format html -o report.html
+      fusewb export cap/ --perfetto -o cap.pftrace      a timeline for ui.perfetto.dev
       fusewb run msync-slow                 mount, trace, load, analyse, clean up
     """
 

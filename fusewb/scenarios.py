@@ -4,6 +4,10 @@ A scenario mounts the fixture with its faults, starts the tracer on that mount o
 generator, stops tracing, analyses the capture and prints the report with a verdict: which flags
 this kernel raised against the ones the scenario expects, and what the kernel did where kernel
 versions differ. Everything is cleaned up on every exit, Ctrl-C and SIGTERM included.
+
+Progress: a header per scenario (``== i/N name (elapsed)``) and a line when it is done; on a
+terminal also a status line at the bottom (scenario i/N, its time, total elapsed), redrawn every
+second and kept below everything printed.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import html
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -305,6 +310,48 @@ def _selected(names: tuple[str, ...]) -> list[Scenario]:
     return [SCENARIOS[n] for n in names]
 
 
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
+def _run_chosen(chosen: list[Scenario], workdir: Path, fmt: str,
+                threshold_ms: float) -> list[ScenarioOutcome]:
+    """Run each scenario with progress (module docstring); their outcomes."""
+    from fusewb.tracers.live import StatusLine, terminal_columns, ticking  # noqa: PLC0415
+
+    status = StatusLine(lambda text: click.echo(text, err=True, nl=False), sys.stderr.isatty(),
+                        lambda: terminal_columns(sys.stderr), plain_every_s=None)
+
+    def out(line: str) -> None:
+        status.print(click.echo, line)
+
+    def err(line: str) -> None:
+        status.print(lambda text: click.echo(text, err=True), line)
+
+    outcomes: list[ScenarioOutcome] = []
+    started = time.monotonic()
+    current = {"number": 1, "name": chosen[0].name, "since": started}
+
+    def text() -> str:
+        now = time.monotonic()
+        return (f"fusewb run: scenario {current['number']}/{len(chosen)} {current['name']}, "
+                f"{_clock(now - current['since'])} in it, {_clock(now - started)} elapsed")
+
+    with _terminate_as_interrupt(), ticking(status, text):
+        for number, scenario in enumerate(chosen, 1):
+            current.update(number=number, name=scenario.name, since=time.monotonic())
+            err(click.style(f"== {number}/{len(chosen)} {scenario.name} "
+                            f"({time.monotonic() - started:.0f} s elapsed)", bold=True))
+            outcome = run_scenario(scenario, workdir, fmt, threshold_ms, echo=out)
+            outcomes.append(outcome)
+            out(outcome.report_text)
+            out(outcome.verdict())
+            err(f"== {number}/{len(chosen)} {scenario.name} done in "
+                f"{time.monotonic() - current['since']:.0f} s ({len(chosen) - number} to go)")
+            out("")
+    return outcomes
+
+
 @click.command(context_settings={"max_content_width": 100})
 @click.argument("scenarios", nargs=-1, metavar="SCENARIO...|all")
 @click.option("--keep", "keep", type=click.Path(file_okay=False, path_type=Path),
@@ -343,17 +390,7 @@ def run(scenarios: tuple[str, ...], keep: Path | None, fmt: str, threshold_ms: f
     else:
         workdir = Path(tempfile.mkdtemp(prefix="fusewb-run-"))
     os.chmod(workdir, 0o700)
-    outcomes: list[ScenarioOutcome] = []
-    started = time.monotonic()
-    with _terminate_as_interrupt():
-        for number, scenario in enumerate(chosen, 1):
-            click.echo(click.style(f"== {number}/{len(chosen)} {scenario.name} "
-                                   f"({time.monotonic() - started:.0f} s elapsed)", bold=True), err=True)
-            outcome = run_scenario(scenario, workdir, fmt, threshold_ms)
-            outcomes.append(outcome)
-            click.echo(outcome.report_text)
-            click.echo(outcome.verdict())
-            click.echo("")
+    outcomes = _run_chosen(chosen, workdir, fmt, threshold_ms)
     click.echo(click.style("Summary", bold=True))
     for o in outcomes:
         click.echo(f"  {o.scenario.name:<15} {'as expected' if o.ok else 'NOT as expected':<16} "

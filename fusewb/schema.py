@@ -155,7 +155,14 @@ META_KEYS: dict[str, str] = {
     "counters": "dict[str,int]: in-kernel aggregates, e.g. wait tracepoint hits without a sleep",
     "server_threads": "list[dict]: connection, bdi, tgid, pid, comm, replies (tasks that "
     "answered FUSE requests = the server's threads)",
-    "tables": "dict[str,int]: rows written per table",
+    "tables": "dict[str,int]: rows per table in the parts on disk (written minus dropped)",
+    "max_size_bytes": "int or null: fusewb trace --max-size; null when unbounded (missing in "
+    "captures written before it)",
+    "dropped": "dict: what --max-size deleted, oldest parts first: parts, rows, bytes (each "
+    "dict[str,int] per table; stacks are never dropped) and until_monotonic_ns (int or null: "
+    "the latest event time in a dropped part; before it the capture is not whole)",
+    "stopped_early": "str or null: why the tracer stopped by itself before being asked to (the "
+    "capture's file system down to its reserve); the capture is whole up to its end",
     "unseen_waiters": "list[dict]: pid, tgid, comm, frames of tasks still asleep in "
     "folio_wait_writeback at the end whose wait began before tracing (from /proc/*/stack; bdi "
     "unknown, so not in the waits table)",

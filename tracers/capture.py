@@ -8,6 +8,17 @@ Everything is created owner-only: the directory 0700, files 0600 (task names, pa
 One writer per directory: it holds ``flock`` on the directory while open, so a second tracer
 given the same ``-o`` is refused instead of overwriting the first one's parts.
 
+Bounded size (``max_size``, ``fusewb trace --max-size``): after each flush, the oldest parts are
+deleted until the parts and ``meta.json`` fit in ``max_size`` bytes; what was dropped is counted
+per table in ``meta.json`` ``dropped`` (parts, rows, bytes, and the last event time they held).
+Two kinds of part are never dropped: the parts of the flush just written (the newest data, so
+the capture may exceed ``max_size`` by one flush, about a second of events) and ``stacks`` parts
+(later waits refer to a stack by its id; a stack is written once).
+
+Free space: :meth:`CaptureWriter.low_on_space` says when the capture's file system has less than
+:attr:`CaptureWriter.reserve` bytes left for unprivileged writers (``statvfs`` ``f_bavail``),
+so a tracer can stop and close the capture whole before the file system is full.
+
 A write that fails (file system full, I/O error, directory removed) removes its temporary file
 and raises :class:`CaptureWriteError`. The writer is then *failed*: :meth:`CaptureWriter.close`
 writes no more parts and only tries to leave ``meta.json`` saying ``complete: false``, and
@@ -31,11 +42,37 @@ import pyarrow.parquet as pq
 from fusewb.errors import FusewbError
 from fusewb.schema import SCHEMA_VERSION, TABLES
 
-__all__ = ["CaptureWriter", "CaptureWriteError", "WriteFailure", "META_FILE"]
+__all__ = ["CaptureWriter", "CaptureWriteError", "WriteFailure", "META_FILE", "MIN_MAX_SIZE"]
 
 META_FILE = "meta.json"
+MIN_MAX_SIZE = 1 << 20  # --max-size below this would drop parts at every flush
+# Free space kept on the capture's file system: this share of it, within the bounds below, plus
+# four times the biggest part written (the final flush writes about one flush of parts).
+RESERVE_SHARE = 0.02
+RESERVE_MIN = 256 << 10
+RESERVE_MAX = 256 << 20
+_UNDROPPABLE = ("stacks",)
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A part on disk: its table, file, rows, bytes, the latest event time in it, its flush."""
+
+    table: str
+    path: Path
+    rows: int
+    size: int
+    last_ns: int | None
+    flush: int
+
+
+def _last_ns(rows: list[dict[str, Any]]) -> int | None:
+    """The latest event time among ``rows``: begin (ts_ns or send_ts_ns) plus duration."""
+    times = [(row.get("ts_ns") or row.get("send_ts_ns") or 0) + (row.get("duration_ns") or 0)
+             for row in rows]
+    return max(times) if times and max(times) > 0 else None
 
 
 class CaptureWriteError(FusewbError):
@@ -93,8 +130,9 @@ class CaptureWriter:
                 f"{directory} already holds a capture", "choose another -o directory or remove it"
             )
 
-    def __init__(self, directory: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, meta: dict[str, Any], max_size: int | None = None) -> None:
         self.directory = Path(directory)
+        self.max_size = max_size
         self.check_new(self.directory)
         existed = self.directory.exists()
         self._make_directories()
@@ -105,6 +143,13 @@ class CaptureWriter:
         self.written: dict[str, int] = {table: 0 for table in TABLES}
         self.failure: WriteFailure | None = None
         self.final_meta_written = False
+        self.on_disk: list[_Part] = []  # oldest first
+        self.flushes = 0
+        self.meta_size = 0
+        self.dropped: dict[str, Any] = {"parts": {}, "rows": {}, "bytes": {},
+                                        "until_monotonic_ns": None}
+        self.meta["max_size_bytes"] = max_size
+        self.meta["dropped"] = self.dropped
         try:
             self.check_new(self.directory)  # a tracer that held the lock may have finished
             self.write_meta()
@@ -164,24 +209,89 @@ class CaptureWriter:
         rows = self.rows[table]
         arrow = pa.Table.from_pylist(rows, schema=TABLES[table])
         number = self.parts[table] + 1
-        self._write_atomically(f"{table}/part-{number:06d}.parquet",
-                               lambda fh: pq.write_table(arrow, fh))
+        relative = f"{table}/part-{number:06d}.parquet"
+        self._write_atomically(relative, lambda fh: pq.write_table(arrow, fh))
+        path = self.directory / relative
+        self.on_disk.append(_Part(table, path, len(rows), path.stat().st_size, _last_ns(rows),
+                                  self.flushes))
         self.parts[table] = number
         self.written[table] += len(rows)
         self.rows[table] = []
 
+    def kept_rows(self) -> dict[str, int]:
+        """Rows per table still on disk: written minus dropped."""
+        return {t: n - self.dropped["rows"].get(t, 0) for t, n in self.written.items()}
+
+    def size_on_disk(self) -> int:
+        """Bytes of the parts on disk and of the last ``meta.json``."""
+        return sum(part.size for part in self.on_disk) + self.meta_size
+
     def write_meta(self) -> None:
-        self.meta["tables"] = dict(self.written)
-        text = json.dumps(self.meta, indent=2, default=str) + "\n"
-        self._write_atomically(META_FILE, lambda fh: fh.write(text.encode()))
+        self.meta["tables"] = self.kept_rows()
+        data = (json.dumps(self.meta, indent=2, default=str) + "\n").encode()
+        self._write_atomically(META_FILE, lambda fh: fh.write(data))
+        self.meta_size = len(data)
+
+    def _drop(self, part: _Part) -> bool:
+        """Delete ``part`` and count it in ``dropped``; False when it could not be deleted."""
+        try:
+            part.path.unlink()
+        except FileNotFoundError:
+            pass  # removed by someone else: gone all the same
+        except OSError:
+            return False
+        self.on_disk.remove(part)
+        for key, amount in (("parts", 1), ("rows", part.rows), ("bytes", part.size)):
+            self.dropped[key][part.table] = self.dropped[key].get(part.table, 0) + amount
+        if part.last_ns is not None:
+            self.dropped["until_monotonic_ns"] = max(self.dropped["until_monotonic_ns"] or 0,
+                                                     part.last_ns)
+        return True
+
+    def _keep_within_max_size(self) -> None:
+        """Drop the oldest droppable parts (see the module docstring) while over ``max_size``."""
+        if self.max_size is None:
+            return
+        for part in [p for p in self.on_disk
+                     if p.table not in _UNDROPPABLE and p.flush < self.flushes]:
+            if self.size_on_disk() <= self.max_size or not self._drop(part):
+                return
 
     def flush(self, **meta: Any) -> None:
-        """Write a part for every table holding rows, then ``meta.json`` with ``meta`` merged."""
+        """Write a part for every table holding rows, drop the oldest parts beyond
+        ``max_size``, then write ``meta.json`` with ``meta`` merged."""
+        self.flushes += 1
         for table, rows in self.rows.items():
             if rows:
                 self._write_part(table)
+        self._keep_within_max_size()
         self.meta.update(meta)
         self.write_meta()
+
+    @property
+    def reserve(self) -> int:
+        """Bytes to keep free on the capture's file system (see RESERVE_SHARE)."""
+        try:
+            info = os.statvfs(self.directory)
+        except OSError:
+            return RESERVE_MIN
+        share = int(info.f_blocks * info.f_frsize * RESERVE_SHARE)
+        biggest = max((part.size for part in self.on_disk), default=0)
+        return min(max(share, RESERVE_MIN), RESERVE_MAX) + 4 * biggest
+
+    def space_left(self) -> int | None:
+        """Bytes an unprivileged writer may still write on the capture's file system (None
+        when statvfs fails)."""
+        try:
+            info = os.statvfs(self.directory)
+        except OSError:
+            return None
+        return info.f_bavail * info.f_frsize
+
+    def low_on_space(self) -> bool:
+        """Whether the capture's file system has less than :attr:`reserve` bytes left."""
+        left = self.space_left()
+        return left is not None and left < self.reserve
 
     def close(self, **meta: Any) -> None:
         """The final flush: ``complete: true``. Once a write has failed, only ``meta.json`` with

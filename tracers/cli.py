@@ -5,6 +5,9 @@ started it with SIGINT ignored (a background job); SIGHUP stays ignored under ``
 failure is one line on stderr,
 ``fusewb trace: <problem>; <fix>``, with exit status 2. Output that goes away while tracing (a
 terminal hung up, the reader of a pipe gone) is dropped; tracing goes on.
+
+On a terminal, stderr shows one status line rewritten in place (events, waits over the
+threshold, lost events, capture size); otherwise the same text is a plain line every 5 s.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import click
+
+if TYPE_CHECKING:
+    from fusewb.tracers.live import StatusLine
 
 __all__ = ["trace"]
 
@@ -29,12 +35,41 @@ def _silence(stream: TextIO) -> None:
         os.close(devnull)
 
 
-def _echo(line: str, err: bool = False) -> None:
+def _echo(line: str, err: bool = False, nl: bool = True) -> None:
     """click.echo that silences a stdout or stderr gone away instead of raising."""
     try:
-        click.echo(line, err=err)
+        click.echo(line, err=err, nl=nl)
     except OSError:  # EIO from a hung-up terminal, EPIPE from a closed pipe
         _silence(sys.stderr if err else sys.stdout)
+
+
+def _status_line() -> StatusLine:
+    """The status line on stderr (in place on a terminal, a plain line every 5 s otherwise)."""
+    from fusewb.tracers.live import StatusLine, terminal_columns  # noqa: PLC0415
+
+    try:
+        tty = sys.stderr.isatty()
+    except ValueError:  # stderr closed
+        tty = False
+    return StatusLine(lambda text: _echo(text, err=True, nl=False), tty,
+                      lambda: terminal_columns(sys.stderr), 5.0)
+
+
+def _max_size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from fusewb.tracers.capture import MIN_MAX_SIZE  # noqa: PLC0415
+    from fusewb.units import format_size, parse_size  # noqa: PLC0415
+
+    try:
+        size = parse_size(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a size; give bytes with an optional unit "
+                                 "K, M, G or T, e.g. 500M") from None
+    if size < MIN_MAX_SIZE:
+        raise click.BadParameter(f"{value} is below the smallest bound, {format_size(MIN_MAX_SIZE)}; "
+                                 "give at least 1M")
+    return size
 
 
 def _fail(problem: str) -> NoReturn:
@@ -62,25 +97,32 @@ def _print_ebpf(plan_name: str | None, ring_pages: int, pid: int | None) -> None
               help="Print each wait at least this long as it happens.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), metavar="CAPTURE_DIR",
               help="Capture directory to create (owner-only).")
+@click.option("--max-size", callback=_max_size, metavar="SIZE",
+              help="Keep the capture within SIZE on disk (e.g. 500M, 2G): the oldest parts are "
+              "dropped and counted in meta.json. Default: unbounded, but tracing stops cleanly "
+              "(exit 2) before the file system is full.")
 @click.option("--ring-pages", type=int, default=4096, hidden=True,  # program.DEFAULT_RING_PAGES
               help="Ring buffer size in pages (power of two); tests force overflow with 1.")
 @click.option("--plan", "plan_name", type=click.Choice(["tracepoint", "kprobe"]), hidden=True,
               help="Force a probe plan.")
 @click.option("--ebpf", is_flag=True, hidden=True, help="Print the BPF C program and exit.")
 def trace(mounts: tuple[str, ...], pid: int | None, duration: float | None, threshold_ms: float,
-          output: Path | None, ring_pages: int, plan_name: str | None, ebpf: bool) -> None:
+          output: Path | None, max_size: int | None, ring_pages: int, plan_name: str | None,
+          ebpf: bool) -> None:
     """Trace tasks that wait on FUSE writeback, with the kernel path of each wait, FUSE requests,
     dirty throttling and reclaim/migration/compaction activity, into a capture directory
     readable by pandas (see fusewb/schema.py). Ctrl-C, SIGTERM, SIGHUP or --duration stop it
     cleanly (exit 0). Exit 2 with one line saying why when tracing cannot start or the capture
     cannot be kept whole (file system full, I/O error, directory removed): what was written
-    stays, with meta.json complete=false.
+    stays, with meta.json complete=false. Before the file system is full, tracing stops by
+    itself (exit 2, the capture whole); --max-size keeps the newest data instead.
 
     \b
     Examples:
       sudo fusewb trace -o cap/                         every FUSE mount, until Ctrl-C
       sudo fusewb trace --mount /mnt/f --duration 30 -o cap/
       sudo fusewb trace --pid 4242 --threshold-ms 10 -o cap/
+      sudo fusewb trace --max-size 2G -o cap/           hours long, the newest 2 GiB kept
       python -c "import pandas as pd; print(pd.read_parquet('cap/waits'))"
     """
     if ebpf:
@@ -93,11 +135,14 @@ def trace(mounts: tuple[str, ...], pid: int | None, duration: float | None, thre
     from fusewb.tracers.stopsignals import StopOnSignals  # noqa: PLC0415
 
     stop = threading.Event()
+    status = _status_line()
     with StopOnSignals(stop) as signals:
         tracer = Tracer(TraceOptions(
             output=output, mounts=list(mounts) or None, pid=pid, duration=duration,
-            threshold_ms=threshold_ms, ring_pages=ring_pages, plan=plan_name,
-            live=_echo, progress=lambda line: _echo(line, err=True),
+            threshold_ms=threshold_ms, ring_pages=ring_pages, plan=plan_name, max_size=max_size,
+            live=lambda line: status.print(_echo, line),
+            progress=lambda line: status.print(lambda text: _echo(text, err=True), line),
+            status=status.show,
         ))
         try:
             tracer.start()
@@ -106,7 +151,9 @@ def trace(mounts: tuple[str, ...], pid: int | None, duration: float | None, thre
                   f"into {output}; Ctrl-C to stop", err=True)
             summary = tracer.run(stop)
         except FusewbError as exc:
+            status.close()
             _fail(exc.message)
+        status.close()
         if signals.received:
             _echo(f"stopped by {signals.received[0]}", err=True)
         for line in summary.lines():

@@ -7,6 +7,11 @@ everything is detached, the parts already written stay, ``meta.json`` is left sa
 ``complete: false``, and :class:`fusewb.tracers.capture.CaptureWriteError` says so in one line.
 A traced mount that is unmounted, or whose server dies or stops, does not end it.
 
+Before the capture's file system is full (less than the writer's reserve left, see
+:mod:`fusewb.tracers.capture`) the session stops by itself and closes the capture whole
+(``complete: true``, ``stopped_early`` in ``meta.json`` saying why); :class:`CaptureSpaceError`
+then says so in one line. ``max_size`` bounds the capture instead: the oldest parts are dropped.
+
 Python API (``fusewb run`` and tests)::
 
     tracer = Tracer(TraceOptions(output=Path("cap"), mounts=["/mnt/f"]))
@@ -52,10 +57,11 @@ from fusewb.tracers.rows import (
     vm_row,
     wait_row,
 )
+from fusewb.units import format_size
 
-__all__ = ["TraceOptions", "Tracer", "monotonic_ns"]
+__all__ = ["TraceOptions", "Tracer", "CaptureSpaceError", "monotonic_ns"]
 
-PROGRESS_EVERY_S = 5.0
+STATUS_EVERY_S = 0.5
 # The BPF side submits without wake-ups (BPF_RB_NO_WAKEUP): the ring is drained in batches
 # every POLL_S, which bounds the tracer's own CPU cost at high event rates.
 POLL_S = 0.1
@@ -68,6 +74,10 @@ def monotonic_ns() -> int:
 
 def _discard(_line: str) -> None:
     return None
+
+
+class CaptureSpaceError(FusewbError):
+    """Tracing stopped before the capture's file system was full; the capture is whole."""
 
 
 @dataclass
@@ -83,8 +93,10 @@ class TraceOptions:
     request_events_per_sec: int = 20000  # per CPU; faster requests beyond it are only summed
     plan: str | None = None  # force "tracepoint" or "kprobe"
     flush_interval: float = 1.0
+    max_size: int | None = None  # bytes on disk; the oldest parts are dropped beyond it
     live: Callable[[str], None] = _discard  # one line per wait over the threshold
-    progress: Callable[[str], None] = _discard  # status lines (stderr in the CLI)
+    progress: Callable[[str], None] = _discard  # messages while tracing (stderr in the CLI)
+    status: Callable[[str], None] = _discard  # the status line, every STATUS_EVERY_S
 
 
 class Tracer:
@@ -106,8 +118,11 @@ class Tracer:
         self.reported_ongoing: set[tuple[int, int]] = set()
         self.max_wait_ms = 0.0
         self.start_ns = 0
+        self.events_seen = 0
         self.waits_seen = 0
+        self.waits_over = 0  # over the threshold (finished or reported ongoing)
         self.requests_seen = 0
+        self.stopped_early: str | None = None
         self.event_errors = 0
         self.first_event_error: str | None = None
         self._stop = threading.Event()
@@ -162,7 +177,8 @@ class Tracer:
             self._refresh_filter()
             self.bpf[b"events"].open_ring_buffer(self._on_event)
             self.start_ns = monotonic_ns()
-            self.capture = CaptureWriter(self.options.output, self._initial_meta(time.time_ns()))
+            self.capture = CaptureWriter(self.options.output, self._initial_meta(time.time_ns()),
+                                         max_size=self.options.max_size)
         except BaseException:
             self.bpf.cleanup()
             self.bpf = None
@@ -189,6 +205,7 @@ class Tracer:
             "server_threads": [],
             "unseen_waiters": [],
             "ring_pages": self.options.ring_pages,
+            "stopped_early": None,
         }
 
     def _refresh_filter(self) -> set[str]:
@@ -243,6 +260,7 @@ class Tracer:
         ms = row["duration_ns"] / 1e6
         self.max_wait_ms = max(self.max_wait_ms, ms)
         if ms >= self.options.threshold_ms and (row["pid"], row["ts_ns"]) not in self.reported_ongoing:
+            self.waits_over += 1
             self.options.live(wait_line(row, frames))
 
     def _bdi_of(self, connection: int) -> str | None:
@@ -265,6 +283,7 @@ class Tracer:
             self.event_errors += 1
             return
         kind, event = decoded
+        self.events_seen += 1
         consts = header_defs().constants
         if kind == consts["EV_WAIT"]:
             self._add_wait(wait_row(event))
@@ -286,6 +305,7 @@ class Tracer:
             row = pending_wait_row(pid, w, now, self._source())
             if row["duration_ns"] / 1e6 >= self.options.threshold_ms:
                 self.reported_ongoing.add(ident)
+                self.waits_over += 1
                 self.options.live(wait_line(row, self._frames(w.stack_id)))
 
     def _source(self) -> str:
@@ -317,13 +337,20 @@ class Tracer:
             summary = self._finish()
         if self.capture is not None and self.capture.failure is not None:
             raise self.capture.failure_error()
+        if self.stopped_early is not None:
+            raise CaptureSpaceError(
+                f"{self.stopped_early}: tracing stopped before it was full, capture "
+                f"{self.options.output} kept whole ({sum(self.capture.parts.values())} parts, "
+                "meta.json complete=true)",
+                "free space there, trace into another -o directory, or bound the capture "
+                "with --max-size")
         return summary
 
     def _trace(self, stop: threading.Event) -> None:
         with MountTableWatch() as mount_watch:  # re-read mounts only when they changed
             began = time.monotonic()
             next_flush = began + self.options.flush_interval
-            next_progress = began + PROGRESS_EVERY_S
+            next_status = began + STATUS_EVERY_S
             while not stop.is_set():
                 now = time.monotonic()
                 if self.options.duration is not None and now - began >= self.options.duration:
@@ -337,9 +364,20 @@ class Tracer:
                 if now >= next_flush:
                     self._flush()
                     next_flush = now + self.options.flush_interval
-                if now >= next_progress:
-                    self.options.progress(self._progress_line(now - began))
-                    next_progress = now + PROGRESS_EVERY_S
+                    if self._space_ran_low():
+                        break
+                if now >= next_status:
+                    self.options.status(self.status_text(now - began))
+                    next_status = now + STATUS_EVERY_S
+
+    def _space_ran_low(self) -> bool:
+        """Whether the capture's file system is down to its reserve (noted in stopped_early)."""
+        if not self.capture.low_on_space():
+            return False
+        left = self.capture.space_left() or 0
+        self.stopped_early = (f"only {format_size(left)} left on the file system of capture "
+                              f"{self.options.output} (reserve {format_size(self.capture.reserve)})")
+        return True
 
     def _note_unmounted(self, mountpoints: set[str]) -> None:
         """One progress line per traced mount that went away; tracing goes on (a server
@@ -349,10 +387,16 @@ class Tracer:
                                   "again if mounted again")
         self.mountpoints_now = mountpoints
 
-    def _progress_line(self, elapsed: float) -> str:
+    def status_text(self, elapsed: float) -> str:
+        """The status line: events, waits (over the threshold, max), requests, lost events,
+        capture size and what --max-size dropped."""
         lost = kernel_state.lost_events(self.bpf)["total"]
-        return (f"[{elapsed:.0f}s] waits {self.waits_seen} (max {self.max_wait_ms:.1f} ms), "
-                f"requests {self.requests_seen}, lost {lost}")
+        text = (f"[{elapsed:.0f}s] events {self.events_seen}, waits {self.waits_seen} "
+                f"(over {self.options.threshold_ms:g} ms {self.waits_over}, max "
+                f"{self.max_wait_ms:.1f} ms), requests {self.requests_seen}, lost {lost}, "
+                f"capture {format_size(self.capture.size_on_disk())}")
+        dropped = sum(self.capture.dropped["parts"].values())
+        return text + (f" (dropped {dropped} oldest parts)" if dropped else "")
 
     def _finish(self) -> CaptureSummary:
         """Drain, record ongoing waits/requests and aggregates, write the last part, detach."""
@@ -396,12 +440,14 @@ class Tracer:
                     server_threads=servers,
                     unseen_waiters=unseen,
                     first_event_error=self.first_event_error,
+                    stopped_early=self.stopped_early,
                 )
         self._summary = CaptureSummary(
             directory=self.options.output,
             plan=self.plan.name if self.plan else "none",
             probes=self.probes,
-            tables=dict(self.capture.written) if self.capture else {},
+            tables=self.capture.kept_rows() if self.capture else {},
+            dropped=dict(self.capture.dropped) if self.capture else {},
             lost=lost,
             counters=counters,
             ongoing_waits=ongoing_waits,
