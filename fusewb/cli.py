@@ -22,6 +22,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("fusewb.fixtures.cli", "fixture"),
     ("fusewb.fixtures.cli", "load"),
     ("fusewb.scenarios", "run"),
+    ("fusewb.stuck", "stuck"),
 ]
 
 
@@ -37,6 +38,7 @@ def cli() -> None:
       fusewb trace --mount /mnt/f --duration 30 -o cap/
       fusewb analyze cap/ --format html -o report.html
       fusewb run msync-slow                 mount, trace, load, analyse, clean up
+      fusewb stuck                          who waits on FUSE right now (no BPF)
     """
 
 
