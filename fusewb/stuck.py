@@ -82,14 +82,15 @@ def wait_kind(frames: list[str]) -> str | None:
     return "fuse" if fuse else None
 
 
-def _require_proc() -> None:
+def _require_proc(filesystems_file: Path = Path("/proc/filesystems")) -> None:
+    """Refuse (one line, exit 2) without root, /proc or FUSE in this kernel."""
     from fusewb.errors import FusewbError  # noqa: PLC0415
 
     if os.geteuid() != 0:
         raise FusewbError("fusewb stuck reads kernel stacks (/proc/PID/task/TID/stack), which "
                           "only root may read", "run it as root: sudo fusewb stuck")
     try:
-        filesystems = Path("/proc/filesystems").read_text()
+        filesystems = filesystems_file.read_text()
     except OSError:
         raise FusewbError("/proc is not mounted", "mount -t proc proc /proc") from None
     if not any(line.split()[-1:] == ["fuse"] for line in filesystems.splitlines()):
