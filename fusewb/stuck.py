@@ -177,7 +177,7 @@ def _resolve_file(task, mounts: _Mounts) -> dict:
 
     out: dict = {"syscall": None, "file": None, "fd": None, "ino": None, "mount_obj": None,
                  "mount_source": None, "file_fs": None}
-    call = task_syscall(task.tgid, task.tid)
+    call = None if task.kernel_thread else task_syscall(task.tgid, task.tid)
     name = syscall_name(call[0]) if call and call[0] >= 0 else None
     out["syscall"] = name or (None if call is None else ("fault" if call[0] < 0 else str(call[0])))
     where = FILE_SYSCALLS.get(name) if name else None
@@ -232,7 +232,8 @@ def _server_match(tgid: int, comm: str, mounts: list, holders: int) -> str | Non
     return None
 
 
-def _task_record(task, kind: str | None, resolved: dict, asleep: dict, evidence: str) -> dict:
+def _task_record(task, kind: str | None, resolved: dict, asleep: dict, evidence: str,
+                 server: bool) -> dict:
     from fusewb.analysis.paths import clean_frames, matching_frame  # noqa: PLC0415
 
     path, frame = matching_frame(task.frames)
@@ -245,6 +246,7 @@ def _task_record(task, kind: str | None, resolved: dict, asleep: dict, evidence:
         "mount_source": resolved["mount_source"], "syscall": resolved["syscall"],
         "file": resolved["file"], "fd": resolved["fd"], "ino": resolved["ino"],
         "asleep_s": asleep.get((task.tgid, task.tid)), "evidence": evidence,
+        "kernel_thread": task.kernel_thread, "server": server,
         "stack": clean_frames(task.frames),
     }
 
@@ -325,7 +327,7 @@ def snapshot() -> dict:
                         "requests waiting")
         else:
             continue  # a wait on another filesystem
-        tasks.append(_task_record(task, kind, resolved, asleep, evidence))
+        tasks.append(_task_record(task, kind, resolved, asleep, evidence, task.tgid in holders))
     tasks.sort(key=lambda t: -(t["asleep_s"] or 0.0))
     connections = []
     for conn in sorted(set(waiting) | set(by_connection)):
@@ -397,7 +399,7 @@ def render_text(snap: dict) -> str:
                   f"{'path':<12} mount (bdi)"]
     for t in snap["tasks"]:
         mount = f"{t['mount']} ({t['bdi']})" if t["mount"] else "unknown"
-        lines.append(f"  {t['pid']}/{t['tid']:<{12 - len(str(t['pid']))}} {t['comm']:<15} "
+        lines.append(f"  {t['pid']}/{t['tid']:<{12 - len(str(t['pid']))}} {t['comm'][:15]:<15} "
                      f"{t['state']:<2} {_asleep(t['asleep_s']):>8}  {t['waits_on'] or '-':<10} "
                      f"{t['path']:<12} {mount}")
         where = [f"syscall {t['syscall']}"] if t["syscall"] else []
@@ -405,7 +407,9 @@ def render_text(snap: dict) -> str:
             where.append(f"file {t['file']}" + (f" (ino {t['ino']})" if t["ino"] else ""))
         if t["mount_source"]:
             where.append(f"mount from {t['mount_source']}")
-        lines.append(f"      {'; '.join(where + [t['evidence']])}")
+        role = ["a FUSE server thread"] if t["server"] else (
+            ["kernel thread"] if t["kernel_thread"] else [])
+        lines.append(f"      {'; '.join(role + where + [t['evidence']])}")
         lines.append(f"      {_stack_line(t['stack'])}")
     if snap["connections"]:
         lines += ["", "FUSE connections (/sys/fs/fuse/connections/N)"]

@@ -101,7 +101,7 @@ def test_a_stalled_fsync_is_reported_with_its_path_mount_bdi_and_connection(tmp_
             assert task["mount"] == fx.mountpoint and task["bdi"] == fx.mount.bdi
             assert task["file"] == str(tmp_path / "mnt" / "f")
             assert task["connection"] == fx.mount.connection
-            assert "fuse_fsync" in task["stack"]
+            assert "fuse_fsync" in task["stack"] and not task["server"]
             assert task["asleep_s"] is not None and 0 < task["asleep_s"] < 60
             conn = next(c for c in snap["connections"] if c["connection"] == fx.mount.connection)
             assert conn["mounts"] == [fx.mountpoint] and conn["bdi"] == fx.mount.bdi
@@ -201,3 +201,13 @@ def test_a_kernel_without_fuse_is_refused(tmp_path) -> None:
 ])
 def test_wait_kind(stack: str, kind: str | None) -> None:
     assert wait_kind(stack.split()) == kind
+
+
+def test_kernel_threads_are_told_from_user_tasks() -> None:
+    require_root()
+    from fusewb.tracers.procscan import scan_tasks
+
+    kthreadd = list(scan_tasks(None, tgids=[2]))
+    me = list(scan_tasks(None, tgids=[os.getpid()]))
+    assert kthreadd and all(t.kernel_thread for t in kthreadd)
+    assert me and not any(t.kernel_thread for t in me)

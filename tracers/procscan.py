@@ -68,7 +68,8 @@ def blocked_in(function: str, proc: Path = PROC) -> list[dict]:
 
 @dataclass
 class TaskStack:
-    """One thread: ids, name, scheduler state letter, last CPU, kernel stack (innermost first)."""
+    """One thread: ids, name, scheduler state letter, last CPU, kernel stack (innermost first),
+    and whether it is a kernel thread (no user-space syscall to read)."""
 
     tgid: int
     tid: int
@@ -76,17 +77,22 @@ class TaskStack:
     state: str
     cpu: int
     frames: list[str]
+    kernel_thread: bool = False
 
 
-def _stat(tgid: int, tid: int, proc: Path = PROC) -> tuple[str, str, int] | None:
-    """``(comm, state, cpu)`` from ``/proc/TGID/task/TID/stat``."""
+PF_KTHREAD = 0x00200000
+
+
+def _stat(tgid: int, tid: int, proc: Path = PROC) -> tuple[str, str, int, bool] | None:
+    """``(comm, state, cpu, kernel thread)`` from ``/proc/TGID/task/TID/stat``."""
     text = _read(f"{proc}/{tgid}/task/{tid}/stat")
     if text is None:
         return None
     head, _, rest = text.rpartition(")")
     fields = rest.split()
     try:
-        return head.partition("(")[2], fields[0], int(fields[36])
+        return (head.partition("(")[2], fields[0], int(fields[36]),
+                bool(int(fields[6]) & PF_KTHREAD))
     except (IndexError, ValueError):
         return None
 
@@ -116,7 +122,7 @@ def scan_tasks(states: Iterable[str] | None, keep: Callable[[TaskStack], bool] |
             stack = _read(f"{proc}/{tgid}/task/{tid}/stack")
             if stack is None:
                 continue
-            task = TaskStack(tgid, tid, stat[0], stat[1], stat[2], _frames(stack))
+            task = TaskStack(tgid, tid, stat[0], stat[1], stat[2], _frames(stack), stat[3])
             if keep is None or keep(task):
                 yield task
 
