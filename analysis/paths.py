@@ -34,6 +34,7 @@ __all__ = [
     "attribute_path",
     "matching_frame",
     "stack_summary",
+    "is_fuse_frame",
 ]
 
 
@@ -188,6 +189,13 @@ def matching_frame(frames: Iterable[str] | None) -> tuple[str, str | None]:
             if key in rule.frames:
                 return rule.path, name
     return OTHER, None
+
+
+def is_fuse_frame(frame: str) -> bool:
+    """Whether a frame is FUSE's own code (``fuse_*``, ``request_wait_answer``): a stack holding
+    one waits on a FUSE mount."""
+    key = normalize_frame(frame)
+    return key.startswith("fuse_") or key == "request_wait_answer"
 
 
 def attribute_path(frames: Iterable[str] | None) -> str:

@@ -17,8 +17,8 @@ from fusewb.analysis.partials import combine_stats, stats_partial, with_order
 from fusewb.analysis.paths import (
     PATH_MECHANISMS,
     PATHS,
+    is_fuse_frame,
     matching_frame,
-    normalize_frame,
     stack_summary,
 )
 
@@ -158,7 +158,7 @@ def unseen_waits(cap: Capture) -> pd.DataFrame:
             path, decisive = matching_frame(frames)
             rows.append((src.host, task.get("pid"), task.get("tgid"), task.get("comm"), path,
                          decisive, stack_summary(frames),
-                         any(normalize_frame(f).startswith("fuse_") for f in frames), at_least,
+                         any(is_fuse_frame(f) for f in frames), at_least,
                          True))
     out = pd.DataFrame(rows, columns=columns)
     out["host"] = pd.Categorical(out["host"], categories=cap.hosts)

@@ -25,6 +25,7 @@ PARTS: dict[str, str] = {
     "events": "bench.events",
     "analysis": "bench.analysis_speed",
     "fixture": "bench.fixture_speed",
+    "stuck": "bench.stuck_speed",
 }
 
 
@@ -61,7 +62,7 @@ def main(parts: tuple[str, ...], quick: bool, repetitions: int | None, results_p
 
     \b
     Examples:
-      sudo .venv/bin/python -m bench                  all four parts (about 12 minutes)
+      sudo .venv/bin/python -m bench                  all parts (about 12 minutes)
       sudo .venv/bin/python -m bench overhead         one part
       sudo .venv/bin/python -m bench --quick          every part, short
       sudo .venv/bin/python -m bench analysis --quick --results /tmp/r.md

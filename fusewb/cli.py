@@ -23,6 +23,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("fusewb.fixtures.cli", "fixture"),
     ("fusewb.fixtures.cli", "load"),
     ("fusewb.scenarios", "run"),
+    ("fusewb.stuck", "stuck"),
 ]
 
 
@@ -39,6 +40,7 @@ def cli() -> None:
       fusewb analyze cap/ --format html -o report.html
       fusewb export cap/ --perfetto -o cap.pftrace      a timeline for ui.perfetto.dev
       fusewb run msync-slow                 mount, trace, load, analyse, clean up
+      fusewb stuck                          who waits on FUSE right now (no BPF)
     """
 
 

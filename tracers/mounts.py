@@ -12,8 +12,8 @@ import select
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["FuseMount", "MountTableWatch", "fuse_mounts", "mount_for_path", "mountpoint_path", "kernel_dev",
-           "bdi_sysfs_value"]
+__all__ = ["FuseMount", "MountTableWatch", "fuse_mounts", "fuse_mounts_by_id", "mount_for_path",
+           "mountpoint_path", "kernel_dev", "bdi_sysfs_value", "fusectl_mounted"]
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 BDI_SYSFS = Path("/sys/class/bdi")
@@ -72,9 +72,10 @@ class FuseMount:
         return out
 
 
-def fuse_mounts(mountinfo: Path = MOUNTINFO) -> list[FuseMount]:
-    """Every fuse/fuseblk mount in ``mountinfo`` (any subtype, e.g. ``fuse.bindfs``)."""
-    mounts = []
+def fuse_mounts_by_id(mountinfo: Path = MOUNTINFO) -> dict[int, FuseMount]:
+    """Every fuse/fuseblk mount in ``mountinfo`` (any subtype, e.g. ``fuse.bindfs``) by its mount
+    ID (the ``mnt_id`` of ``/proc/PID/fdinfo``)."""
+    mounts = {}
     for line in mountinfo.read_text().splitlines():
         left, _, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
@@ -84,8 +85,20 @@ def fuse_mounts(mountinfo: Path = MOUNTINFO) -> list[FuseMount]:
         if fstype.split(".", 1)[0] not in ("fuse", "fuseblk"):
             continue
         major, minor = (int(x) for x in fields[2].split(":"))
-        mounts.append(FuseMount(_unescape(fields[4]), fstype, _unescape(tail[1]), major, minor))
+        mounts[int(fields[0])] = FuseMount(_unescape(fields[4]), fstype, _unescape(tail[1]),
+                                           major, minor)
     return mounts
+
+
+def fuse_mounts(mountinfo: Path = MOUNTINFO) -> list[FuseMount]:
+    """Every fuse/fuseblk mount in ``mountinfo`` (any subtype, e.g. ``fuse.bindfs``)."""
+    return list(fuse_mounts_by_id(mountinfo).values())
+
+
+def fusectl_mounted(where: Path = FUSECTL) -> bool:
+    """Whether fusectl is mounted on ``where`` in this mount namespace."""
+    with open("/proc/self/mounts") as mounts:
+        return any(line.split()[1:3] == [str(where), "fusectl"] for line in mounts)
 
 
 def mountpoint_path(path: str | os.PathLike) -> str:

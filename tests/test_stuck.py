@@ -1,0 +1,213 @@
+"""``fusewb stuck`` on the real kernel: tasks stuck behind a stalled fixture, checked against
+/proc and fusectl; then the release lets them finish. Also its refusals, and the wait rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fusewb.errors import FusewbError
+from fusewb.fixtures.faults import Faults
+from fusewb.stuck import _require_proc, wait_kind
+from fusewb.tracers.mounts import FUSECTL, fusectl_mounted
+from fusewb.tracers.procscan import read_frames
+from tests.fixture_helpers import mounted, wait_until
+from tests.support import require, require_fuse, require_root
+
+FUSEWB = [sys.executable, "-m", "fusewb.cli"]
+FSYNC = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY)
+os.write(fd, b"s" * 65536)
+os.fsync(fd)
+"""
+CLOSE = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY)
+os.write(fd, b"c" * 65536)
+os.close(fd)
+"""
+STAT = "import os, sys; os.path.exists(sys.argv[1])  # a LOOKUP; ENOENT is its answer"
+
+
+def _child(code: str, path: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code, str(path)], start_new_session=True)
+
+
+def _asleep_in(pid: int, frame: str, states: str = "D") -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state in states and frame in (read_frames(pid, pid) or [])
+
+
+def _stuck_json() -> dict:
+    done = subprocess.run([*FUSEWB, "stuck", "--json"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _fusectl_waiting(connection: int, scratch: Path) -> int:
+    """The connection's waiting count, read here independently of fusewb."""
+    if fusectl_mounted():
+        return int((FUSECTL / str(connection) / "waiting").read_text())
+    scratch.mkdir()
+    subprocess.run(["mount", "-t", "fusectl", "none", str(scratch)], check=True, timeout=10)
+    try:
+        return int((scratch / str(connection) / "waiting").read_text())
+    finally:
+        subprocess.run(["umount", str(scratch)], check=False, timeout=10)
+
+
+def _finish(children: list[subprocess.Popen]) -> list[int | None]:
+    """Exit codes of children after a release (bounded); any still running is killed."""
+    codes = []
+    for child in children:
+        try:
+            codes.append(child.wait(timeout=15))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=15)
+            codes.append(None)
+    return codes
+
+
+def _task(snap: dict, pid: int) -> dict:
+    found = [t for t in snap["tasks"] if t["tid"] == pid]
+    assert len(found) == 1, [(t["pid"], t["comm"], t["path"]) for t in snap["tasks"]]
+    return found[0]
+
+
+def test_a_stalled_fsync_is_reported_with_its_path_mount_bdi_and_connection(tmp_path) -> None:
+    with mounted(tmp_path / "mnt", Faults(stall=True)) as fx:
+        child = _child(FSYNC, tmp_path / "mnt" / "f")
+        try:
+            assert wait_until(lambda: _asleep_in(child.pid, "fuse_fsync"), timeout=15), \
+                "the fsync child never slept in fuse_fsync"
+            snap = _stuck_json()
+            waiting = _fusectl_waiting(fx.mount.connection, tmp_path / "ctl")
+            task = _task(snap, child.pid)
+            assert task["pid"] == child.pid and task["comm"] == Path(sys.executable).name[:15]
+            assert task["state"] == "D" and task["waits_on"] == "writeback"
+            assert task["path"] == "fsync" and task["path_frame"] == "fuse_fsync"
+            assert task["syscall"] == "fsync" and task["mount_source"] == "fd"
+            assert task["mount"] == fx.mountpoint and task["bdi"] == fx.mount.bdi
+            assert task["file"] == str(tmp_path / "mnt" / "f")
+            assert task["connection"] == fx.mount.connection
+            assert "fuse_fsync" in task["stack"] and not task["server"]
+            assert task["asleep_s"] is not None and 0 < task["asleep_s"] < 60
+            conn = next(c for c in snap["connections"] if c["connection"] == fx.mount.connection)
+            assert conn["mounts"] == [fx.mountpoint] and conn["bdi"] == fx.mount.bdi
+            assert conn["waiting"] == waiting >= 1
+            servers = {s["pid"]: s for s in conn["servers"]}
+            assert fx.pid in servers, conn["servers"]
+            assert servers[fx.pid]["match"] == "mountpoint in its command line"
+            assert {t["tid"] for t in servers[fx.pid]["threads"]} == {
+                int(t) for t in os.listdir(f"/proc/{fx.pid}/task")}
+            assert child.poll() is None, "the fsync returned while its WRITE was stalled"
+        finally:
+            fx.release()
+            codes = _finish([child])
+        assert codes == [0]
+        assert all(t["tid"] != child.pid for t in _stuck_json()["tasks"])
+
+
+def test_close_and_a_lookup_behind_a_single_threaded_server(tmp_path) -> None:
+    """close() waits in fuse_flush (D); a stat then waits for its LOOKUP answer in
+    request_wait_answer, interruptibly (S) first: both are listed."""
+    with mounted(tmp_path / "mnt", Faults(stall=True), single_threaded=True) as fx:
+        closer = _child(CLOSE, tmp_path / "mnt" / "c")
+        children = [closer]
+        try:
+            assert wait_until(lambda: _asleep_in(closer.pid, "fuse_flush"), timeout=15)
+            stat = _child(STAT, tmp_path / "mnt" / "other")
+            children.append(stat)
+            assert wait_until(lambda: _asleep_in(stat.pid, "request_wait_answer", "SD"),
+                              timeout=15)
+            snap = _stuck_json()
+            closing, looking = _task(snap, closer.pid), _task(snap, stat.pid)
+            assert closing["path"] == "close" and closing["waits_on"] == "writeback"
+            assert closing["syscall"] == "close" and closing["fd"] is None
+            assert looking["waits_on"] == "request"
+            assert "request_wait_answer" in looking["stack"]
+            for task in (closing, looking):
+                # the descriptor is gone (close) or there is none (stat): the mount is inferred
+                # from the waiting count, and only when one connection has requests waiting
+                assert task["mount"] in (None, fx.mountpoint)
+                assert (task["mount_source"] == "the only connection with waiting requests") \
+                    == (task["mount"] is not None)
+            conn = next(c for c in snap["connections"] if c["connection"] == fx.mount.connection)
+            assert conn["waiting"] >= 2
+        finally:
+            fx.release()
+            codes = _finish(children)
+        assert codes == [0, 0]
+
+
+def test_without_root_it_names_the_fix(tmp_path) -> None:
+    require_root()
+    require(subprocess.run(["which", "setpriv"], capture_output=True).returncode == 0,
+            "needs setpriv (util-linux)")
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           *FUSEWB, "stuck"], capture_output=True, text=True, timeout=60,
+                          cwd="/", env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "only root" in done.stderr and "sudo fusewb stuck" in done.stderr
+
+
+def test_with_no_fuse_mount_it_says_so() -> None:
+    """In a private mount namespace with every FUSE mount lazily unmounted (others' mounts stay
+    as they are outside it), no task can wait on a FUSE mount of this namespace."""
+    require_fuse()
+    script = ("grep -E ' - fuse(blk)?(\\.[^ ]*)? ' /proc/self/mountinfo | cut -d' ' -f5 | "
+              "while read m; do umount -l \"$m\"; done; exec \"$@\"")
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script,
+                           "sh", *FUSEWB, "stuck"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    connections = [line for line in done.stdout.splitlines() if line.startswith("  ")
+                   and ": " in line and "bdi" in line]
+    if connections:  # connections of other namespaces (other mounts of this machine)
+        assert all("(no mount in this namespace)" in line for line in connections)
+    else:
+        assert "no FUSE mounts: nothing can wait on FUSE" in done.stdout
+
+
+def test_a_kernel_without_fuse_is_refused(tmp_path) -> None:
+    require_root()
+    filesystems = tmp_path / "filesystems"
+    filesystems.write_text("nodev\tsysfs\nnodev\tproc\n\text4\n")
+    with pytest.raises(FusewbError, match="no 'fuse' in /proc/filesystems"):
+        _require_proc(filesystems)
+
+
+@pytest.mark.parametrize("stack, kind", [
+    ("folio_wait_bit folio_wait_writeback __filemap_fdatawait_range file_write_and_wait_range "
+     "fuse_fsync do_fsync __x64_sys_fsync", "writeback"),
+    ("request_wait_answer __fuse_simple_request fuse_lookup_name fuse_lookup", "request"),
+    ("fuse_fsync do_fsync __x64_sys_fsync", "writeback"),  # temp pages: waits on page_waitq
+    ("fuse_wait_on_page_writeback.part.0 fuse_page_mkwrite do_page_mkwrite", "writeback"),
+    ("folio_wait_bit_common __folio_lock fuse_read_folio filemap_read_folio", "page_lock"),
+    ("rwsem_down_write_slowpath down_write fuse_cache_write_iter vfs_write", "lock"),
+    ("folio_wait_writeback migrate_pages_batch migrate_pages offline_pages", "writeback"),
+    ("do_epoll_wait __x64_sys_epoll_wait", None),
+])
+def test_wait_kind(stack: str, kind: str | None) -> None:
+    assert wait_kind(stack.split()) == kind
+
+
+def test_kernel_threads_are_told_from_user_tasks() -> None:
+    require_root()
+    from fusewb.tracers.procscan import scan_tasks
+
+    kthreadd = list(scan_tasks(None, tgids=[2]))
+    me = list(scan_tasks(None, tgids=[os.getpid()]))
+    assert kthreadd and all(t.kernel_thread for t in kthreadd)
+    assert me and not any(t.kernel_thread for t in me)
