@@ -1,12 +1,38 @@
-"""Session-wide checks shared by all tests: nothing of fusewb's may outlive the test session."""
+"""Session-wide checks shared by all tests: nothing of fusewb's may outlive the test session.
+Also the one list of kernel-dependent test files (marker ``kernel``: ``make test`` runs them
+again in each guest kernel, fusewb/guest.py), and the kernel release in every report."""
 
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 from typing import Callable
 
 import pytest
+
+
+# Test files whose results depend on the kernel they run on; marked ``kernel``.
+KERNEL_TEST_FILES = frozenset({
+    "test_tracer.py", "test_tracer_faults.py", "test_tracer_plan.py", "test_temp_page_waits.py",
+    "test_analysis_real.py", "test_doctor.py", "test_tracepoint_fields.py",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in KERNEL_TEST_FILES:
+            item.add_marker(pytest.mark.kernel)
+
+
+def pytest_report_header() -> str:
+    return f"kernel: {platform.release()}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kernel_in_junit(record_testsuite_property) -> None:
+    """junit files name the kernel their results come from."""
+    record_testsuite_property("kernel", platform.release())
 
 
 def _live_children() -> list[int]:
