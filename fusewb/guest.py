@@ -162,17 +162,24 @@ def _boot(cmd: list[str], timeout: float, on_line, procs: list) -> tuple[int | N
         time.sleep(0.1)
 
 
-def kvm_boots(image: Path, rwdir: Path, cpus: int, memory: str) -> bool:
-    """Whether a guest boots with KVM: a probe boot that only prints a marker, bounded."""
+def kvm_boots(image: Path, rwdir: Path, cpus: int, memory: str) -> tuple[bool, str]:
+    """Whether a guest boots with KVM (a probe boot that only prints a marker, bounded), and
+    the evidence."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False
+        return False, "no usable /dev/kvm"
     script = rwdir / "kvm-probe.sh"
     script.write_text(f"echo {STATUS} kvm-ok\n")
     seen: list[str] = []
+    began = time.monotonic()
     with _stopped_on_exit() as procs:
-        rc, _tail = _boot(_command(image, rwdir, script, True, cpus, memory), KVM_PROBE_SECONDS,
-                          seen.append, procs)
-    return rc == 0 and any(f"{STATUS} kvm-ok" in line for line in seen)
+        rc, tail = _boot(_command(image, rwdir, script, True, cpus, memory), KVM_PROBE_SECONDS,
+                         seen.append, procs)
+    took = time.monotonic() - began
+    if rc == 0 and any(f"{STATUS} kvm-ok" in line for line in seen):
+        return True, f"a KVM probe boot finished in {took:.0f} s"
+    if rc is None:
+        return False, f"a KVM probe boot did not finish in {KVM_PROBE_SECONDS} s (killed)"
+    return False, f"a KVM probe boot failed (exit {rc}: {tail[-1] if tail else 'no output'})"
 
 
 def _script(out: Path, pytest_args: list[str], run_all: bool) -> str:
@@ -224,9 +231,11 @@ def run_guest(image: Path, out: Path, pytest_args: list[str], run_all: bool, tim
     began = time.monotonic()
     with _lock(lock, timeout), tempfile.TemporaryDirectory(dir=out, prefix=".guest-") as tmp:
         work = Path(tmp)
-        kvm = accel == "kvm" or (accel == "auto" and kvm_boots(image, work, cpus, memory))
+        kvm, why = accel == "kvm", f"--accel {accel}"
+        if accel == "auto":
+            kvm, why = kvm_boots(image, work, cpus, memory)
         used = "kvm" if kvm else "tcg"
-        echo(f"[{release}] booting with {used} ({cpus} cpus, {memory})")
+        echo(f"[{release}] booting with {used} ({why}; {cpus} cpus, {memory})")
         script = work / "guest.sh"
         script.write_text(_script(out, pytest_args, run_all))
         result = GuestResult(release, used, 0.0)
