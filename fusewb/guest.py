@@ -43,6 +43,8 @@ MARKER = "kernel"  # the pytest marker of the tests that run in each guest (pypr
 STATUS = "fusewb-guest-status"
 KVM_PROBE_SECONDS = 25
 TAIL_LINES = 40
+# Start-up waits in the guest (fixture servers, tracer compile) stretch by this under each accel.
+TIMEOUT_SCALE = {"kvm": 2, "tcg": 6}
 
 
 @dataclass
@@ -182,7 +184,7 @@ def kvm_boots(image: Path, rwdir: Path, cpus: int, memory: str) -> tuple[bool, s
     return False, f"a KVM probe boot failed (exit {rc}: {tail[-1] if tail else 'no output'})"
 
 
-def _script(out: Path, pytest_args: list[str], run_all: bool) -> str:
+def _script(out: Path, pytest_args: list[str], run_all: bool, accel: str = "tcg") -> str:
     """The commands the guest runs: the marked tests, then every scenario."""
     venv_bin = Path(sys.executable).parent
     junit = f"{out}/junit-$(uname -r).xml"
@@ -190,6 +192,7 @@ def _script(out: Path, pytest_args: list[str], run_all: bool) -> str:
         "set -u",
         f"cd {shlex.quote(str(ROOT))}",
         f"export PATH={shlex.quote(str(venv_bin))}:$PATH PYTHONDONTWRITEBYTECODE=1",
+        f"export FUSEWB_TIMEOUT_SCALE={TIMEOUT_SCALE[accel]}",
         f"export FUSEWB_REQUIRE_KERNEL={shlex.quote(os.environ.get('FUSEWB_REQUIRE_KERNEL', ''))}",
         f"echo {STATUS} kernel $(uname -r)",
         f"python -m pytest -p no:cacheprovider -m {MARKER} --junitxml={junit} "
@@ -237,7 +240,7 @@ def run_guest(image: Path, out: Path, pytest_args: list[str], run_all: bool, tim
         used = "kvm" if kvm else "tcg"
         echo(f"[{release}] booting with {used} ({why}; {cpus} cpus, {memory})")
         script = work / "guest.sh"
-        script.write_text(_script(out, pytest_args, run_all))
+        script.write_text(_script(out, pytest_args, run_all, used))
         result = GuestResult(release, used, 0.0)
 
         def on_line(line: str) -> None:
