@@ -62,7 +62,7 @@ static __always_inline int is_fuse_bdi(const char *name)
 #if WAIT_TP || FUSE_WAIT_KPROBES
 #include "waits.bpf.c"
 #endif
-#if FUSE_REQUESTS || FUSE_REQ_KPROBES
+#if FUSE_REQUESTS || FUSE_REQ_PTR
 #include "requests.bpf.c"
 #endif
 #if FUSE_THROTTLE

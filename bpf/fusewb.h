@@ -12,9 +12,10 @@
  *   FUSE_WAIT_KPROBES  1: time the temp-page era's waits inside fuse.ko (fuse_set_nowrite,
  *                      fuse_wait_on_page_writeback) with INODE_SB_OFF, INODE_INO_OFF,
  *                      SB_BDI_OFF, BDI_NAME_OFF, TASK_NVCSW_OFF from BTF
- *   FUSE_REQ_KPROBES   1: FUSE requests from kprobes (queue_request_and_unlock, fuse_dev_do_read,
- *                      fuse_request_end) keyed on the request pointer, REQ_*_OFF from the fuse
- *                      module's BTF; 0: the fuse:* tracepoints (FUSE_REQUESTS)
+ *   FUSE_REQ_PTR       FUSE requests keyed on the request pointer, REQ_*_OFF from the fuse
+ *                      module's BTF: 1 kprobes (queue_request_and_unlock, fuse_request_end),
+ *                      2 raw tracepoints fuse_request_send/end; 0: the fuse:* tracepoints'
+ *                      fields (FUSE_REQUESTS). HAVE_FN_FUSE_DEV_DO_READ: server readers
  *   FUSE_REQUESTS, FUSE_THROTTLE, VM_DIRECT_RECLAIM, VM_MEMCG_RECLAIM, VM_THROTTLED,
  *   VM_SHRINK_INACTIVE, VM_COMPACTION, VM_MIGRATE (1 single, 2 paired with _start)
  *   RING_PAGES         ring buffer size in pages (power of two)

@@ -1,7 +1,7 @@
 /* requests.bpf.c: FUSE requests on the selected connections, send joined with end in the
- * kernel: on (connection, unique) from the fuse:* tracepoints (6.12+), on the request pointer
- * from kprobes (FUSE_REQ_KPROBES, kernels without them); the tasks that read or end requests
- * are recorded as the server's threads. */
+ * kernel on the request pointer (FUSE_REQ_PTR: 1 kprobes before 6.12, 2 the raw fuse:*
+ * tracepoints), else on (connection, unique) from the fuse:* tracepoints' fields, which do not
+ * expose the request; the tasks that read or end requests are recorded as the server's threads. */
 #include <uapi/linux/fuse.h>
 
 BPF_HASH(requests_pending, struct request_key, struct request_pending, MAX_INFLIGHT);
@@ -152,9 +152,9 @@ static __always_inline int request_ended(struct request_key *key, u64 unique, u3
     return 0;
 }
 
-#if FUSE_REQ_KPROBES
-/* Before 6.12 (no fuse:* tracepoints): the request's fields at offsets from the fuse module's
- * BTF, keyed on the request pointer (unique may be assigned after the send on some kernels). */
+#if FUSE_REQ_PTR
+/* The request's fields at offsets from the fuse module's BTF, keyed on the request pointer:
+ * unique is read at the end (6.12-6.17 fire fuse_request_send before assigning it). */
 static __always_inline u32 req_connection(void *req)
 {
     void *fm = NULL, *fc = NULL;
@@ -183,27 +183,37 @@ static __always_inline u64 req_unique(void *req)
     return v;
 }
 
-/* queue_request_and_unlock(struct fuse_iqueue *fiq, struct fuse_req *req) */
-int kp_queue_request_and_unlock(struct pt_regs *ctx)
+static __always_inline int req_sent_at(void *req)
 {
-    void *req = (void *)PT_REGS_PARM2(ctx);
     struct request_key key = {};
     key.connection = req_connection(req);
     key.req = (u64)req;
     return request_sent(&key, req_u32(req, REQ_OPCODE_OFF), 0, req_unique(req));
 }
 
-/* fuse_request_end(struct fuse_req *req) */
-int kp_fuse_request_end(struct pt_regs *ctx)
+static __always_inline int req_ended_at(void *req)
 {
-    void *req = (void *)PT_REGS_PARM1(ctx);
     struct request_key key = {};
     key.connection = req_connection(req);
     key.req = (u64)req;
     return request_ended(&key, req_unique(req), req_u32(req, REQ_LEN_OFF),
                          (s32)req_u32(req, REQ_ERROR_OFF));
 }
+#endif
 
+#if FUSE_REQ_PTR == 1
+/* Kernels without fuse:* tracepoints (before 6.12): kprobes.
+ * queue_request_and_unlock(struct fuse_iqueue *fiq, struct fuse_req *req) */
+int kp_queue_request_and_unlock(struct pt_regs *ctx) { return req_sent_at((void *)PT_REGS_PARM2(ctx)); }
+/* fuse_request_end(struct fuse_req *req) */
+int kp_fuse_request_end(struct pt_regs *ctx) { return req_ended_at((void *)PT_REGS_PARM1(ctx)); }
+#elif FUSE_REQ_PTR == 2
+/* 6.12+: the raw fuse:* tracepoints, whose first argument is the request. */
+RAW_TRACEPOINT_PROBE(fuse_request_send) { return req_sent_at((void *)ctx->args[0]); }
+RAW_TRACEPOINT_PROBE(fuse_request_end) { return req_ended_at((void *)ctx->args[0]); }
+#endif
+
+#if HAVE_FN_FUSE_DEV_DO_READ
 /* fuse_dev_do_read(struct fuse_dev *fud, ...): a server thread reading requests. */
 int kp_fuse_dev_do_read(struct pt_regs *ctx)
 {
@@ -219,7 +229,9 @@ int kp_fuse_dev_do_read(struct pt_regs *ctx)
     server_thread_seen(dev, bpf_get_current_pid_tgid(), 0);
     return 0;
 }
-#else
+#endif
+
+#if !FUSE_REQ_PTR
 TRACEPOINT_PROBE(fuse, fuse_request_send)
 {
     struct request_key key = {};

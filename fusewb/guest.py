@@ -195,7 +195,7 @@ def _script(out: Path, pytest_args: list[str], run_all: bool, accel: str = "tcg"
         f"export FUSEWB_TIMEOUT_SCALE={TIMEOUT_SCALE[accel]}",
         f"export FUSEWB_REQUIRE_KERNEL={shlex.quote(os.environ.get('FUSEWB_REQUIRE_KERNEL', ''))}",
         f"echo {STATUS} kernel $(uname -r)",
-        f"python -m pytest -p no:cacheprovider -m {MARKER} --junitxml={junit} "
+        f"python -m pytest -p no:cacheprovider -m {MARKER} --durations=5 --junitxml={junit} "
         f"-o junit_suite_name=fusewb-$(uname -r) {' '.join(shlex.quote(a) for a in pytest_args)}",
         f"echo {STATUS} pytest $?",
     ]

@@ -58,7 +58,7 @@ def test_plan_on_this_kernel() -> None:
         assert plan.kprobes == []
         assert all(why for probe, why in plan.skipped.items() if probe.startswith("kprobe:"))
         if features.raw_tracepoint.ok:
-            assert plan.raw_tracepoints == ["sched_switch"]
+            assert plan.raw_tracepoints[0] == "sched_switch"
             assert int(plan.defines["TASK_PID_OFF"]) == load_vmlinux_btf().member_offset("task_struct", "pid")
     assert any(line.startswith("attach ") for line in plan.describe())
     with pytest.raises(ValueError):
@@ -187,9 +187,25 @@ def test_fuse_kprobes_of_older_kernels_pass_the_verifier() -> None:
                       **features.symbol_names},
     )
     plan = choose_plan(older, force="kprobe")
-    assert plan.defines["FUSE_REQ_KPROBES"] == "1" and plan.entry_kprobes == REQUEST_KPROBES
+    assert plan.defines["FUSE_REQ_PTR"] == "1" and plan.entry_kprobes == REQUEST_KPROBES
     assert plan.defines.get("FUSE_WAIT_KPROBES") == "1" and set(FUSE_WAIT_FUNCTIONS) <= set(plan.kprobes)
     assert "kprobe:fuse_wait_on_page_writeback.part.0" in plan.probes() or \
         older.symbol_names["fuse_wait_on_page_writeback"] == "fuse_wait_on_page_writeback"
     loaded, _seconds = verify_program(plan, BuildOptions(ring_pages=1))
     assert loaded == len(plan.tracepoints) + len(plan.raw_tracepoints) + 2 * len(plan.kprobes) + len(plan.entry_kprobes)
+
+
+def test_requests_are_keyed_on_the_request_pointer() -> None:
+    """Where the fuse:* tracepoints exist, the plan takes them raw (the request is their first
+    argument) and reads the request's fields at BTF offsets; where not, kprobes (above)."""
+    require_bpf()
+    from fusewb.tracers.features import probe_features
+
+    features = probe_features(test_loads=False)
+    require(features.tracepoints.get("fuse:fuse_request_send", False), "needs fuse:* tracepoints (6.12+)")
+    require(features.raw_tracepoint.ok, "needs raw tracepoints")
+    for force in ("tracepoint", "kprobe"):
+        plan = choose_plan(features, force=force)
+        assert plan.defines["FUSE_REQ_PTR"] == "2", plan.describe()
+        assert {"fuse_request_send", "fuse_request_end"} <= set(plan.raw_tracepoints)
+        assert "fuse:fuse_request_send" not in plan.tracepoints

@@ -57,7 +57,8 @@ KPROBE_FUNCTIONS: list[str] = [
 FUSE_WAIT_FUNCTIONS: list[str] = ["fuse_set_nowrite", "fuse_wait_on_page_writeback"]
 
 # The request lifecycle without fuse:* tracepoints, probed at entry (bpf/requests.bpf.c):
-# queued (unique assigned), read by a server thread, answered. All three or none.
+# queued (unique assigned), read by a server thread, answered. All three or none; with the
+# tracepoints (raw, keyed on the request) only fuse_dev_do_read, for the server's readers.
 REQUEST_KPROBES: list[str] = ["queue_request_and_unlock", "fuse_dev_do_read", "fuse_request_end"]
 
 # (define, struct, member) read by the kprobes; vmlinux BTF for the first, the fuse module's
@@ -218,10 +219,9 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
         for fn in ["folio_wait_writeback", *KPROBE_FUNCTIONS, *FUSE_WAIT_FUNCTIONS, *REQUEST_KPROBES]:
             plan.skipped[f"kprobe:{fn}"] = why
 
+    _fuse_requests(features, plan)
     for group, define, _what in _OPTIONAL_TRACEPOINTS:
-        if define == "FUSE_REQUESTS" and plan.defines.get("FUSE_REQ_KPROBES") == "1":
-            for tp in group:
-                plan.skipped[f"tracepoint:{tp}"] = "absent: requests from kprobes"
+        if define == "FUSE_REQUESTS" and plan.defines.get("FUSE_REQ_PTR"):
             continue
         if all(tps.get(tp) for tp in group):
             plan.tracepoints += group
@@ -253,8 +253,8 @@ def _offsets(btf_of: str, wanted: list[tuple[str, str, str]]) -> dict[str, str]:
 
 
 def _fuse_kprobes(features: KernelFeatures, plan: ProbePlan) -> None:
-    """The kprobe plan's fuse.ko probes: the temp-page waits, and the request lifecycle where
-    no fuse:* tracepoints exist. Symbols from kallsyms (clones included), offsets from BTF."""
+    """The kprobe plan's temp-page waits in fuse.ko: symbols from kallsyms (clones included),
+    offsets from vmlinux BTF."""
     names = features.symbol_names
     waits = [fn for fn in FUSE_WAIT_FUNCTIONS if fn in names]
     for fn in FUSE_WAIT_FUNCTIONS:
@@ -276,26 +276,45 @@ def _fuse_kprobes(features: KernelFeatures, plan: ProbePlan) -> None:
         plan.defines["FUSE_WAIT_KPROBES"] = "1"
         plan.notes.append(f"temp-page waits in fuse.ko timed by kprobe/kretprobe on "
                           f"{', '.join(names[fn] for fn in waits)}")
-    if all(features.tracepoints.get(tp) for tp in ("fuse:fuse_request_send", "fuse:fuse_request_end")):
-        return
-    missing = [fn for fn in REQUEST_KPROBES if fn not in names]
-    why = None if not missing else f"{', '.join(missing)} not in kallsyms"
-    if why is None:
-        try:
-            plan.defines.update(_offsets("fuse", _REQUEST_OFFSETS))
-        except BtfError as exc:
-            why = f"BTF: {exc}"
-    if why is not None:
+
+
+def _fuse_requests(features: KernelFeatures, plan: ProbePlan) -> None:
+    """FUSE requests keyed on the request pointer, fields at offsets from the fuse module's
+    BTF: the raw fuse:* tracepoints where they exist (6.12+; their fields do not expose the
+    request, and 6.12-6.17 send unique 0), else kprobes on the lifecycle (kprobe plan). When
+    neither works, the tracepoints' fields joined on (connection, unique), if present."""
+    names = features.symbol_names
+    tps = all(features.tracepoints.get(tp) for tp in ("fuse:fuse_request_send", "fuse:fuse_request_end"))
+    kprobe = plan.name == "kprobe"
+    why = None
+    try:
+        offsets = _offsets("fuse", _REQUEST_OFFSETS)
+    except BtfError as exc:
+        offsets, why = {}, f"BTF: {exc}"
+    if offsets and tps and features.raw_tracepoint.ok:
+        plan.defines.update(offsets, FUSE_REQ_PTR="2")
+        plan.raw_tracepoints += ["fuse_request_send", "fuse_request_end"]
+        for tp in ("fuse:fuse_request_send", "fuse:fuse_request_end"):
+            plan.skipped[f"tracepoint:{tp}"] = "raw tracepoint used instead (keyed on the request pointer)"
+        kprobe_fns = ["fuse_dev_do_read"] if kprobe and "fuse_dev_do_read" in names else []
+    elif offsets and kprobe and all(fn in names for fn in REQUEST_KPROBES):
+        plan.defines.update(offsets, FUSE_REQ_PTR="1")
+        kprobe_fns = list(REQUEST_KPROBES)
+    else:
+        if why is None:
+            missing = [fn for fn in REQUEST_KPROBES if fn not in names]
+            why = f"{', '.join(missing) or 'kprobes'} unavailable" if kprobe or not tps else "raw tracepoints unavailable"
         for fn in REQUEST_KPROBES:
-            plan.skipped[f"kprobe:{fn}"] = f"FUSE requests not traced ({why})"
+            plan.skipped.setdefault(f"kprobe:{fn}", f"requests keyed on the request pointer not possible ({why})")
         return
-    plan.defines.update(FUSE_REQ_KPROBES="1", FUSE_REQUESTS="0")
-    for fn in REQUEST_KPROBES:
+    for fn in kprobe_fns:
         plan.entry_kprobes.append(fn)
+        plan.defines[f"HAVE_FN_{fn.upper()}"] = "1"
         if names[fn] != fn:
             plan.symbols[fn] = names[fn]
-    plan.notes.append("FUSE requests from kprobes on their lifecycle, keyed on the request pointer "
-                      "(no fuse:* tracepoints)")
+    hooks = "raw tracepoints fuse_request_send/end" if plan.defines["FUSE_REQ_PTR"] == "2" else "kprobes"
+    plan.notes.append(f"FUSE requests from {hooks}, keyed on the request pointer"
+                      + (", server threads from fuse_dev_do_read" if "fuse_dev_do_read" in kprobe_fns else ""))
 
 
 def _fields(features: KernelFeatures, plan: ProbePlan) -> None:
