@@ -11,7 +11,8 @@ Questions (columns in each docstring, needed events in ``fn.REQUIRES``; a captur
 raises ``MissingEventsError``, one line): ``waits``, ``wait_paths``, ``stack_paths``,
 ``unseen_waits`` (module ``waiting``); ``fuse_requests``, ``requests_by_opcode``,
 ``request_totals``, ``inflight_writeback`` (``requests``); ``dirty_throttling``, ``vm_events``,
-``reclaim_activity``, ``migration_activity`` (``vm``); ``flags`` (``findings``).
+``reclaim_activity``, ``migration_activity``, ``page_states``, ``page_state_peaks`` (``vm``);
+``flags`` (``findings``).
 
 Modules: ``capture`` (reading and validation only), ``paths`` (``PATH_RULES``: the table that
 maps kernel stacks to the paths reclaim, migration, sync, fsync, close, write, truncate,
@@ -34,6 +35,7 @@ __all__ = [
     "PATH_RULES", "PATHS", "attribute_path",
     "fuse_requests", "inflight_writeback", "requests_by_opcode", "request_totals",
     "dirty_throttling", "migration_activity", "reclaim_activity", "vm_events",
+    "page_states", "page_state_peaks",
     "stack_paths", "wait_paths", "waits", "unseen_waits",
 ]
 
@@ -42,7 +44,8 @@ _HOME = {
     "findings": ["FLAG_KINDS", "FLAG_NAMES", "flags"],
     "paths": ["PATH_RULES", "PATHS", "attribute_path"],
     "requests": ["fuse_requests", "inflight_writeback", "requests_by_opcode", "request_totals"],
-    "vm": ["dirty_throttling", "migration_activity", "reclaim_activity", "vm_events"],
+    "vm": ["dirty_throttling", "migration_activity", "reclaim_activity", "vm_events", "page_states",
+           "page_state_peaks"],
     "waiting": ["stack_paths", "wait_paths", "waits", "unseen_waits"],
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}

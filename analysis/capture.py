@@ -100,6 +100,7 @@ META_SPEC: dict[str, _Spec] = {
                         "replies": int}],
     "unseen_waiters": [{"pid": int, "tgid": int, "comm": str, "frames": [str]}],
     "tables": {"*": int},
+    "vmstat": {"ts_ns": [int]},
 }
 
 

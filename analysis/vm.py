@@ -9,6 +9,8 @@ from fusewb.analysis.capture import Capture
 from fusewb.analysis.common import NS_PER_MS, mount_column, requires, seconds_since_start
 
 __all__ = [
+    "page_states",
+    "page_state_peaks",
     "dirty_throttling",
     "vm_events",
     "reclaim_activity",
@@ -22,6 +24,49 @@ RECLAIM_KINDS = ["direct_reclaim", "memcg_reclaim", "shrink_inactive", "vmscan_t
 MIGRATION_KINDS = ["migrate_pages", "compaction"]
 # mm_vmscan_throttled stores 1 << enum vmscan_throttle_state; WRITEBACK is bit 0.
 VMSCAN_THROTTLE_WRITEBACK = 1 << 0
+
+
+PAGE_STATE_COLUMNS = ["nr_dirty", "nr_writeback", "nr_writeback_temp"]
+
+
+def page_states(cap: Capture) -> pd.DataFrame:
+    """/proc/vmstat page counts over the capture (meta ``vmstat``, once a second).
+
+    Columns: host, t_s (seconds since the host's capture start), nr_dirty, nr_writeback,
+    nr_writeback_temp (pages; null where the kernel lacks the counter: FUSE's temp pages are
+    counted before 6.16 only). Empty for captures without samples.
+    """
+    frames = []
+    for src in cap.sources:
+        series = src.meta.get("vmstat") or {}
+        ts = series.get("ts_ns") or []
+        if not ts:
+            continue
+        frame = pd.DataFrame({"host": src.host, "t_s": (np.asarray(ts, dtype="float64") - src.start_ns) / 1e9})
+        for column in PAGE_STATE_COLUMNS:
+            values = list(series.get(column) or [])[: len(ts)]
+            values += [None] * (len(ts) - len(values))
+            frame[column] = pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce").astype("Int64")
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["host", "t_s", *PAGE_STATE_COLUMNS])
+    return pd.concat(frames, ignore_index=True)
+
+
+def page_state_peaks(cap: Capture) -> pd.DataFrame:
+    """The highest /proc/vmstat page counts per host during the capture.
+
+    Columns: host, samples, nr_dirty_max, nr_writeback_max, nr_writeback_temp_max (null where
+    the kernel lacks the counter).
+    """
+    states = page_states(cap)
+    columns = ["host", "samples", *(f"{c}_max" for c in PAGE_STATE_COLUMNS)]
+    if states.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = states.groupby("host", sort=True)
+    out = grouped[PAGE_STATE_COLUMNS].max().add_suffix("_max").reset_index()
+    out.insert(1, "samples", grouped.size().to_numpy())
+    return out[columns]
 
 
 @requires("throttle")
