@@ -11,7 +11,7 @@ Questions (columns in each docstring, needed events in ``fn.REQUIRES``; a captur
 raises ``MissingEventsError``, one line): ``waits``, ``wait_paths``, ``stack_paths``,
 ``unseen_waits`` (module ``waiting``); ``fuse_requests``, ``requests_by_opcode``,
 ``request_totals``, ``inflight_writeback`` (``requests``); ``dirty_throttling``, ``vm_events``,
-``reclaim_activity``, ``migration_activity``, ``page_states``, ``page_state_peaks`` (``vm``);
+``reclaim_activity``, ``migration_activity``, ``page_states``, ``page_state_peaks``, ``writeback_functions`` (``vm``);
 ``flags`` (``findings``).
 
 Modules: ``capture`` (reading and validation only), ``paths`` (``PATH_RULES``: the table that
@@ -35,7 +35,7 @@ __all__ = [
     "PATH_RULES", "PATHS", "attribute_path",
     "fuse_requests", "inflight_writeback", "requests_by_opcode", "request_totals",
     "dirty_throttling", "migration_activity", "reclaim_activity", "vm_events",
-    "page_states", "page_state_peaks",
+    "page_states", "page_state_peaks", "writeback_functions",
     "stack_paths", "wait_paths", "waits", "unseen_waits",
 ]
 
@@ -45,7 +45,7 @@ _HOME = {
     "paths": ["PATH_RULES", "PATHS", "attribute_path"],
     "requests": ["fuse_requests", "inflight_writeback", "requests_by_opcode", "request_totals"],
     "vm": ["dirty_throttling", "migration_activity", "reclaim_activity", "vm_events", "page_states",
-           "page_state_peaks"],
+           "page_state_peaks", "writeback_functions"],
     "waiting": ["stack_paths", "wait_paths", "waits", "unseen_waits"],
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}

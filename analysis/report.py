@@ -5,7 +5,8 @@ The JSON schema (``REPORT_VERSION``) is stable: top-level ``report_version``, ``
 ``lost_events`` (int, total over hosts), sources[] with per-host detail), ``waits_by_path``,
 ``requests_by_opcode``, ``request_totals`` (kernel counts), ``unseen_waiters`` (asleep since
 before tracing), ``dirty_throttling``, ``page_states`` (peak /proc/vmstat page counts per host,
-``nr_writeback_temp`` before 6.16), ``reclaim``, ``migration``, ``flags`` (items with
+``nr_writeback_temp`` before 6.16), ``writeback_functions`` (kprobe plan: calls and latency of
+``fuse_writepage(s)`` and others), ``reclaim``, ``migration``, ``flags`` (items with
 flag, severity, host, path, bdi, mount, pid, tgid, comm, ino, duration_ms, ongoing, count,
 total_ms, evidence, mechanism), ``flag_counts``, ``not_checked`` and ``kernel_notes``.
 """
@@ -28,7 +29,13 @@ from fusewb.analysis.capture import Capture, load_capture
 from fusewb.analysis.findings import FLAG_KINDS, FLAG_NAMES, flags
 from fusewb.analysis.paths import PATH_MECHANISMS
 from fusewb.analysis.requests import request_totals, requests_by_opcode
-from fusewb.analysis.vm import dirty_throttling, migration_activity, page_state_peaks, reclaim_activity
+from fusewb.analysis.vm import (
+    dirty_throttling,
+    migration_activity,
+    page_state_peaks,
+    reclaim_activity,
+    writeback_functions,
+)
 from fusewb.analysis.waiting import unseen_waits, wait_paths
 from fusewb.errors import FusewbError
 from fusewb.schema import TABLES
@@ -172,6 +179,7 @@ def build_report(
         "unseen_waiters": records(unseen_waits(cap)),
         "dirty_throttling": _optional(cap, ["throttle"], dirty_throttling),
         "page_states": records(page_state_peaks(cap)),
+        "writeback_functions": records(writeback_functions(cap)),
         "reclaim": _optional(cap, ["vm"], reclaim_activity),
         "migration": _optional(cap, ["vm"], migration_activity),
         "flags": records(raised),
@@ -259,15 +267,18 @@ def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) ->
                      "summed): " + ", ".join(f"{host(r['host'])}{r['opcode_name']} {r['count']} "
                                              f"(mean {_fmt_ms(r['mean_ms'])} ms)"
                                              for r in summed[:6]))
-    if report.get("page_states"):
+    if report.get("page_states") or report.get("writeback_functions"):
         lines.append("")
-        lines.append("Page cache during the capture")
+        lines.append("Page cache and writeback functions during the capture")
     for row in report.get("page_states") or []:
         counts = [f"{name} {row[f'{name}_max']}" for name in ("nr_dirty", "nr_writeback", "nr_writeback_temp")
                   if row.get(f"{name}_max") is not None]
         lines.append(f"  {host(row['host'])}/proc/vmstat peaks (pages, {row['samples']} samples): "
                      + ", ".join(counts) + ("" if row.get("nr_writeback_temp_max") is not None
                                             else "; no nr_writeback_temp (no FUSE temp pages, 6.16+)"))
+    for row in report.get("writeback_functions") or []:
+        lines.append(f"  {host(row['host'])}{row['function']}: {row['count']} calls, mean "
+                     f"{_fmt_ms(row['mean_ms'])} ms, max {_fmt_ms(row['max_ms'])} ms")
     if report["unseen_waiters"]:
         lines.append("")
         lines.append("Asleep in writeback since before tracing began (from /proc; bdi unknown)")

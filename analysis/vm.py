@@ -9,6 +9,7 @@ from fusewb.analysis.capture import Capture
 from fusewb.analysis.common import NS_PER_MS, mount_column, requires, seconds_since_start
 
 __all__ = [
+    "writeback_functions",
     "page_states",
     "page_state_peaks",
     "dirty_throttling",
@@ -24,6 +25,28 @@ RECLAIM_KINDS = ["direct_reclaim", "memcg_reclaim", "shrink_inactive", "vmscan_t
 MIGRATION_KINDS = ["migrate_pages", "compaction"]
 # mm_vmscan_throttled stores 1 << enum vmscan_throttle_state; WRITEBACK is bit 0.
 VMSCAN_THROTTLE_WRITEBACK = 1 << 0
+
+
+def writeback_functions(cap: Capture) -> pd.DataFrame:
+    """Calls of the kernel functions the kprobe plan times (``fuse_writepage`` with temp pages,
+    ``fuse_writepages``, ``fuse_writepage_end``, reclaim and migration), from meta counters
+    ``kprobe.<function>.count|total_ns|max_ns``; empty under the tracepoint plan.
+
+    Columns: host, function, count, total_ms, mean_ms, max_ms.
+    """
+    rows = []
+    for src in cap.sources:
+        counters = src.meta.get("counters") or {}
+        for key, count in counters.items():
+            parts = key.split(".")
+            if len(parts) != 3 or parts[0] != "kprobe" or parts[2] != "count" or not count:
+                continue
+            total = counters.get(f"kprobe.{parts[1]}.total_ns", 0)
+            rows.append({"host": src.host, "function": parts[1], "count": int(count),
+                         "total_ms": total / NS_PER_MS, "mean_ms": total / count / NS_PER_MS,
+                         "max_ms": counters.get(f"kprobe.{parts[1]}.max_ns", 0) / NS_PER_MS})
+    columns = ["host", "function", "count", "total_ms", "mean_ms", "max_ms"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 PAGE_STATE_COLUMNS = ["nr_dirty", "nr_writeback", "nr_writeback_temp"]

@@ -180,7 +180,13 @@ def test_page_states_over_time_and_peaks(tmp_path: Path) -> None:
     start = make_meta()["start_monotonic_ns"]
     for i, (dirty, temp) in enumerate([(10, 0), (300, 256), (40, 16)]):
         add_vmstat_sample(series, start + i * 10**9, {"nr_dirty": dirty, "nr_writeback": 1, "nr_writeback_temp": temp})
-    old = load_capture(write_capture(tmp_path / "old", {"vmstat": series}))
+    counters = {"kprobe.fuse_writepage.count": 4, "kprobe.fuse_writepage.total_ns": 8_000_000,
+                "kprobe.fuse_writepage.max_ns": 5_000_000, "kprobe.migrate_pages.count": 0}
+    old = load_capture(write_capture(tmp_path / "old", {"vmstat": series, "counters": counters}))
+    from fusewb.analysis.vm import writeback_functions
+    calls = writeback_functions(old)
+    assert calls[["function", "count", "mean_ms", "max_ms"]].values.tolist() == [["fuse_writepage", 4, 2.0, 5.0]]
+    assert "fuse_writepage: 4 calls, mean 2" in render_text(build_report(old))
     states = page_states(old)
     assert list(states["t_s"]) == [0.0, 1.0, 2.0] and list(states["nr_writeback_temp"]) == [0, 256, 16]
     peaks = page_state_peaks(old)
