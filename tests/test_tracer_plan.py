@@ -197,15 +197,21 @@ def test_fuse_kprobes_of_older_kernels_pass_the_verifier() -> None:
 
 def test_requests_are_keyed_on_the_request_pointer() -> None:
     """Where the fuse:* tracepoints exist, the plan takes them raw (the request is their first
-    argument) and reads the request's fields at BTF offsets; where not, kprobes (above)."""
+    argument) and reads the request's fields at BTF offsets; where not (before 6.12), the
+    kprobe plan probes the request's lifecycle."""
     require_bpf()
     from fusewb.tracers.features import probe_features
 
     features = probe_features(test_loads=False)
-    require(features.tracepoints.get("fuse:fuse_request_send", False), "needs fuse:* tracepoints (6.12+)")
+    require("fuse_request_end" in features.symbol_names, "needs FUSE (modprobe fuse)")
     require(features.raw_tracepoint.ok, "needs raw tracepoints")
-    for force in ("tracepoint", "kprobe"):
-        plan = choose_plan(features, force=force)
-        assert plan.defines["FUSE_REQ_PTR"] == "2", plan.describe()
-        assert {"fuse_request_send", "fuse_request_end"} <= set(plan.raw_tracepoints)
-        assert "fuse:fuse_request_send" not in plan.tracepoints
+    if features.tracepoints.get("fuse:fuse_request_send"):
+        for force in ("tracepoint", "kprobe"):
+            plan = choose_plan(features, force=force)
+            assert plan.defines["FUSE_REQ_PTR"] == "2", plan.describe()
+            assert {"fuse_request_send", "fuse_request_end"} <= set(plan.raw_tracepoints)
+            assert "fuse:fuse_request_send" not in plan.tracepoints
+    else:
+        plan = choose_plan(features, force="kprobe")
+        assert plan.defines["FUSE_REQ_PTR"] == "1", plan.describe()
+        assert [plan.symbol(fn) for fn in plan.entry_kprobes] == [features.symbol_names[fn] for fn in REQUEST_KPROBES]
