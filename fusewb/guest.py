@@ -1,6 +1,6 @@
 """The guest stage of ``make test``: boot each other kernel installed in /boot (Debian 12's 6.1
 from ``linux-image-amd64``) with this machine's userspace under virtme-ng and qemu, and run there
-the kernel-dependent tests (pytest marker ``kernel``, declared in pyproject.toml) and
+the kernel-dependent tests (pytest marker ``guest``, the file list in tests/conftest.py) and
 ``fusewb run all``.
 
 Every result names its kernel: a junit file ``junit-<release>.xml`` per kernel in ``--out``, each
@@ -39,7 +39,7 @@ import click
 __all__ = ["GuestResult", "guest_kernels", "run_guest", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
-MARKER = "kernel"  # the pytest marker of the tests that run in each guest (pyproject.toml)
+MARKER = "guest"  # the pytest marker of the tests that run in each guest (tests/conftest.py)
 STATUS = "fusewb-guest-status"
 KVM_PROBE_SECONDS = 25
 TAIL_LINES = 40
