@@ -59,9 +59,12 @@ class GuestResult:
     error: str | None = None
     tail: list[str] | None = None
 
+    ran_pytest: bool = True
+
     @property
     def ok(self) -> bool:
-        return self.error is None and self.pytest_rc == 0 and self.run_all_rc in (0, None)
+        return (self.error is None and (self.pytest_rc == 0 or not self.ran_pytest)
+                and self.run_all_rc in (0, None))
 
 
 def guest_kernels(boot: Path = Path("/boot")) -> list[Path]:
@@ -184,8 +187,9 @@ def kvm_boots(image: Path, rwdir: Path, cpus: int, memory: str) -> tuple[bool, s
     return False, f"a KVM probe boot failed (exit {rc}: {tail[-1] if tail else 'no output'})"
 
 
-def _script(out: Path, pytest_args: list[str], run_all: bool, accel: str = "tcg") -> str:
-    """The commands the guest runs: the marked tests, then every scenario."""
+def _script(out: Path, pytest_args: list[str] | None, run_all: bool, accel: str = "tcg") -> str:
+    """The commands the guest runs: the marked tests (unless ``pytest_args`` is None), then
+    every scenario."""
     venv_bin = Path(sys.executable).parent
     junit = f"{out}/junit-$(uname -r).xml"
     lines = [
@@ -195,10 +199,13 @@ def _script(out: Path, pytest_args: list[str], run_all: bool, accel: str = "tcg"
         f"export FUSEWB_TIMEOUT_SCALE={TIMEOUT_SCALE[accel]}",
         f"export FUSEWB_REQUIRE_KERNEL={shlex.quote(os.environ.get('FUSEWB_REQUIRE_KERNEL', ''))}",
         f"echo {STATUS} kernel $(uname -r)",
-        f"python -m pytest -p no:cacheprovider -m {MARKER} --durations=5 --junitxml={junit} "
-        f"-o junit_suite_name=fusewb-$(uname -r) {' '.join(shlex.quote(a) for a in pytest_args)}",
-        f"echo {STATUS} pytest $?",
     ]
+    if pytest_args is not None:
+        lines += [
+            f"python -m pytest -p no:cacheprovider -m {MARKER} --durations=5 --junitxml={junit} "
+            f"-o junit_suite_name=fusewb-$(uname -r) {' '.join(shlex.quote(a) for a in pytest_args)}",
+            f"echo {STATUS} pytest $?",
+        ]
     if run_all:
         lines += [f"fusewb run all --keep {out}/run-all-$(uname -r)", f"echo {STATUS} run-all $?"]
     return "\n".join(lines) + "\n"
@@ -226,7 +233,7 @@ def _lock(path: str | None, wait: float) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def run_guest(image: Path, out: Path, pytest_args: list[str], run_all: bool, timeout: float,
+def run_guest(image: Path, out: Path, pytest_args: list[str] | None, run_all: bool, timeout: float,
               accel: str, cpus: int, memory: str, lock: str | None, echo=print) -> GuestResult:
     """Boot ``image`` once and run the guest stage in it."""
     release = image.name.removeprefix("vmlinuz-")
@@ -241,7 +248,7 @@ def run_guest(image: Path, out: Path, pytest_args: list[str], run_all: bool, tim
         echo(f"[{release}] booting with {used} ({why}; {cpus} cpus, {memory})")
         script = work / "guest.sh"
         script.write_text(_script(out, pytest_args, run_all, used))
-        result = GuestResult(release, used, 0.0)
+        result = GuestResult(release, used, 0.0, ran_pytest=pytest_args is not None)
 
         def on_line(line: str) -> None:
             match = re.search(rf"{STATUS} (pytest|run-all) (\d+)", line)
@@ -254,15 +261,18 @@ def run_guest(image: Path, out: Path, pytest_args: list[str], run_all: bool, tim
     result.seconds = time.monotonic() - began
     if rc is None:
         result.error, result.tail = f"guest did not finish within {timeout:.0f} s (killed)", tail
-    elif result.pytest_rc is None or (run_all and result.run_all_rc is None):
+    elif (pytest_args is not None and result.pytest_rc is None) or (run_all and result.run_all_rc is None):
         result.error, result.tail = f"guest exited ({rc}) before its stages finished", tail
     return result
 
 
 def _summary(result: GuestResult) -> str:
-    stages = f"pytest -m {MARKER}: {'rc ' + str(result.pytest_rc) if result.pytest_rc is not None else 'not run'}"
+    parts = []
+    if result.ran_pytest:
+        parts.append(f"pytest -m {MARKER}: {'rc ' + str(result.pytest_rc) if result.pytest_rc is not None else 'not run'}")
     if result.run_all_rc is not None:
-        stages += f", fusewb run all: rc {result.run_all_rc}"
+        parts.append(f"fusewb run all: rc {result.run_all_rc}")
+    stages = ", ".join(parts) or "nothing run"
     verdict = "PASS" if result.ok else "FAIL"
     extra = f" ({result.error})" if result.error else ""
     return f"guest {result.release} [{result.accel}, {result.seconds:.0f} s]: {verdict}: {stages}{extra}"
@@ -279,12 +289,14 @@ def _summary(result: GuestResult) -> str:
               help="auto: KVM when a probe boot with it finishes, else TCG.")
 @click.option("--cpus", type=int, default=2, show_default=True)
 @click.option("--memory", default="3G", show_default=True)
+@click.option("--pytest/--no-pytest", "with_pytest", default=True, show_default=True,
+              help="Run the guest-marked tests in the guest.")
 @click.option("--run-all/--no-run-all", default=True, show_default=True, help="Also run 'fusewb run all' in the guest.")
 @click.option("--lock", "lock", default=None, metavar="PATH",
               help="Hold this flock file for each boot (shared machines: /tmp/fusewb-kernel.lock).")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 def main(kernels: tuple[Path, ...], out: Path, timeout: float, accel: str, cpus: int, memory: str,
-         run_all: bool, lock: str | None, pytest_args: tuple[str, ...]) -> None:
+         with_pytest: bool, run_all: bool, lock: str | None, pytest_args: tuple[str, ...]) -> None:
     """Boot other kernels under virtme-ng and run the kernel tests and 'fusewb run all' there.
 
     \b
@@ -314,7 +326,7 @@ def main(kernels: tuple[Path, ...], out: Path, timeout: float, accel: str, cpus:
     results = []
     for image in images:
         try:
-            results.append(run_guest(image, out.resolve(), list(pytest_args), run_all, timeout, accel,
+            results.append(run_guest(image, out.resolve(), list(pytest_args) if with_pytest else None, run_all, timeout, accel,
                                      cpus, memory, lock, echo=lambda s: click.echo(s, nl=True)))
         except TimeoutError as exc:
             release = image.name.removeprefix("vmlinuz-")
