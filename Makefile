@@ -12,9 +12,15 @@ setup:
 demo: setup
 	$(FUSEWB) run msync-slow close-slow sync-stalled hot-unplug reclaim-memcg --keep $(DEMO_OUT) --format html
 
+# The suite on this kernel, then the kernel tests and `fusewb run all` in a guest of each other
+# kernel in /boot (fusewb/guest.py); junit files per kernel in build/test-results/.
+TEST_RESULTS ?= build/test-results
 test: setup
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc = 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	@$(PY) -m pytest --junitxml=$(TEST_RESULTS)/junit-$$(uname -r).xml $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc = 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	$(PY) -m fusewb.guest --out $(TEST_RESULTS) $(GUEST_ARGS); grc=$$?; \
+	echo "make test: host $$(uname -r): pytest rc $$rc; guest stage rc $$grc"; \
+	[ $$rc = 0 ] && [ $$grc = 0 ]
 
 # N runs of the whole suite and the demo in a fresh clone, with each test's pass count
 soak:

@@ -11,7 +11,8 @@ Questions (columns in each docstring, needed events in ``fn.REQUIRES``; a captur
 raises ``MissingEventsError``, one line): ``waits``, ``wait_paths``, ``stack_paths``,
 ``unseen_waits`` (module ``waiting``); ``fuse_requests``, ``requests_by_opcode``,
 ``request_totals``, ``inflight_writeback`` (``requests``); ``dirty_throttling``, ``vm_events``,
-``reclaim_activity``, ``migration_activity`` (``vm``); ``flags`` (``findings``).
+``reclaim_activity``, ``migration_activity``, ``page_states``, ``page_state_peaks``, ``writeback_functions`` (``vm``);
+``flags`` (``findings``).
 
 Engines: ``scan(cap, engine=...)`` (module ``scan``) answers the questions on the big tables
 (waits, requests) with ``pandas`` (whole tables, the default of every function above),
@@ -41,6 +42,7 @@ __all__ = [
     "PATH_RULES", "PATHS", "attribute_path",
     "fuse_requests", "inflight_writeback", "requests_by_opcode", "request_totals",
     "dirty_throttling", "migration_activity", "reclaim_activity", "vm_events",
+    "page_states", "page_state_peaks", "writeback_functions",
     "stack_paths", "wait_paths", "waits", "unseen_waits",
     "ENGINES", "Scan", "scan",
 ]
@@ -50,7 +52,8 @@ _HOME = {
     "findings": ["FLAG_KINDS", "FLAG_NAMES", "flags"],
     "paths": ["PATH_RULES", "PATHS", "attribute_path"],
     "requests": ["fuse_requests", "inflight_writeback", "requests_by_opcode", "request_totals"],
-    "vm": ["dirty_throttling", "migration_activity", "reclaim_activity", "vm_events"],
+    "vm": ["dirty_throttling", "migration_activity", "reclaim_activity", "vm_events", "page_states",
+           "page_state_peaks", "writeback_functions"],
     "waiting": ["stack_paths", "wait_paths", "waits", "unseen_waits"],
     "scan": ["ENGINES", "Scan", "scan"],
 }

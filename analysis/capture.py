@@ -62,8 +62,10 @@ CATEGORICAL_COLUMNS = frozenset(
 
 # What a probe name must contain for its events to land in a table (or a vm kind, "vm:<kind>").
 TABLE_PROBES: dict[str, tuple[str, ...]] = {
-    "waits": ("folio_wait_writeback", "wait_on_page_writeback"),
-    "stacks": ("folio_wait_writeback", "wait_on_page_writeback"),
+    "waits": ("folio_wait_writeback", "wait_on_page_writeback", "fuse_set_nowrite",
+              "fuse_wait_on_page_writeback"),
+    "stacks": ("folio_wait_writeback", "wait_on_page_writeback", "fuse_set_nowrite",
+               "fuse_wait_on_page_writeback"),
     "requests": ("fuse_request_send", "fuse_request_end", "fuse_simple_request", "fuse_send"),
     "throttle": ("balance_dirty_pages",),
     "vm": ("vmscan", "migrate", "compaction", "shrink_folio_list", "compact_zone"),
@@ -108,6 +110,7 @@ META_SPEC: dict[str, _Spec] = {
     "dropped": {"parts": {"*": int}, "rows": {"*": int}, "bytes": {"*": int},
                 "until_monotonic_ns": int},
     "stopped_early": str,
+    "vmstat": {"ts_ns": [int]},
 }
 
 

@@ -4,7 +4,9 @@ The JSON schema (``REPORT_VERSION``) is stable: top-level ``report_version``, ``
 ``threshold_ms``, ``capture`` (path, hosts, kernel_release, plan, duration_s, complete,
 ``lost_events`` (int, total over hosts), sources[] with per-host detail), ``waits_by_path``,
 ``requests_by_opcode``, ``request_totals`` (kernel counts), ``unseen_waiters`` (asleep since
-before tracing), ``dirty_throttling``, ``reclaim``, ``migration``, ``flags`` (items with
+before tracing), ``dirty_throttling``, ``page_states`` (peak /proc/vmstat page counts per host,
+``nr_writeback_temp`` before 6.16), ``writeback_functions`` (kprobe plan: calls and latency of
+``fuse_writepage(s)`` and others), ``reclaim``, ``migration``, ``flags`` (items with
 flag, severity, host, path, bdi, mount, pid, tgid, comm, ino, duration_ms, ongoing, count,
 total_ms, evidence, mechanism), ``flag_counts``, ``not_checked``, ``kernel_notes`` and
 ``host_totals`` (per host: waits, ongoing_waits, requests, flags, worst_severity, lost_events).
@@ -30,7 +32,13 @@ from fusewb.analysis.paths import PATH_MECHANISMS
 from fusewb.analysis.requests import request_totals
 from fusewb.analysis.scan import Scan
 from fusewb.analysis.scan import scan as run_scan
-from fusewb.analysis.vm import dirty_throttling, migration_activity, reclaim_activity
+from fusewb.analysis.vm import (
+    dirty_throttling,
+    migration_activity,
+    page_state_peaks,
+    reclaim_activity,
+    writeback_functions,
+)
 from fusewb.analysis.waiting import unseen_waits
 from fusewb.errors import FusewbError
 
@@ -199,6 +207,8 @@ def build_report(
                                     lambda c: request_totals(c, scan.by_opcode)),
         "unseen_waiters": records(unseen_waits(cap)),
         "dirty_throttling": _optional(cap, ["throttle"], dirty_throttling),
+        "page_states": records(page_state_peaks(cap)),
+        "writeback_functions": records(writeback_functions(cap)),
         "reclaim": _optional(cap, ["vm"], reclaim_activity),
         "migration": _optional(cap, ["vm"], migration_activity),
         "flags": records(raised),
@@ -296,6 +306,18 @@ def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) ->
                      "summed): " + ", ".join(f"{host(r['host'])}{r['opcode_name']} {r['count']} "
                                              f"(mean {_fmt_ms(r['mean_ms'])} ms)"
                                              for r in summed[:6]))
+    if report.get("page_states") or report.get("writeback_functions"):
+        lines.append("")
+        lines.append("Page cache and writeback functions during the capture")
+    for row in report.get("page_states") or []:
+        counts = [f"{name} {row[f'{name}_max']}" for name in ("nr_dirty", "nr_writeback", "nr_writeback_temp")
+                  if row.get(f"{name}_max") is not None]
+        lines.append(f"  {host(row['host'])}/proc/vmstat peaks (pages, {row['samples']} samples): "
+                     + ", ".join(counts) + ("" if row.get("nr_writeback_temp_max") is not None
+                                            else "; no nr_writeback_temp (no FUSE temp pages, 6.16+)"))
+    for row in report.get("writeback_functions") or []:
+        lines.append(f"  {host(row['host'])}{row['function']}: {row['count']} calls, mean "
+                     f"{_fmt_ms(row['mean_ms'])} ms, max {_fmt_ms(row['max_ms'])} ms")
     if report["unseen_waiters"]:
         lines.append("")
         lines.append("Asleep in writeback since before tracing began (from /proc; bdi unknown)")

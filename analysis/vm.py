@@ -9,6 +9,9 @@ from fusewb.analysis.capture import Capture
 from fusewb.analysis.common import NS_PER_MS, mount_column, requires, seconds_since_start
 
 __all__ = [
+    "writeback_functions",
+    "page_states",
+    "page_state_peaks",
     "dirty_throttling",
     "vm_events",
     "reclaim_activity",
@@ -22,6 +25,71 @@ RECLAIM_KINDS = ["direct_reclaim", "memcg_reclaim", "shrink_inactive", "vmscan_t
 MIGRATION_KINDS = ["migrate_pages", "compaction"]
 # mm_vmscan_throttled stores 1 << enum vmscan_throttle_state; WRITEBACK is bit 0.
 VMSCAN_THROTTLE_WRITEBACK = 1 << 0
+
+
+def writeback_functions(cap: Capture) -> pd.DataFrame:
+    """Calls of the kernel functions the kprobe plan times (``fuse_writepage`` with temp pages,
+    ``fuse_writepages``, ``fuse_writepage_end``, reclaim and migration), from meta counters
+    ``kprobe.<function>.count|total_ns|max_ns``; empty under the tracepoint plan.
+
+    Columns: host, function, count, total_ms, mean_ms, max_ms.
+    """
+    rows = []
+    for src in cap.sources:
+        counters = src.meta.get("counters") or {}
+        for key, count in counters.items():
+            parts = key.split(".")
+            if len(parts) != 3 or parts[0] != "kprobe" or parts[2] != "count" or not count:
+                continue
+            total = counters.get(f"kprobe.{parts[1]}.total_ns", 0)
+            rows.append({"host": src.host, "function": parts[1], "count": int(count),
+                         "total_ms": total / NS_PER_MS, "mean_ms": total / count / NS_PER_MS,
+                         "max_ms": counters.get(f"kprobe.{parts[1]}.max_ns", 0) / NS_PER_MS})
+    columns = ["host", "function", "count", "total_ms", "mean_ms", "max_ms"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+PAGE_STATE_COLUMNS = ["nr_dirty", "nr_writeback", "nr_writeback_temp"]
+
+
+def page_states(cap: Capture) -> pd.DataFrame:
+    """/proc/vmstat page counts over the capture (meta ``vmstat``, once a second).
+
+    Columns: host, t_s (seconds since the host's capture start), nr_dirty, nr_writeback,
+    nr_writeback_temp (pages; null where the kernel lacks the counter: FUSE's temp pages are
+    counted before 6.16 only). Empty for captures without samples.
+    """
+    frames = []
+    for src in cap.sources:
+        series = src.meta.get("vmstat") or {}
+        ts = series.get("ts_ns") or []
+        if not ts:
+            continue
+        frame = pd.DataFrame({"host": src.host, "t_s": (np.asarray(ts, dtype="float64") - src.start_ns) / 1e9})
+        for column in PAGE_STATE_COLUMNS:
+            values = list(series.get(column) or [])[: len(ts)]
+            values += [None] * (len(ts) - len(values))
+            frame[column] = pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce").astype("Int64")
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["host", "t_s", *PAGE_STATE_COLUMNS])
+    return pd.concat(frames, ignore_index=True)
+
+
+def page_state_peaks(cap: Capture) -> pd.DataFrame:
+    """The highest /proc/vmstat page counts per host during the capture.
+
+    Columns: host, samples, nr_dirty_max, nr_writeback_max, nr_writeback_temp_max (null where
+    the kernel lacks the counter).
+    """
+    states = page_states(cap)
+    columns = ["host", "samples", *(f"{c}_max" for c in PAGE_STATE_COLUMNS)]
+    if states.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = states.groupby("host", sort=True)
+    out = grouped[PAGE_STATE_COLUMNS].max().add_suffix("_max").reset_index()
+    out.insert(1, "samples", grouped.size().to_numpy())
+    return out[columns]
 
 
 @requires("throttle")

@@ -59,10 +59,10 @@ static __always_inline int is_fuse_bdi(const char *name)
     return fuse_bdis.lookup(&key) != NULL;
 }
 
-#if WAIT_TP
+#if WAIT_TP || FUSE_WAIT_KPROBES
 #include "waits.bpf.c"
 #endif
-#if FUSE_REQUESTS
+#if FUSE_REQUESTS || FUSE_REQ_PTR
 #include "requests.bpf.c"
 #endif
 #if FUSE_THROTTLE

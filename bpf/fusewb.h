@@ -9,6 +9,13 @@
  *   SCHED_SWITCH_RAW   1 raw tracepoint (TASK_PID_OFF, SCHED_SWITCH_STATE_ARG / TASK_STATE_OFF)
  *   WAIT_FN_START/END  address range of the wait function (0: no sleep-stack check)
  *   KPROBES, HAVE_FN_* kprobe plan and the functions present in kallsyms
+ *   FUSE_WAIT_KPROBES  1: time the temp-page era's waits inside fuse.ko (fuse_set_nowrite,
+ *                      fuse_wait_on_page_writeback) with INODE_SB_OFF, INODE_INO_OFF,
+ *                      SB_BDI_OFF, BDI_NAME_OFF, TASK_NVCSW_OFF from BTF
+ *   FUSE_REQ_PTR       FUSE requests keyed on the request pointer, REQ_*_OFF from the fuse
+ *                      module's BTF: 1 kprobes (queue_request_and_unlock, fuse_request_end),
+ *                      2 raw tracepoints fuse_request_send/end; 0: the fuse:* tracepoints'
+ *                      fields (FUSE_REQUESTS). HAVE_FN_FUSE_DEV_DO_READ: server readers
  *   FUSE_REQUESTS, FUSE_THROTTLE, VM_DIRECT_RECLAIM, VM_MEMCG_RECLAIM, VM_THROTTLED,
  *   VM_SHRINK_INACTIVE, VM_COMPACTION, VM_MIGRATE (1 single, 2 paired with _start)
  *   RING_PAGES         ring buffer size in pages (power of two)
@@ -159,10 +166,12 @@ struct vm_event {
 };
 
 /* In-kernel state: a wait seen at the tracepoint (or function entry), not yet finished.
- * User space reads the ones with asleep = 1 at stop as ongoing waits. */
+ * User space reads the ones with asleep = 1 at stop as ongoing waits. nvcsw: the task's
+ * voluntary context switches at entry of a fuse.ko wait (it slept when they changed). */
 struct wait_pending {
     u64 ts_ns;
     u64 sleep_ts_ns;
+    u64 nvcsw;
     u64 ino;
     u64 index;
     s32 stack_id;
@@ -177,15 +186,21 @@ struct bdi_key {
     char name[32];
 };
 
+/* A request in flight: (connection, unique) from the fuse:* tracepoints, which do not expose
+ * the request (6.18 assigns unique before fuse_request_send; 6.12-6.17 send it as 0, where only
+ * the kprobes' key works); the request pointer from the kprobes (req, with unique 0). */
 struct request_key {
     u32 connection;
     u32 pad;
     u64 unique;
+    u64 req;
 };
 
-/* A FUSE request sent and not yet ended; read at stop as ongoing requests. */
+/* A FUSE request sent and not yet ended; read at stop as ongoing requests. unique: as assigned
+ * when it was queued (kprobes; 0 when not yet assigned). */
 struct request_pending {
     u64 ts_ns;
+    u64 unique;
     u32 opcode;
     u32 len;
     u32 pid;

@@ -91,3 +91,81 @@ FN_PROBES(migrate_pages, FN_MIGRATE_PAGES)
 #if HAVE_FN_WAIT_SB_INODES
 FN_PROBES(wait_sb_inodes, FN_WAIT_SB_INODES)
 #endif
+
+#if FUSE_WAIT_KPROBES
+/* Temp-page era (before 6.16): writeback of a FUSE page ends at once (the data is copied), so
+ * folio_wait_writeback does not wait for the server; tasks wait inside fuse.ko on the inode's
+ * page_waitq for its in-flight WRITEs: fuse_set_nowrite (all of the inode's: fsync, flush,
+ * truncate) and fuse_wait_on_page_writeback (one page: page_mkwrite, write_begin, launder).
+ * Entry opens the wait with its stack, inode and bdi; return emits it when the task slept in
+ * between (its voluntary context switch count moved). */
+static __always_inline u64 task_nvcsw(void)
+{
+    u64 n = 0;
+    void *task = (void *)bpf_get_current_task();
+    bpf_probe_read_kernel(&n, sizeof(n), task + TASK_NVCSW_OFF);
+    return n;
+}
+
+static __always_inline int fuse_wait_enter(struct pt_regs *ctx, void *inode, u64 index)
+{
+    void *sb = NULL, *bdi = NULL;
+    bpf_probe_read_kernel(&sb, sizeof(sb), inode + INODE_SB_OFF);
+    if (!sb)
+        return 0;
+    bpf_probe_read_kernel(&bdi, sizeof(bdi), sb + SB_BDI_OFF);
+    if (!bdi)
+        return 0;
+    const char *name = bdi + BDI_NAME_OFF;
+    if (!is_fuse_bdi(name))
+        return 0;
+    count(CNT_WAIT_TP_FUSE, 1);
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id;
+    if (!tgid_selected(id >> 32))
+        return 0;
+    struct wait_pending w = {};
+    w.ts_ns = bpf_ktime_get_ns();
+    w.sleep_ts_ns = w.ts_ns;
+    w.nvcsw = task_nvcsw();
+    bpf_probe_read_kernel(&w.ino, sizeof(w.ino), inode + INODE_INO_OFF);
+    w.index = index;
+    w.stack_id = stacks.get_stackid(ctx, 0);
+    w.tgid = id >> 32;
+    w.asleep = 1;
+    bpf_get_current_comm(&w.comm, sizeof(w.comm));
+    bpf_probe_read_kernel(&w.bdi, sizeof(w.bdi), name);
+    if (wait_pending.update(&pid, &w))
+        count(CNT_PENDING_FULL, 1);
+    return 0;
+}
+
+static __always_inline int fuse_wait_return(void)
+{
+    u32 pid = bpf_get_current_pid_tgid();
+    struct wait_pending *w = wait_pending.lookup(&pid);
+    if (!w)
+        return 0;
+    if (task_nvcsw() != w->nvcsw)
+        emit_wait(w, pid, bpf_ktime_get_ns(), SRC_KRETPROBE);
+    else
+        count(CNT_WAIT_NO_SLEEP, 1);
+    wait_pending.delete(&pid);
+    return 0;
+}
+
+#if HAVE_FN_FUSE_SET_NOWRITE
+/* fuse_set_nowrite(struct inode *inode) */
+int kp_fuse_set_nowrite(struct pt_regs *ctx) { return fuse_wait_enter(ctx, (void *)PT_REGS_PARM1(ctx), 0); }
+int kr_fuse_set_nowrite(struct pt_regs *ctx) { return fuse_wait_return(); }
+#endif
+#if HAVE_FN_FUSE_WAIT_ON_PAGE_WRITEBACK
+/* fuse_wait_on_page_writeback(struct inode *inode, pgoff_t index), or its .part.N clone
+ * (the sleeping half, same arguments) */
+int kp_fuse_wait_on_page_writeback(struct pt_regs *ctx)
+{
+    return fuse_wait_enter(ctx, (void *)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx));
+}
+int kr_fuse_wait_on_page_writeback(struct pt_regs *ctx) { return fuse_wait_return(); }
+#endif
+#endif /* FUSE_WAIT_KPROBES */

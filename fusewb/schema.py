@@ -169,6 +169,10 @@ META_KEYS: dict[str, str] = {
     "first_event_error": "str or null: the first ring buffer record user space could not turn "
     "into a row (counted in counters.user_event_errors)",
     "ring_pages": "int, BPF ring buffer size in pages (lost events grow when it is too small)",
+    "vmstat": "dict[str,list]: /proc/vmstat over time, columns ts_ns (monotonic) and nr_dirty, "
+    "nr_writeback, nr_writeback_temp in pages (null where this kernel lacks the counter: "
+    "nr_writeback_temp counts FUSE temp pages, before 6.16); sampled once a second; missing in "
+    "captures written before it",
 }
 
 # enum fuse_opcode (include/uapi/linux/fuse.h) -> short name.

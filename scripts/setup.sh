@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${FUSEWB_VENV:-.venv}
 APT_PACKAGES="python3-bpfcc python3-venv python3-dev fuse3 libfuse3-dev pkg-config gcc bpftool \
-linux-headers-amd64 bpftrace linux-perf fio bindfs"
+linux-headers-amd64 bpftrace linux-perf fio bindfs qemu-system-x86 linux-image-amd64 busybox-static"
 
 missing=()
 for p in $APT_PACKAGES; do
@@ -44,6 +44,18 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -qq -e ".[test]"
   echo "$want" > "$stamp"
 fi
+# The 6.1 guest of `make test` (fusewb/guest.py) compiles bcc programs against
+# /lib/modules/$(uname -r)/build, so the kernel image must come with the same ABI as the headers.
+for img in /boot/vmlinuz-*; do
+  [ -e "$img" ] || continue
+  ver=${img#/boot/vmlinuz-}
+  [ -e "/lib/modules/$ver/build" ] && continue
+  echo "fusewb setup: kernel image $ver has no headers; installing linux-headers-$ver"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "linux-headers-$ver" >/dev/null 2>&1 || {
+    echo "fusewb setup: linux-headers-$ver is not installable; install the image and headers of one ABI ('apt-get install linux-image-X linux-headers-X') and run 'make setup' again" >&2
+    exit 2
+  }
+done
 "$VENV/bin/python" -c "import bcc, pyfuse3, pandas, pyarrow" 2>/dev/null || {
   echo "fusewb setup: the virtualenv $VENV cannot import bcc/pyfuse3/pandas/pyarrow; remove it and run 'make setup' again" >&2
   exit 2

@@ -168,3 +168,34 @@ def test_package_exports_questions() -> None:
     for name in package.__all__:
         assert getattr(package, name) is not None, name
     assert package.flags is flags and package.waits is waits  # functions, not modules
+
+
+def test_page_states_over_time_and_peaks(tmp_path: Path) -> None:
+    """meta vmstat samples: a 6.1 capture has nr_writeback_temp, a 6.18 one lacks it (null)."""
+    from fusewb.analysis.report import build_report, render_text
+    from fusewb.analysis.vm import page_state_peaks, page_states
+    from fusewb.tracers.kernel_state import add_vmstat_sample, vmstat_sample
+
+    series: dict = {}
+    start = make_meta()["start_monotonic_ns"]
+    for i, (dirty, temp) in enumerate([(10, 0), (300, 256), (40, 16)]):
+        add_vmstat_sample(series, start + i * 10**9, {"nr_dirty": dirty, "nr_writeback": 1, "nr_writeback_temp": temp})
+    counters = {"kprobe.fuse_writepage.count": 4, "kprobe.fuse_writepage.total_ns": 8_000_000,
+                "kprobe.fuse_writepage.max_ns": 5_000_000, "kprobe.migrate_pages.count": 0}
+    old = load_capture(write_capture(tmp_path / "old", {"vmstat": series, "counters": counters}))
+    from fusewb.analysis.vm import writeback_functions
+    calls = writeback_functions(old)
+    assert calls[["function", "count", "mean_ms", "max_ms"]].values.tolist() == [["fuse_writepage", 4, 2.0, 5.0]]
+    assert "fuse_writepage: 4 calls, mean 2" in render_text(build_report(old))
+    states = page_states(old)
+    assert list(states["t_s"]) == [0.0, 1.0, 2.0] and list(states["nr_writeback_temp"]) == [0, 256, 16]
+    peaks = page_state_peaks(old)
+    assert peaks.loc[0, "nr_dirty_max"] == 300 and peaks.loc[0, "nr_writeback_temp_max"] == 256
+    new_series: dict = {}
+    add_vmstat_sample(new_series, start, {"nr_dirty": 5, "nr_writeback": 2})
+    new = load_capture(write_capture(tmp_path / "new", {"vmstat": new_series}))
+    assert page_state_peaks(new)["nr_writeback_temp_max"].isna().all()
+    assert "no nr_writeback_temp" in render_text(build_report(new))
+    assert "nr_writeback_temp 256" in render_text(build_report(old))
+    assert page_states(load_capture(write_capture(tmp_path / "none"))).empty
+    assert set(vmstat_sample()) >= {"nr_dirty", "nr_writeback"}

@@ -82,7 +82,8 @@ def test_doctor_verifies_the_plan_it_proposes() -> None:
     plan = diag["plan"]
     require(plan is not None, "the probe plan module (tracers/plan.py) is not built")
     verified = plan["verified"]
-    assert verified["programs"] == len(plan["tracepoints"]) + len(plan["raw_tracepoints"]) + 2 * len(plan["kprobes"])
+    assert verified["programs"] == (len(plan["tracepoints"]) + len(plan["raw_tracepoints"]) + 2 * len(plan["kprobes"])
+                                    + len(plan["entry_kprobes"]))
     assert 0 < verified["seconds"] < 60
     assert diag["can_trace"] and plan["absent_columns"] == {}
 

@@ -250,3 +250,19 @@ def test_bindfs_mount_is_diagnosed_the_same_way(tmp_path, load: str, flag: str,
     assert not hits.empty, raised[["flag", "bdi", "path"]].to_string()
     mounts = {m["bdi"]: m for m in cap.sources[0].meta["mounts"]}
     assert mounts[bindfs_bdi]["fstype"] == "fuse"
+
+
+def test_verdicts_follow_the_kernels_writeback_era() -> None:
+    """Kernels with temp pages (before 6.16) are held to what Debian 12's 6.1 measured: e.g.
+    hot-unplug does not wait there, and self-wait is throttled by memory.high instead."""
+    from fusewb.scenarios import SCENARIOS, ScenarioOutcome
+
+    def outcome(name: str, raised: set[str], temp: bool) -> ScenarioOutcome:
+        return ScenarioOutcome(SCENARIOS[name], Path("cap"), "", None, frozenset(raised), [], "load", [],
+                               "k", temp_pages=temp)
+
+    assert outcome("hot-unplug", {"STALLED_REQUEST"}, True).ok
+    assert not outcome("hot-unplug", {"STALLED_REQUEST"}, False).ok
+    assert "temp pages" in outcome("self-wait", set(), True).verdict()
+    assert outcome("msync-slow", {"BLOCKED_WAIT"}, True).ok and not outcome("msync-slow", set(), True).ok
+    assert all(s.temp_page_flags is not None for s in SCENARIOS.values() if s.name != "dirty-throttle")

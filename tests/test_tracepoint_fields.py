@@ -168,7 +168,7 @@ def test_missing_fields_compile_and_load(force: str) -> None:
         f.column.split(".")[1] for f in TRACEPOINT_FIELDS if f.tracepoint == BDP and f.column
     }
     programs, _seconds = verify_program(plan, BuildOptions(ring_pages=1))
-    assert programs == len(plan.tracepoints) + len(plan.raw_tracepoints) + 2 * len(plan.kprobes)
+    assert programs == len(plan.tracepoints) + len(plan.raw_tracepoints) + 2 * len(plan.kprobes) + len(plan.entry_kprobes)
     # and a required field missing: the tracepoint leaves the plan, the rest still loads
     no_bdi = replace(features, tracepoint_fields={**features.tracepoint_fields, BDP: FIELDS_6_1[1:]})
     plan = choose_plan(no_bdi, force=force)

@@ -4,6 +4,7 @@ through the verifier, the header mirrors, and the capture writer."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import os
 import re
@@ -19,14 +20,14 @@ from fusewb.schema import TABLES
 from fusewb.tracers.btf import load_vmlinux_btf
 from fusewb.tracers.capture import CaptureWriter
 from fusewb.tracers.events import header_defs
-from fusewb.tracers.plan import KPROBE_FUNCTIONS, choose_plan
+from fusewb.tracers.plan import FUSE_WAIT_FUNCTIONS, KPROBE_FUNCTIONS, REQUEST_KPROBES, choose_plan
 from tests.support import require, require_bpf
 
 
-def _bpftool_member_offset(struct: str, member: str) -> int:
+def _bpftool_member_offset(struct: str, member: str, btf: str = "/sys/kernel/btf/vmlinux") -> int:
     """The offset bpftool reports (bits_offset / 8) for a direct member of a struct."""
     out = subprocess.run(
-        ["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"],
+        ["bpftool", "btf", "dump", "file", btf, "format", "raw"],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout
     block = out.split(f"STRUCT '{struct}' size=", 1)[1].split("\n[", 1)[0]
@@ -57,7 +58,7 @@ def test_plan_on_this_kernel() -> None:
         assert plan.kprobes == []
         assert all(why for probe, why in plan.skipped.items() if probe.startswith("kprobe:"))
         if features.raw_tracepoint.ok:
-            assert plan.raw_tracepoints == ["sched_switch"]
+            assert plan.raw_tracepoints[0] == "sched_switch"
             assert int(plan.defines["TASK_PID_OFF"]) == load_vmlinux_btf().member_offset("task_struct", "pid")
     assert any(line.startswith("attach ") for line in plan.describe())
     with pytest.raises(ValueError):
@@ -75,7 +76,7 @@ def test_kprobe_plan_passes_the_verifier() -> None:
     features = probe_features(test_loads=False)
     plan = choose_plan(features, force="kprobe")
     assert plan.kprobes[0] == "folio_wait_writeback"
-    assert set(plan.kprobes[1:]) <= set(KPROBE_FUNCTIONS)
+    assert set(plan.kprobes[1:]) <= set(KPROBE_FUNCTIONS) | set(FUSE_WAIT_FUNCTIONS)
     bpf = compile_program(plan, BuildOptions(ring_pages=1))
     try:
         loaded = []
@@ -148,3 +149,69 @@ def test_tracing_frames_are_dropped_from_stacks() -> None:
     assert clean_frames(raw[1:]) == raw[1:]
     assert path_hint(clean_frames(raw)) == "fuse_fsync"
     assert path_hint(["folio_wait_writeback", "migrate_pages_batch", "migrate_pages"]) == "migrate_pages_batch"
+
+
+def test_fuse_module_btf_offsets_match_bpftool() -> None:
+    """The fuse module's split BTF (vmlinux's own when fuse is built in), read on top of vmlinux."""
+    require_bpf()
+    require(shutil.which("bpftool") is not None, "needs bpftool")
+    from fusewb.tracers.btf import BTF_DIR, load_module_btf
+    from fusewb.tracers.features import kallsyms_names
+
+    require("fuse_request_end" in kallsyms_names(), "needs FUSE (modprobe fuse)")
+    where = BTF_DIR / "fuse" if (BTF_DIR / "fuse").exists() else BTF_DIR / "vmlinux"
+    btf = load_module_btf("fuse")
+    for struct, member in [("fuse_req", "fm"), ("fuse_req", "args"), ("fuse_mount", "fc"), ("fuse_dev", "fc")]:
+        assert btf.member_offset(struct, member) == _bpftool_member_offset(struct, member, str(where)), (where, member)
+    # in.h is fuse_in_header at a nested offset: unique 8 bytes after len (uapi layout)
+    assert btf.member_offset("fuse_req", "in.h.unique") == btf.member_offset("fuse_req", "in.h.len") + 8
+
+
+def test_fuse_kprobes_of_older_kernels_pass_the_verifier() -> None:
+    """The temp-page waits (fuse_set_nowrite, fuse_wait_on_page_writeback) and the request
+    kprobes (used where fuse:* tracepoints are absent) compile and pass the verifier on this
+    kernel, nothing attached; they attach in the 6.1 guest (tests/test_temp_page_waits.py).
+    Where this kernel has the tracepoints, the plan is asked for the kprobe variant by hiding
+    them, and functions inlined here are named by their 6.1 kallsyms names."""
+    require_bpf()
+    from fusewb.tracers.features import probe_features
+    from fusewb.tracers.program import BuildOptions, verify_program
+
+    features = probe_features(test_loads=False)
+    require("fuse_request_end" in features.symbol_names, "needs FUSE (modprobe fuse)")
+    older = dataclasses.replace(
+        features,
+        tracepoints={**features.tracepoints, "fuse:fuse_request_send": False, "fuse:fuse_request_end": False},
+        symbol_names={"queue_request_and_unlock": "queue_request_and_unlock",
+                      "fuse_wait_on_page_writeback": "fuse_wait_on_page_writeback.part.0",
+                      **features.symbol_names},
+    )
+    plan = choose_plan(older, force="kprobe")
+    assert plan.defines["FUSE_REQ_PTR"] == "1" and plan.entry_kprobes == REQUEST_KPROBES
+    assert plan.defines.get("FUSE_WAIT_KPROBES") == "1" and set(FUSE_WAIT_FUNCTIONS) <= set(plan.kprobes)
+    assert "kprobe:fuse_wait_on_page_writeback.part.0" in plan.probes() or \
+        older.symbol_names["fuse_wait_on_page_writeback"] == "fuse_wait_on_page_writeback"
+    loaded, _seconds = verify_program(plan, BuildOptions(ring_pages=1))
+    assert loaded == len(plan.tracepoints) + len(plan.raw_tracepoints) + 2 * len(plan.kprobes) + len(plan.entry_kprobes)
+
+
+def test_requests_are_keyed_on_the_request_pointer() -> None:
+    """Where the fuse:* tracepoints exist, the plan takes them raw (the request is their first
+    argument) and reads the request's fields at BTF offsets; where not (before 6.12), the
+    kprobe plan probes the request's lifecycle."""
+    require_bpf()
+    from fusewb.tracers.features import probe_features
+
+    features = probe_features(test_loads=False)
+    require("fuse_request_end" in features.symbol_names, "needs FUSE (modprobe fuse)")
+    require(features.raw_tracepoint.ok, "needs raw tracepoints")
+    if features.tracepoints.get("fuse:fuse_request_send"):
+        for force in ("tracepoint", "kprobe"):
+            plan = choose_plan(features, force=force)
+            assert plan.defines["FUSE_REQ_PTR"] == "2", plan.describe()
+            assert {"fuse_request_send", "fuse_request_end"} <= set(plan.raw_tracepoints)
+            assert "fuse:fuse_request_send" not in plan.tracepoints
+    else:
+        plan = choose_plan(features, force="kprobe")
+        assert plan.defines["FUSE_REQ_PTR"] == "1", plan.describe()
+        assert [plan.symbol(fn) for fn in plan.entry_kprobes] == [features.symbol_names[fn] for fn in REQUEST_KPROBES]

@@ -1,6 +1,7 @@
-"""A small reader of the kernel's BTF (``/sys/kernel/btf/vmlinux``): struct member offsets and
-function-prototype arities, the facts fusewb's BPF programs need and cannot take from the
-(other-version) header tree bcc compiles against.
+"""A small reader of the kernel's BTF (``/sys/kernel/btf/vmlinux``, and a module's split BTF such
+as ``/sys/kernel/btf/fuse`` on top of it): struct member offsets and function-prototype arities,
+the facts fusewb's BPF programs need and cannot take from the (other-version) header tree bcc
+compiles against.
 
 Only what the tracer asks for is decoded: the type section is walked once to index type records
 by id and by name; members are decoded on demand. Anonymous struct/union members are searched
@@ -13,9 +14,10 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["BtfError", "Btf", "load_vmlinux_btf", "VMLINUX_BTF"]
+__all__ = ["BtfError", "Btf", "load_vmlinux_btf", "load_module_btf", "VMLINUX_BTF", "BTF_DIR"]
 
-VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+BTF_DIR = Path("/sys/kernel/btf")
+VMLINUX_BTF = BTF_DIR / "vmlinux"
 
 BTF_MAGIC = 0xEB9F
 _KIND_INT, _KIND_PTR, _KIND_ARRAY, _KIND_STRUCT, _KIND_UNION, _KIND_ENUM = 1, 2, 3, 4, 5, 6
@@ -40,23 +42,35 @@ class Btf:
     data: bytes
     type_off: int
     str_off: int
-    offsets: list[int] = field(default_factory=list)  # id -> byte offset of its record
+    offsets: list[int] = field(default_factory=list)  # id - first_id -> byte offset of its record
     by_name: dict[str, list[int]] = field(default_factory=dict)
+    base: Btf | None = None  # split BTF (a module's): the vmlinux BTF its ids and strings extend
+    first_id: int = 0
+    first_str: int = 0
+    str_len: int = 0
+
+    def _owner(self, type_id: int) -> Btf:
+        return self.base._owner(type_id) if self.base is not None and type_id < self.first_id else self
 
     def _name(self, name_off: int) -> str:
-        start = self.str_off + name_off
+        if self.base is not None and name_off < self.first_str:
+            return self.base._name(name_off)
+        start = self.str_off + name_off - self.first_str
         return self.data[start : self.data.index(b"\0", start)].decode()
 
     def _record(self, type_id: int) -> tuple[int, int, int, int, int]:
         """(kind, vlen, kind_flag, size_or_type, offset of the kind data) of ``type_id``."""
-        off = self.offsets[type_id]
-        _name_off, info, size_or_type = struct.unpack_from("<III", self.data, off)
+        owner = self._owner(type_id)
+        off = owner.offsets[type_id - owner.first_id]
+        _name_off, info, size_or_type = struct.unpack_from("<III", owner.data, off)
         return (info >> 24) & 0x1F, info & 0xFFFF, info >> 31, size_or_type, off + 12
 
     def find(self, name: str, kinds: tuple[int, ...]) -> int:
         for type_id in self.by_name.get(name, []):
             if self._record(type_id)[0] in kinds:
                 return type_id
+        if self.base is not None:
+            return self.base.find(name, kinds)
         raise BtfError(f"BTF has no type {name!r}")
 
     def _members(self, type_id: int) -> list[tuple[str, int, int]]:
@@ -64,11 +78,12 @@ class Btf:
         kind, vlen, kind_flag, _size, data_off = self._record(type_id)
         if kind not in (_KIND_STRUCT, _KIND_UNION):
             raise BtfError(f"BTF type {type_id} is not a struct or union")
+        owner = self._owner(type_id)
         out = []
         for i in range(vlen):
-            name_off, mtype, moff = struct.unpack_from("<III", self.data, data_off + 12 * i)
+            name_off, mtype, moff = struct.unpack_from("<III", owner.data, data_off + 12 * i)
             bits = moff & 0xFFFFFF if kind_flag else moff
-            out.append((self._name(name_off) if name_off else "", mtype, bits))
+            out.append((owner._name(name_off) if name_off else "", mtype, bits))
         return out
 
     def _strip(self, type_id: int) -> int:
@@ -92,14 +107,37 @@ class Btf:
                         return bits + found
         return None
 
+    def _member_type(self, type_id: int, member: str) -> int | None:
+        for name, mtype, _bits in self._members(type_id):
+            if name == member:
+                return mtype
+            if not name:
+                inner = self._strip(mtype)
+                if self._record(inner)[0] in (_KIND_STRUCT, _KIND_UNION):
+                    found = self._member_type(inner, member)
+                    if found is not None:
+                        return found
+        return None
+
     def member_offset(self, struct_name: str, member: str) -> int:
-        """Byte offset of ``member`` in ``struct struct_name`` (anonymous members searched)."""
-        bits = self._member_bits(self.find(struct_name, (_KIND_STRUCT,)), member)
-        if bits is None:
-            raise BtfError(f"struct {struct_name} has no member {member!r} in BTF")
-        if bits % 8:
-            raise BtfError(f"{struct_name}.{member} is a bitfield")
-        return bits // 8
+        """Byte offset of ``member`` in ``struct struct_name`` (anonymous members searched);
+        a dotted path (``"in.h.unique"``) goes through nested struct members."""
+        type_id = self.find(struct_name, (_KIND_STRUCT,))
+        total = 0
+        parts = member.split(".")
+        for depth, part in enumerate(parts):
+            bits = self._member_bits(type_id, part)
+            if bits is None:
+                raise BtfError(f"struct {struct_name} has no member {member!r} in BTF")
+            if bits % 8:
+                raise BtfError(f"{struct_name}.{member} is a bitfield")
+            total += bits // 8
+            if depth + 1 < len(parts):
+                inner = self._member_type(type_id, part)
+                type_id = self._strip(inner) if inner is not None else type_id
+                if self._record(type_id)[0] not in (_KIND_STRUCT, _KIND_UNION):
+                    raise BtfError(f"{struct_name}.{'.'.join(parts[: depth + 1])} is not a struct")
+        return total
 
     def func_proto_arity(self, typedef_name: str) -> int:
         """Parameter count of the function type a typedef (of a pointer) names, e.g.
@@ -114,20 +152,26 @@ class Btf:
         return vlen
 
 
-def parse_btf(data: bytes) -> Btf:
-    """Index a BTF blob (header, type and string sections)."""
+def parse_btf(data: bytes, base: Btf | None = None) -> Btf:
+    """Index a BTF blob (header, type and string sections); ``base`` for a split (module) BTF,
+    whose type ids and string offsets continue those of the base."""
     if len(data) < 24:
         raise BtfError("BTF blob too short")
     magic, _version, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
     if magic != BTF_MAGIC:
         raise BtfError("not a BTF blob (bad magic)")
     type_off, type_len, str_off, _str_len = struct.unpack_from("<IIII", data, 8)
-    btf = Btf(data, hdr_len + type_off, hdr_len + str_off, offsets=[0])  # id 0 is void
+    if base is None:
+        btf = Btf(data, hdr_len + type_off, hdr_len + str_off, offsets=[0])  # id 0 is void
+    else:
+        btf = Btf(data, hdr_len + type_off, hdr_len + str_off, base=base,
+                  first_id=base.first_id + len(base.offsets), first_str=base.first_str + base.str_len)
+    btf.str_len = _str_len
     pos, end = btf.type_off, btf.type_off + type_len
     while pos < end:
         name_off, info = struct.unpack_from("<II", data, pos)
         kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        type_id = len(btf.offsets)
+        type_id = btf.first_id + len(btf.offsets)
         btf.offsets.append(pos)
         if name_off and kind in (_KIND_STRUCT, _KIND_UNION, _KIND_TYPEDEF, _KIND_ENUM):
             btf.by_name.setdefault(btf._name(name_off), []).append(type_id)
@@ -146,3 +190,16 @@ def load_vmlinux_btf(path: Path = VMLINUX_BTF) -> Btf:
     except OSError as exc:
         raise BtfError(f"cannot read {path}: {exc.strerror}") from None
     return parse_btf(data)
+
+
+def load_module_btf(module: str) -> Btf:
+    """A module's BTF (``/sys/kernel/btf/<module>``) on top of vmlinux's; a built-in module's
+    types are in vmlinux's own BTF, which is returned then. BtfError when neither has them."""
+    path = BTF_DIR / module
+    if not path.exists():
+        return load_vmlinux_btf()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BtfError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_btf(data, base=load_vmlinux_btf())

@@ -67,6 +67,13 @@ KERNEL_FUNCTIONS: list[str] = [
     "migrate_pages",
     "migrate_pages_batch",
     "wait_sb_inodes",
+    # temp-page era (before 6.16): tasks wait in fuse.ko for the in-flight WRITEs of their range
+    "fuse_set_nowrite",  # every WRITE of the inode: fsync, flush (close), truncate, fallocate
+    "fuse_wait_on_page_writeback",  # one page: page_mkwrite, write_begin, launder, read (a .part.N clone)
+    # FUSE request lifecycle without fuse:* tracepoints (before 6.12)
+    "queue_request_and_unlock",  # queued for the server (unique assigned)
+    "fuse_dev_do_read",  # a server thread reads /dev/fuse
+    "fuse_request_end",  # answered (or aborted)
 ]
 
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
@@ -97,6 +104,7 @@ class KernelFeatures:
     tracepoints: dict[str, bool] = field(default_factory=dict)
     tracepoint_fields: dict[str, list[str]] = field(default_factory=dict)  # present ones: tracefs format
     symbols: dict[str, bool] = field(default_factory=dict)
+    symbol_names: dict[str, str] = field(default_factory=dict)  # function -> its kallsyms name (clone)
     headers: HeaderTree | None = None
 
     def as_dict(self) -> dict:
@@ -139,15 +147,19 @@ def tracefs_root(mount: bool = True) -> Path | None:
     return _mounted_tracefs()
 
 
-def kallsyms_names(path: Path = Path("/proc/kallsyms")) -> set[str]:
-    """Function names in kallsyms, compiler suffixes (``.isra.0``, ``.constprop.0``) removed."""
-    names: set[str] = set()
+def kallsyms_names(path: Path = Path("/proc/kallsyms")) -> dict[str, str]:
+    """Function names in kallsyms, compiler suffixes (``.isra.0``, ``.part.0``) removed, each
+    with the name to attach to: the function itself, else its first clone (a function whose
+    out-of-line body is only ``fuse_wait_on_page_writeback.part.0`` is probed there)."""
+    names: dict[str, str] = {}
     try:
         with path.open() as fh:
             for line in fh:
                 parts = line.split()
                 if len(parts) >= 3 and parts[1] in "tTwW":
-                    names.add(parts[2].split(".", 1)[0])
+                    base = parts[2].split(".", 1)[0]
+                    if base not in names or parts[2] == base:
+                        names[base] = parts[2]
     except OSError:
         pass
     return names
@@ -254,5 +266,6 @@ def probe_features(test_loads: bool = True) -> KernelFeatures:
         tracepoints=tracepoints,
         tracepoint_fields=fields,
         symbols={name: name in names for name in KERNEL_FUNCTIONS},
+        symbol_names={name: names[name] for name in KERNEL_FUNCTIONS if name in names},
         headers=find_header_tree(build=root),
     )

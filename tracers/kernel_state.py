@@ -5,6 +5,7 @@ stop). Maps exist only when the plan compiled their probe set in; absent maps re
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from fusewb.schema import FUSE_OPCODES
@@ -12,7 +13,12 @@ from fusewb.tracers.events import cstr, header_defs
 from fusewb.tracers.plan import KPROBE_FUNCTIONS
 
 __all__ = ["has_map", "lost_events", "counters", "server_threads", "pending_waits",
-           "pending_requests"]
+           "pending_requests", "VMSTAT_KEYS", "VMSTAT_MAX_SAMPLES", "vmstat_sample", "add_vmstat_sample"]
+
+# /proc/vmstat page counts sampled over a capture (meta.json "vmstat"): nr_writeback_temp counts
+# FUSE's temp pages (kernels before 6.16 only; absent from vmstat after).
+VMSTAT_KEYS = ("nr_dirty", "nr_writeback", "nr_writeback_temp")
+VMSTAT_MAX_SAMPLES = 3600  # beyond it every second sample is dropped (half the resolution)
 
 
 def has_map(bpf: Any, name: str) -> bool:
@@ -88,3 +94,27 @@ def pending_requests(bpf: Any) -> Iterator[tuple[Any, Any]]:
     """(request_key, request_pending) of the FUSE requests not answered yet."""
     if has_map(bpf, "requests_pending"):
         yield from bpf[b"requests_pending"].items()
+
+
+def vmstat_sample(path: Path = Path("/proc/vmstat")) -> dict[str, int]:
+    """The :data:`VMSTAT_KEYS` this kernel has, in pages."""
+    out: dict[str, int] = {}
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name in VMSTAT_KEYS:
+                out[name] = int(value)
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
+def add_vmstat_sample(series: dict[str, list[int | None]], ts_ns: int, sample: dict[str, int]) -> None:
+    """Append one sample to the columnar series (``ts_ns`` and each key; None where absent),
+    halving the resolution when it outgrows :data:`VMSTAT_MAX_SAMPLES`."""
+    series.setdefault("ts_ns", []).append(ts_ns)
+    for key in VMSTAT_KEYS:
+        series.setdefault(key, []).append(sample.get(key))
+    if len(series["ts_ns"]) > VMSTAT_MAX_SAMPLES:
+        for key in list(series):
+            series[key] = series[key][::2]

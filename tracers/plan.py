@@ -10,7 +10,12 @@ Two plans:
   compaction tracepoints.
 * ``kprobe`` (where kprobes attach): entry and return of ``folio_wait_writeback`` time each
   wait exactly (the tracepoint inside marks it as a FUSE wait), plus counts and latencies of
-  the FUSE writeback and reclaim/migration functions present in kallsyms.
+  the FUSE writeback and reclaim/migration functions present in kallsyms. Before 6.16 (temp
+  pages) tasks wait for a server's WRITEs inside fuse.ko instead: entry and return of
+  ``fuse_set_nowrite`` and ``fuse_wait_on_page_writeback`` (or the ``.part.N``/``.isra.N``
+  clone kallsyms has) time those waits into the same wait events. Without ``fuse:*``
+  tracepoints (before 6.12), FUSE requests come from kprobes on their lifecycle, keyed on the
+  request pointer, fields at offsets from the fuse module's BTF.
 
 The plan is plain data (no bcc import): ``defines`` go to the BPF compiler as ``-DNAME=VALUE``,
 among them the name each tracepoint field has on this kernel (``TPF_*``, from the tracefs
@@ -23,14 +28,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from fusewb.tracers.btf import BtfError, load_vmlinux_btf
+from fusewb.tracers.btf import BtfError, load_module_btf, load_vmlinux_btf
 from fusewb.tracers.kallsyms import function_range
 from fusewb.tracers.tpfields import select_fields
 
 if TYPE_CHECKING:
     from fusewb.tracers.features import KernelFeatures
 
-__all__ = ["ProbePlan", "choose_plan", "PLANS", "KPROBE_FUNCTIONS"]
+__all__ = ["ProbePlan", "choose_plan", "PLANS", "KPROBE_FUNCTIONS", "FUSE_WAIT_FUNCTIONS",
+           "REQUEST_KPROBES"]
 
 PLANS = ("tracepoint", "kprobe")
 
@@ -45,6 +51,25 @@ KPROBE_FUNCTIONS: list[str] = [
     "migrate_pages",
     "wait_sb_inodes",
 ]
+
+# fuse.ko functions a task sleeps in waiting for in-flight WRITEs (temp-page era), each with
+# its define; probed at entry and return (bpf/kprobes.bpf.c, FUSE_WAIT_KPROBES).
+FUSE_WAIT_FUNCTIONS: list[str] = ["fuse_set_nowrite", "fuse_wait_on_page_writeback"]
+
+# The request lifecycle without fuse:* tracepoints, probed at entry (bpf/requests.bpf.c):
+# queued (unique assigned), read by a server thread, answered. All three or none; with the
+# tracepoints (raw, keyed on the request) only fuse_dev_do_read, for the server's readers.
+REQUEST_KPROBES: list[str] = ["queue_request_and_unlock", "fuse_dev_do_read", "fuse_request_end"]
+
+# (define, struct, member) read by the kprobes; vmlinux BTF for the first, the fuse module's
+# BTF (vmlinux's when fuse is built in) for the request fields.
+_WAIT_OFFSETS = [("INODE_SB_OFF", "inode", "i_sb"), ("INODE_INO_OFF", "inode", "i_ino"),
+                 ("SB_BDI_OFF", "super_block", "s_bdi"), ("BDI_NAME_OFF", "backing_dev_info", "dev_name"),
+                 ("TASK_NVCSW_OFF", "task_struct", "nvcsw")]
+_REQUEST_OFFSETS = [("REQ_FM_OFF", "fuse_req", "fm"), ("REQ_OPCODE_OFF", "fuse_req", "in.h.opcode"),
+                    ("REQ_UNIQUE_OFF", "fuse_req", "in.h.unique"), ("REQ_LEN_OFF", "fuse_req", "in.h.len"),
+                    ("REQ_ERROR_OFF", "fuse_req", "out.h.error"), ("FM_FC_OFF", "fuse_mount", "fc"),
+                    ("FC_DEV_OFF", "fuse_conn", "dev"), ("FUD_FC_OFF", "fuse_dev", "fc")]
 
 # Optional tracepoints: (tracepoint, define, what it gives).
 _OPTIONAL_TRACEPOINTS: list[tuple[list[str], str, str]] = [
@@ -71,6 +96,8 @@ class ProbePlan:
     tracepoints: list[str] = field(default_factory=list)  # "category:event"
     raw_tracepoints: list[str] = field(default_factory=list)  # "sched_switch"
     kprobes: list[str] = field(default_factory=list)  # functions probed at entry and return
+    entry_kprobes: list[str] = field(default_factory=list)  # functions probed at entry only
+    symbols: dict[str, str] = field(default_factory=dict)  # function -> kallsyms name when a clone
     defines: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # probe -> why not used
     notes: list[str] = field(default_factory=list)
@@ -84,8 +111,13 @@ class ProbePlan:
         out = [f"tracepoint:{tp}" for tp in self.tracepoints]
         out += [f"raw_tracepoint:{tp}" for tp in self.raw_tracepoints]
         for fn in self.kprobes:
-            out += [f"kprobe:{fn}", f"kretprobe:{fn}"]
+            out += [f"kprobe:{self.symbol(fn)}", f"kretprobe:{self.symbol(fn)}"]
+        out += [f"kprobe:{self.symbol(fn)}" for fn in self.entry_kprobes]
         return out
+
+    def symbol(self, function: str) -> str:
+        """The kallsyms name a probe on ``function`` attaches to (a clone such as ``.part.0``)."""
+        return self.symbols.get(function, function)
 
     def describe(self) -> list[str]:
         """Human-readable lines: what is attached, how waits are timed, what is skipped."""
@@ -166,6 +198,7 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
                 plan.defines[f"HAVE_FN_{fn.upper()}"] = "1"
             else:
                 plan.skipped[f"kprobe:{fn}"] = "not in kallsyms (inlined, or another kernel version)"
+        _fuse_kprobes(features, plan)
         if not features.kprobes.ok:
             plan.notes.append(f"forced: kprobes cannot attach here ({features.kprobes.evidence})")
     else:
@@ -183,10 +216,13 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
         else:
             plan.notes.append("kallsyms hides the wait function: any D sleep after the tracepoint counts")
         why = "kprobes cannot attach on this kernel (see the kprobes check)"
-        for fn in ["folio_wait_writeback", *KPROBE_FUNCTIONS]:
+        for fn in ["folio_wait_writeback", *KPROBE_FUNCTIONS, *FUSE_WAIT_FUNCTIONS, *REQUEST_KPROBES]:
             plan.skipped[f"kprobe:{fn}"] = why
 
+    _fuse_requests(features, plan)
     for group, define, _what in _OPTIONAL_TRACEPOINTS:
+        if define == "FUSE_REQUESTS" and plan.defines.get("FUSE_REQ_PTR"):
+            continue
         if all(tps.get(tp) for tp in group):
             plan.tracepoints += group
             plan.defines[define] = "1"
@@ -208,6 +244,77 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
         plan.skipped[f"tracepoint:{tp}"] = f"its tracefs format lacks {', '.join(fields)}"
     _fields(features, plan)
     return plan
+
+
+def _offsets(btf_of: str, wanted: list[tuple[str, str, str]]) -> dict[str, str]:
+    """Defines of struct member offsets from BTF (BtfError when one is missing)."""
+    btf = load_vmlinux_btf() if btf_of == "vmlinux" else load_module_btf(btf_of)
+    return {define: str(btf.member_offset(struct, member)) for define, struct, member in wanted}
+
+
+def _fuse_kprobes(features: KernelFeatures, plan: ProbePlan) -> None:
+    """The kprobe plan's temp-page waits in fuse.ko: symbols from kallsyms (clones included),
+    offsets from vmlinux BTF."""
+    names = features.symbol_names
+    waits = [fn for fn in FUSE_WAIT_FUNCTIONS if fn in names]
+    for fn in FUSE_WAIT_FUNCTIONS:
+        if fn not in names:
+            plan.skipped[f"kprobe:{fn}"] = "not in kallsyms (fuse.ko not loaded, or a kernel without it)"
+    if waits:
+        try:
+            plan.defines.update(_offsets("vmlinux", _WAIT_OFFSETS))
+        except BtfError as exc:
+            for fn in waits:
+                plan.skipped[f"kprobe:{fn}"] = f"BTF: {exc}"
+            waits = []
+    for fn in waits:
+        plan.kprobes.append(fn)
+        plan.defines[f"HAVE_FN_{fn.upper()}"] = "1"
+        if names[fn] != fn:
+            plan.symbols[fn] = names[fn]
+    if waits:
+        plan.defines["FUSE_WAIT_KPROBES"] = "1"
+        plan.notes.append(f"temp-page waits in fuse.ko timed by kprobe/kretprobe on "
+                          f"{', '.join(names[fn] for fn in waits)}")
+
+
+def _fuse_requests(features: KernelFeatures, plan: ProbePlan) -> None:
+    """FUSE requests keyed on the request pointer, fields at offsets from the fuse module's
+    BTF: the raw fuse:* tracepoints where they exist (6.12+; their fields do not expose the
+    request, and 6.12-6.17 send unique 0), else kprobes on the lifecycle (kprobe plan). When
+    neither works, the tracepoints' fields joined on (connection, unique), if present."""
+    names = features.symbol_names
+    tps = all(features.tracepoints.get(tp) for tp in ("fuse:fuse_request_send", "fuse:fuse_request_end"))
+    kprobe = plan.name == "kprobe"
+    why = None
+    try:
+        offsets = _offsets("fuse", _REQUEST_OFFSETS)
+    except BtfError as exc:
+        offsets, why = {}, f"BTF: {exc}"
+    if offsets and tps and features.raw_tracepoint.ok:
+        plan.defines.update(offsets, FUSE_REQ_PTR="2")
+        plan.raw_tracepoints += ["fuse_request_send", "fuse_request_end"]
+        for tp in ("fuse:fuse_request_send", "fuse:fuse_request_end"):
+            plan.skipped[f"tracepoint:{tp}"] = "raw tracepoint used instead (keyed on the request pointer)"
+        kprobe_fns = ["fuse_dev_do_read"] if kprobe and "fuse_dev_do_read" in names else []
+    elif offsets and kprobe and all(fn in names for fn in REQUEST_KPROBES):
+        plan.defines.update(offsets, FUSE_REQ_PTR="1")
+        kprobe_fns = list(REQUEST_KPROBES)
+    else:
+        if why is None:
+            missing = [fn for fn in REQUEST_KPROBES if fn not in names]
+            why = f"{', '.join(missing) or 'kprobes'} unavailable" if kprobe or not tps else "raw tracepoints unavailable"
+        for fn in REQUEST_KPROBES:
+            plan.skipped.setdefault(f"kprobe:{fn}", f"requests keyed on the request pointer not possible ({why})")
+        return
+    for fn in kprobe_fns:
+        plan.entry_kprobes.append(fn)
+        plan.defines[f"HAVE_FN_{fn.upper()}"] = "1"
+        if names[fn] != fn:
+            plan.symbols[fn] = names[fn]
+    hooks = "raw tracepoints fuse_request_send/end" if plan.defines["FUSE_REQ_PTR"] == "2" else "kprobes"
+    plan.notes.append(f"FUSE requests from {hooks}, keyed on the request pointer"
+                      + (", server threads from fuse_dev_do_read" if "fuse_dev_do_read" in kprobe_fns else ""))
 
 
 def _fields(features: KernelFeatures, plan: ProbePlan) -> None:

@@ -117,6 +117,7 @@ def _program_names(plan: ProbePlan) -> list[tuple[str, str]]:
     names = [(f"tracepoint__{tp.replace(':', '__')}", "TRACEPOINT") for tp in plan.tracepoints]
     names += [(f"raw_tracepoint__{tp}", "RAW_TRACEPOINT") for tp in plan.raw_tracepoints]
     names += [(name, "KPROBE") for fn in plan.kprobes for name in kprobe_function_names(fn)]
+    names += [(kprobe_function_names(fn)[0], "KPROBE") for fn in plan.entry_kprobes]
     return names
 
 
@@ -184,15 +185,18 @@ def kprobe_function_names(function: str) -> tuple[str, str]:
 
 
 def attach_kprobes(bpf: Any, plan: ProbePlan) -> list[str]:
-    """Attach the plan's kprobes and kretprobes; the probes attached (FusewbError if one fails)."""
+    """Attach the plan's kprobes and kretprobes (at the kallsyms name, a clone such as
+    ``.part.0`` included); the probes attached (FusewbError if one fails)."""
     attached = []
-    for function in plan.kprobes:
+    for function in [*plan.kprobes, *plan.entry_kprobes]:
         entry, ret = kprobe_function_names(function)
+        symbol = plan.symbol(function)
         try:
-            bpf.attach_kprobe(event=function, fn_name=entry)
-            attached.append(f"kprobe:{function}")
-            bpf.attach_kretprobe(event=function, fn_name=ret)
-            attached.append(f"kretprobe:{function}")
+            bpf.attach_kprobe(event=symbol, fn_name=entry)
+            attached.append(f"kprobe:{symbol}")
+            if function in plan.kprobes:
+                bpf.attach_kretprobe(event=symbol, fn_name=ret)
+                attached.append(f"kretprobe:{symbol}")
         except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
             raise FusewbError(
                 f"cannot attach kprobe on {function} ({_first_error_line(exc)})",

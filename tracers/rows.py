@@ -115,7 +115,7 @@ def pending_request_row(key: Any, r: Any, now_ns: int, bdi: str | None) -> dict[
         "ongoing": True,
         "connection": key.connection,
         "bdi": bdi,
-        "unique": key.unique,
+        "unique": key.unique or r.unique,
         "opcode": r.opcode,
         "opcode_name": FUSE_OPCODES.get(r.opcode, f"OP{r.opcode}"),
         "len": r.len,

@@ -112,6 +112,7 @@ class Tracer:
         self.mounts_seen: dict[tuple[str, str], FuseMount] = {}  # (bdi, mountpoint) -> mount
         self.bdi_by_connection: dict[int, str] = {}  # the latest mount of a connection wins
         self.mount_records: list[dict[str, Any]] = []  # as_dict() when first seen, for meta.json
+        self.vmstat: dict[str, list[int | None]] = {}  # meta.json "vmstat", sampled at each flush
         self.mountpoints_now: set[str] = set()  # selected at the last change of the mount table
         self.stacks_written: set[int] = set()
         self.frames_cache: dict[int, list[str]] = {}
@@ -314,7 +315,9 @@ class Tracer:
     def _flush(self) -> None:
         self._refresh_filter()
         self._report_ongoing()
+        kernel_state.add_vmstat_sample(self.vmstat, monotonic_ns(), kernel_state.vmstat_sample())
         self.capture.flush(
+            vmstat=self.vmstat,
             mounts=self.mount_records,
             lost_events=kernel_state.lost_events(self.bpf),
             server_threads=kernel_state.server_threads(self.bpf, self._bdi_of),

@@ -1,0 +1,345 @@
+"""The guest stage of ``make test``: boot each other kernel installed in /boot (Debian 12's 6.1
+from ``linux-image-amd64``) with this machine's userspace under virtme-ng and qemu, and run there
+the kernel-dependent tests (pytest marker ``guest``, the file list in tests/conftest.py) and
+``fusewb run all``.
+
+Every result names its kernel: a junit file ``junit-<release>.xml`` per kernel in ``--out``, each
+guest output line prefixed with ``[<release>]``, and one summary line per kernel. KVM is used
+when a short probe boot with it finishes, else TCG (here a KVM guest hangs in early boot). Every
+wait is bounded: a guest that overruns ``--timeout`` is killed (its whole process group) and
+reported as a failure with the tail of its console; the guest is also stopped when this command
+exits any other way (an exception, SIGINT, SIGTERM).
+
+    python -m fusewb.guest --help
+    python -m fusewb.guest                       # every other kernel in /boot
+    python -m fusewb.guest --kernel /boot/vmlinuz-6.1.0-56-amd64 -k temp_page --no-run-all
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+__all__ = ["GuestResult", "guest_kernels", "run_guest", "main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = "guest"  # the pytest marker of the tests that run in each guest (tests/conftest.py)
+STATUS = "fusewb-guest-status"
+KVM_PROBE_SECONDS = 25
+TAIL_LINES = 40
+# Start-up waits in the guest (fixture servers, tracer compile) stretch by this under each accel.
+TIMEOUT_SCALE = {"kvm": 2, "tcg": 6}
+
+
+@dataclass
+class GuestResult:
+    """What one guest run gave: per stage its exit status (None: did not finish)."""
+
+    release: str
+    accel: str
+    seconds: float
+    pytest_rc: int | None = None
+    run_all_rc: int | None = None
+    error: str | None = None
+    tail: list[str] | None = None
+
+    ran_pytest: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return (self.error is None and (self.pytest_rc == 0 or not self.ran_pytest)
+                and self.run_all_rc in (0, None))
+
+
+def guest_kernels(boot: Path = Path("/boot")) -> list[Path]:
+    """Kernel images in ``boot`` other than the running kernel, whose headers are installed
+    (bcc in the guest compiles against /lib/modules/<release>/build)."""
+    running = platform.release()
+    found = []
+    for image in sorted(boot.glob("vmlinuz-*")):
+        release = image.name.removeprefix("vmlinuz-")
+        if release != running and (Path("/lib/modules") / release / "build").exists():
+            found.append(image)
+    return found
+
+
+def _vng() -> str | None:
+    """virtme-ng next to this Python (the virtualenv), else on PATH."""
+    local = Path(sys.executable).parent / "vng"
+    return str(local) if local.exists() else shutil.which("vng")
+
+
+def _env() -> dict[str, str]:
+    """vng starts virtme-run from PATH: the virtualenv's bin first."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return env
+
+
+def _command(image: Path, rwdir: Path, script: Path, kvm: bool, cpus: int, memory: str) -> list[str]:
+    vng = _vng()
+    assert vng is not None
+    cmd = [vng, "--force-9p", "--cpus", str(cpus), "--memory", memory, "--rwdir", str(rwdir),
+           "--run", str(image), "--exec", f"bash {shlex.quote(str(script))}"]
+    if not kvm:
+        cmd.insert(1, "--disable-kvm")
+    return cmd
+
+
+@contextlib.contextmanager
+def _stopped_on_exit() -> Iterator[list[subprocess.Popen]]:
+    """Processes appended to the yielded list are killed (whole group) when the block exits
+    however it exits; SIGTERM/SIGHUP become SystemExit meanwhile so that happens too."""
+    procs: list[subprocess.Popen] = []
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    saved = {sig: signal.signal(sig, _exit) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            _kill_group(proc)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _boot(cmd: list[str], timeout: float, on_line, procs: list) -> tuple[int | None, list[str]]:
+    """Run the guest; (exit status or None when killed at the timeout, last console lines)."""
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=_env(), start_new_session=True)
+    procs.append(proc)
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    pending = b""
+    while True:
+        chunk = None
+        with contextlib.suppress(BlockingIOError):
+            chunk = proc.stdout.read()
+        if chunk:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace").rstrip("\r")
+                tail.append(line)
+                on_line(line)
+        elif chunk == b"" or proc.poll() is not None:
+            if proc.poll() is not None and not chunk:
+                if pending:
+                    tail.append(pending.decode(errors="replace"))
+                    on_line(pending.decode(errors="replace"))
+                return proc.returncode, list(tail)
+        if time.monotonic() > deadline:
+            _kill_group(proc)
+            return None, list(tail)
+        time.sleep(0.1)
+
+
+def kvm_boots(image: Path, rwdir: Path, cpus: int, memory: str) -> tuple[bool, str]:
+    """Whether a guest boots with KVM (a probe boot that only prints a marker, bounded), and
+    the evidence."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "no usable /dev/kvm"
+    script = rwdir / "kvm-probe.sh"
+    script.write_text(f"echo {STATUS} kvm-ok\n")
+    seen: list[str] = []
+    began = time.monotonic()
+    with _stopped_on_exit() as procs:
+        rc, tail = _boot(_command(image, rwdir, script, True, cpus, memory), KVM_PROBE_SECONDS,
+                         seen.append, procs)
+    took = time.monotonic() - began
+    if rc == 0 and any(f"{STATUS} kvm-ok" in line for line in seen):
+        return True, f"a KVM probe boot finished in {took:.0f} s"
+    if rc is None:
+        return False, f"a KVM probe boot did not finish in {KVM_PROBE_SECONDS} s (killed)"
+    return False, f"a KVM probe boot failed (exit {rc}: {tail[-1] if tail else 'no output'})"
+
+
+def _script(out: Path, pytest_args: list[str] | None, run_all: bool, accel: str = "tcg") -> str:
+    """The commands the guest runs: the marked tests (unless ``pytest_args`` is None), then
+    every scenario."""
+    venv_bin = Path(sys.executable).parent
+    junit = f"{out}/junit-$(uname -r).xml"
+    lines = [
+        "set -u",
+        f"cd {shlex.quote(str(ROOT))}",
+        f"export PATH={shlex.quote(str(venv_bin))}:$PATH PYTHONDONTWRITEBYTECODE=1",
+        f"export FUSEWB_TIMEOUT_SCALE={TIMEOUT_SCALE[accel]}",
+        f"export FUSEWB_REQUIRE_KERNEL={shlex.quote(os.environ.get('FUSEWB_REQUIRE_KERNEL', ''))}",
+        f"echo {STATUS} kernel $(uname -r)",
+    ]
+    if pytest_args is not None:
+        lines += [
+            f"python -m pytest -p no:cacheprovider -m {MARKER} --durations=5 --junitxml={junit} "
+            f"-o junit_suite_name=fusewb-$(uname -r) {' '.join(shlex.quote(a) for a in pytest_args)}",
+            f"echo {STATUS} pytest $?",
+        ]
+    if run_all:
+        lines += [f"fusewb run all --keep {out}/run-all-$(uname -r)", f"echo {STATUS} run-all $?"]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def _lock(path: str | None, wait: float) -> Iterator[None]:
+    """Hold ``path`` (flock) for the boot when asked; bounded wait."""
+    if not path:
+        yield
+        return
+    with open(path, "a") as fh:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{path} held by another run for {wait:.0f} s") from None
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def run_guest(image: Path, out: Path, pytest_args: list[str] | None, run_all: bool, timeout: float,
+              accel: str, cpus: int, memory: str, lock: str | None, echo=print) -> GuestResult:
+    """Boot ``image`` once and run the guest stage in it."""
+    release = image.name.removeprefix("vmlinuz-")
+    out.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    with _lock(lock, timeout), tempfile.TemporaryDirectory(dir=out, prefix=".guest-") as tmp:
+        work = Path(tmp)
+        kvm, why = accel == "kvm", f"--accel {accel}"
+        if accel == "auto":
+            kvm, why = kvm_boots(image, work, cpus, memory)
+        used = "kvm" if kvm else "tcg"
+        echo(f"[{release}] booting with {used} ({why}; {cpus} cpus, {memory})")
+        script = work / "guest.sh"
+        script.write_text(_script(out, pytest_args, run_all, used))
+        result = GuestResult(release, used, 0.0, ran_pytest=pytest_args is not None)
+
+        def on_line(line: str) -> None:
+            match = re.search(rf"{STATUS} (pytest|run-all) (\d+)", line)
+            if match:
+                setattr(result, "pytest_rc" if match[1] == "pytest" else "run_all_rc", int(match[2]))
+            echo(f"[{release}] {line}")
+
+        with _stopped_on_exit() as procs:
+            rc, tail = _boot(_command(image, out, script, kvm, cpus, memory), timeout, on_line, procs)
+    result.seconds = time.monotonic() - began
+    if rc is None:
+        result.error, result.tail = f"guest did not finish within {timeout:.0f} s (killed)", tail
+    elif (pytest_args is not None and result.pytest_rc is None) or (run_all and result.run_all_rc is None):
+        result.error, result.tail = f"guest exited ({rc}) before its stages finished", tail
+    return result
+
+
+def _summary(result: GuestResult) -> str:
+    parts = []
+    if result.ran_pytest:
+        parts.append(f"pytest -m {MARKER}: {'rc ' + str(result.pytest_rc) if result.pytest_rc is not None else 'not run'}")
+    if result.run_all_rc is not None:
+        parts.append(f"fusewb run all: rc {result.run_all_rc}")
+    stages = ", ".join(parts) or "nothing run"
+    verdict = "PASS" if result.ok else "FAIL"
+    extra = f" ({result.error})" if result.error else ""
+    return f"guest {result.release} [{result.accel}, {result.seconds:.0f} s]: {verdict}: {stages}{extra}"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--kernel", "kernels", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Kernel image to boot (repeatable). Default: every /boot/vmlinuz-* but the running one.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build/test-results"),
+              show_default=True, help="Folder for junit-<release>.xml and the run-all captures.")
+@click.option("--timeout", type=float, default=870.0, show_default=True,
+              help="Seconds one guest may run (boot, tests, run all) before it is killed.")
+@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True,
+              help="auto: KVM when a probe boot with it finishes, else TCG.")
+@click.option("--cpus", type=int, default=2, show_default=True)
+@click.option("--memory", default="3G", show_default=True)
+@click.option("--pytest/--no-pytest", "with_pytest", default=True, show_default=True,
+              help="Run the guest-marked tests in the guest.")
+@click.option("--run-all/--no-run-all", default=True, show_default=True, help="Also run 'fusewb run all' in the guest.")
+@click.option("--lock", "lock", default=None, metavar="PATH",
+              help="Hold this flock file for each boot (shared machines: /tmp/fusewb-kernel.lock).")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def main(kernels: tuple[Path, ...], out: Path, timeout: float, accel: str, cpus: int, memory: str,
+         with_pytest: bool, run_all: bool, lock: str | None, pytest_args: tuple[str, ...]) -> None:
+    """Boot other kernels under virtme-ng and run the kernel tests and 'fusewb run all' there.
+
+    \b
+    Examples:
+      python -m fusewb.guest
+      python -m fusewb.guest --kernel /boot/vmlinuz-6.1.0-56-amd64 --no-run-all -- -k temp_page
+      python -m fusewb.guest --accel tcg --lock /tmp/fusewb-kernel.lock
+
+    Exit status 0 when every guest passed; 1 when one failed, or when no guest can run under
+    FUSEWB_REQUIRE_KERNEL=1 (without it: a skip, said on one line).
+    """
+    required = os.environ.get("FUSEWB_REQUIRE_KERNEL") == "1"
+    images = list(kernels) or guest_kernels()
+    missing = []
+    if not images:
+        missing.append("no other kernel image with headers in /boot (make setup installs linux-image-amd64)")
+    if _vng() is None:
+        missing.append("no vng (make setup installs virtme-ng into the virtualenv)")
+    if shutil.which("qemu-system-x86_64") is None:
+        missing.append("no qemu-system-x86_64 (make setup installs qemu-system-x86)")
+    if os.geteuid() != 0:
+        missing.append("not root")
+    if missing:
+        word = "FAIL" if required else "SKIPPED"
+        click.echo(f"guest stage {word}: {'; '.join(missing)}", err=True)
+        sys.exit(1 if required else 0)
+    results = []
+    for image in images:
+        try:
+            results.append(run_guest(image, out.resolve(), list(pytest_args) if with_pytest else None, run_all, timeout, accel,
+                                     cpus, memory, lock, echo=lambda s: click.echo(s, nl=True)))
+        except TimeoutError as exc:
+            release = image.name.removeprefix("vmlinuz-")
+            results.append(GuestResult(release, accel, 0.0, error=str(exc)))
+    for result in results:
+        if result.tail:
+            click.echo(f"--- console tail of {result.release} ---")
+            for line in result.tail:
+                click.echo(f"[{result.release}] {line}")
+    for result in results:
+        click.echo(_summary(result))
+    sys.exit(0 if all(r.ok for r in results) else 1)
+
+
+if __name__ == "__main__":
+    main()

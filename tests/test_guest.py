@@ -1,0 +1,40 @@
+"""The guest stage's harness (fusewb/guest.py) on its own: bounded waits that kill the whole
+process group and keep the console tail, the command it gives vng, and its help."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fusewb import guest
+
+
+def test_a_guest_that_overruns_is_killed_with_its_group_and_tail() -> None:
+    lines: list[str] = []
+    began = time.monotonic()
+    with guest._stopped_on_exit() as procs:
+        rc, tail = guest._boot(["bash", "-c", "echo booting; sleep 60 & echo child $!; wait"], 1.0,
+                               lines.append, procs)
+    assert rc is None and time.monotonic() - began < 15
+    assert tail[0] == "booting" and lines == tail
+    child = int(tail[1].split()[1])
+    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+
+
+def test_finished_guest_stages_are_read_from_its_output(tmp_path: Path) -> None:
+    with guest._stopped_on_exit() as procs:
+        rc, tail = guest._boot(["bash", "-c", f"echo {guest.STATUS} pytest 0; exit 3"], 30, lambda _l: None, procs)
+    assert rc == 3 and tail == [f"{guest.STATUS} pytest 0"]
+    script = guest._script(tmp_path, ["-k", "x y"], run_all=True)
+    assert f"-m {guest.MARKER} " in script and "'x y'" in script and "fusewb run all" in script
+    cmd = guest._command(Path("/boot/vmlinuz-x"), tmp_path, tmp_path / "s.sh", False, 2, "3G")
+    assert "--disable-kvm" in cmd and cmd[cmd.index("--run") + 1] == "/boot/vmlinuz-x"
+
+
+def test_help_names_examples() -> None:
+    out = subprocess.run([sys.executable, "-m", "fusewb.guest", "--help"], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ))
+    assert out.returncode == 0 and "Examples" in out.stdout and "--timeout" in out.stdout
