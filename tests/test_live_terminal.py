@@ -8,7 +8,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import select
 import struct
 import subprocess
 import sys
@@ -19,7 +18,9 @@ import pytest
 
 from tests.fixture_helpers import mounted
 from tests.test_tracer import load
-from tests.test_tracer_faults import WRITE_LOOP, _prepare, assert_detached, stop_load
+from tests.test_tracer_faults import (
+    WRITE_LOOP, _prepare, assert_detached, read_terminal, stop_load,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -42,18 +43,9 @@ def _run_on_a_terminal(args: list[str], timeout: float) -> tuple[int, bytes, int
                                 stderr=slave)
     finally:
         os.close(slave)
-    output = b""
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
-            if select.select([master], [], [], 0.2)[0]:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: every writer closed the terminal
-                    break
-                if not chunk:
-                    break
-                output += chunk
+        output = read_terminal(master, None, timeout)
         code = proc.wait(max(deadline - time.monotonic(), 1))
     finally:
         if proc.poll() is None:

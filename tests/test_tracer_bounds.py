@@ -13,24 +13,14 @@ import pytest
 from tests.fixture_helpers import mounted, wait_until
 from tests.test_tracer import load
 from tests.test_tracer_faults import (
-    INCOMPLETE, Trace, _prepare, analyzed_flags, assert_detached, assert_exit, assert_no_tmp,
-    meta, small_tmpfs, stop_load,
+    INCOMPLETE, WRITE_LOOP, Trace, _prepare, analyzed_flags, assert_detached, assert_exit,
+    assert_no_tmp, meta, small_tmpfs, stop_load,
 )
 
 pytestmark = pytest.mark.kernel
 
 BOUND = 1 << 20
 FILL_S = 90.0  # bounded wait for the load to fill the bound or the file system
-# One WRITE request per pwrite, as fast as the fixture answers: thousands of request rows a second.
-FAST_WRITES = """
-import os, sys, time
-path, seconds = sys.argv[1], float(sys.argv[2])
-fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-end = time.monotonic() + seconds
-while time.monotonic() < end:
-    os.pwrite(fd, b"x" * 4096, 0)
-os.close(fd)
-"""
 
 
 def _on_disk(capture) -> int:
@@ -54,7 +44,7 @@ def test_max_size_keeps_the_newest_data_within_the_bound(tmp_path) -> None:
         writer = None
         try:
             trace.require_ready()
-            writer = load(FAST_WRITES, f"{fx.mountpoint}/w.dat", FILL_S)
+            writer = load(WRITE_LOOP, f"{fx.mountpoint}/w.dat", FILL_S, 0)
             filled = wait_until(lambda: sizes.append(_on_disk(capture)) or
                                 _dropped_parts(capture) >= 3, FILL_S, 0.2)
             assert filled, f"nothing dropped; on disk {sizes[-1:]}; {trace.stderr[-2000:]}"
@@ -92,7 +82,7 @@ def test_without_max_size_tracing_stops_whole_before_the_disk_is_full(tmp_path) 
         writer = None
         try:
             trace.require_ready()
-            writer = load(FAST_WRITES, f"{fx.mountpoint}/w.dat", FILL_S)
+            writer = load(WRITE_LOOP, f"{fx.mountpoint}/w.dat", FILL_S, 0)
             code = trace.wait(FILL_S + 30)
         finally:
             trace.kill()

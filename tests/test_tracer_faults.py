@@ -41,15 +41,19 @@ READY_S = 60.0
 EXIT_S = 30.0
 INCOMPLETE = "INCOMPLETE_CAPTURE"
 
-# One WRITE request per pwrite without the writeback cache: a steady stream of request rows.
+# One WRITE request per pwrite without the writeback cache: a steady stream of request rows
+# (arguments: path, seconds, and the pause between writes, 2 ms unless given; 0: as fast as the
+# fixture answers).
 WRITE_LOOP = """
 import os, sys, time
 path, seconds = sys.argv[1], float(sys.argv[2])
+pause = float(sys.argv[3]) if len(sys.argv) > 3 else 0.002
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 end = time.monotonic() + seconds
 while time.monotonic() < end:
     os.pwrite(fd, b"x" * 4096, 0)
-    time.sleep(0.002)
+    if pause:
+        time.sleep(pause)
 os.close(fd)
 """
 # Dirties 1 MiB in the page cache, then waits for a line on stdin before fsync.
@@ -457,10 +461,12 @@ def test_sighup_ignored_by_nohup_keeps_tracing(tmp_path) -> None:
     assert_detached(before, trace)
 
 
-def _read_until(fd: int, marker: bytes, timeout: float) -> bytes:
+def read_terminal(fd: int, marker: bytes | None, timeout: float) -> bytes:
+    """What a pty's master ``fd`` shows until ``marker`` appears (never, for None), every
+    writer closed the terminal, or ``timeout`` passed."""
     seen = b""
     deadline = time.monotonic() + timeout
-    while marker not in seen and time.monotonic() < deadline:
+    while (marker is None or marker not in seen) and time.monotonic() < deadline:
         if select.select([fd], [], [], 0.2)[0]:
             try:
                 chunk = os.read(fd, 4096)
@@ -486,7 +492,7 @@ def test_terminal_hangup_stops_cleanly_with_output_gone(tmp_path) -> None:
     finally:
         os.close(slave)
     try:
-        shown = _read_until(master, b"Ctrl-C to stop", READY_S)
+        shown = read_terminal(master, b"Ctrl-C to stop", READY_S)
         assert b"tracing " in shown, shown[-2000:]
         held = programs_held_by(proc.pid)
         os.close(master)  # hang up
