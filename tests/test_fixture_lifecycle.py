@@ -10,7 +10,7 @@ import sys
 from fusewb.fixtures.faults import Faults
 from fusewb.fixtures.manage import cleanup_stale, unmount_fixture
 from fusewb.tracers.mounts import mount_for_path
-from fusewb.fixtures.registry import read_entry
+from fusewb.fixtures.registry import paths_for, read_entry
 from tests.fixture_helpers import in_thread, mounted, wait_until
 from tests.support import require_fuse
 
@@ -83,6 +83,10 @@ def test_umount_of_a_frozen_server_aborts_the_connection(tmp_path) -> None:
         thread.join(10)
         assert not thread.is_alive() and isinstance(outcome.get("error"), OSError)
         assert fx.process.wait(10) is not None
+    # an unclean unmount keeps the server's log for a person to read; this one was expected
+    log = paths_for(os.path.realpath(tmp_path / "mnt"))["log"]
+    assert log.exists(), "an aborted connection keeps its server's log"
+    log.unlink()
 
 
 def test_cli_mount_stall_release_umount(tmp_path) -> None:
