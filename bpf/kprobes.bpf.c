@@ -10,16 +10,12 @@ BPF_ARRAY(fn_stats, struct fn_stats, NR_FNS);
 int kp_folio_wait_writeback(struct pt_regs *ctx)
 {
     u64 id = bpf_get_current_pid_tgid();
-    u32 pid = id;
     if (!tgid_selected(id >> 32))
         return 0;
     struct wait_pending w = {};
     w.ts_ns = bpf_ktime_get_ns();
     w.stack_id = -1;
-    w.tgid = id >> 32;
-    bpf_get_current_comm(&w.comm, sizeof(w.comm));
-    if (wait_pending.update(&pid, &w))
-        count(CNT_PENDING_FULL, 1);
+    open_wait(id, &w);
     return 0;
 }
 
@@ -121,7 +117,6 @@ static __always_inline int fuse_wait_enter(struct pt_regs *ctx, void *inode, u64
         return 0;
     count(CNT_WAIT_TP_FUSE, 1);
     u64 id = bpf_get_current_pid_tgid();
-    u32 pid = id;
     if (!tgid_selected(id >> 32))
         return 0;
     struct wait_pending w = {};
@@ -131,12 +126,9 @@ static __always_inline int fuse_wait_enter(struct pt_regs *ctx, void *inode, u64
     bpf_probe_read_kernel(&w.ino, sizeof(w.ino), inode + INODE_INO_OFF);
     w.index = index;
     w.stack_id = stacks.get_stackid(ctx, 0);
-    w.tgid = id >> 32;
     w.asleep = 1;
-    bpf_get_current_comm(&w.comm, sizeof(w.comm));
     bpf_probe_read_kernel(&w.bdi, sizeof(w.bdi), name);
-    if (wait_pending.update(&pid, &w))
-        count(CNT_PENDING_FULL, 1);
+    open_wait(id, &w);
     return 0;
 }
 

@@ -8,6 +8,17 @@ BPF_HASH(wait_pending, u32, struct wait_pending, MAX_PENDING);
 
 #define TASK_UNINTERRUPTIBLE_BIT 0x2
 
+/* Open the wait of task ``id``: the caller filled what it knows; tgid and comm are set here,
+ * and a full pending map is counted. Every probe that opens a wait goes through here. */
+static __always_inline void open_wait(u64 id, struct wait_pending *w)
+{
+    u32 pid = id;
+    w->tgid = id >> 32;
+    bpf_get_current_comm(&w->comm, sizeof(w->comm));
+    if (wait_pending.update(&pid, w))
+        count(CNT_PENDING_FULL, 1);
+}
+
 static __always_inline void emit_wait(struct wait_pending *w, u32 pid, u64 now, u32 source)
 {
     struct wait_event *e = events.ringbuf_reserve(sizeof(struct wait_event));
@@ -61,11 +72,8 @@ static __always_inline int on_wait_tracepoint(void *ctx, const char *bdi, u64 in
     w.ino = ino;
     w.index = index;
     w.stack_id = stacks.get_stackid(ctx, 0);
-    w.tgid = tgid;
-    bpf_get_current_comm(&w.comm, sizeof(w.comm));
     bpf_probe_read_kernel(&w.bdi, sizeof(w.bdi), bdi);
-    if (wait_pending.update(&pid, &w))
-        count(CNT_PENDING_FULL, 1);
+    open_wait(id, &w);
 #endif
     return 0;
 }
