@@ -1,7 +1,7 @@
 """Reading captures: validation, lazily loaded tables, and the host column.
 
 ``load_capture(path)`` accepts one capture directory (``meta.json`` + ``<table>/part-*.parquet``,
-see :mod:`fusewb.schema`) or a folder whose sub-directories are captures (one per host); either way
+see :mod:`fusewb.contract.schema`) or a folder whose sub-directories are captures (one per host); either way
 every table gets a ``host`` column and repeated strings become categoricals. A table whose
 directory is absent because nothing of that kind happened reads as an empty DataFrame with the
 schema's columns. A capture is never modified.
@@ -32,8 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fusewb.errors import FusewbError
-from fusewb.schema import SCHEMA_VERSION, TABLES
+from fusewb.contract.errors import FusewbError
+from fusewb.contract.schema import SCHEMA_VERSION, TABLES
 
 __all__ = [
     "Capture",

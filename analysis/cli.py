@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
+from fusewb.command import Command
+from fusewb.contract import defaults
 
 __all__ = ["analyze", "EXIT_FLAGGED"]
 
@@ -27,9 +29,9 @@ def _progress_printer() -> Callable[[str], None] | None:
     return show
 
 
-@click.command("analyze")
+@click.command("analyze", cls=Command)
 @click.argument("capture", type=click.Path(path_type=Path))
-@click.option("--threshold-ms", type=click.FloatRange(min=0), default=50.0, show_default=True,
+@click.option("--threshold-ms", type=click.FloatRange(min=0), default=defaults.THRESHOLD_MS, show_default=True,
               help="Waits and WRITEs at or over this many ms raise BLOCKED_WAIT/STALLED_REQUEST.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "html"]), default="text",
               show_default=True, help="Report format; html needs -o.")
@@ -67,7 +69,7 @@ def analyze(capture: Path, threshold_ms: float, fmt: str, output: Path | None,
     """
     from fusewb.analysis.findings import FLAG_NAMES, parse_flag_names
     from fusewb.analysis.report import render_report
-    from fusewb.errors import FusewbError
+    from fusewb.contract.errors import FusewbError
 
     try:
         gates = parse_flag_names(fail_on)

@@ -8,11 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from fusewb.command import Command
 
 __all__ = ["export"]
 
 
-@click.command("export")
+@click.command("export", cls=Command)
 @click.argument("capture", type=click.Path(path_type=Path))
 @click.option("--perfetto", "perfetto", is_flag=True,
               help="Write a Perfetto trace (open it in ui.perfetto.dev).")
@@ -30,7 +31,7 @@ def export(capture: Path, perfetto: bool, output: Path, host: str | None) -> Non
       fusewb export cap/ --perfetto -o cap.pftrace       then open cap.pftrace in ui.perfetto.dev
       fusewb export caps/ --perfetto --host web1 -o web1.pftrace
     """
-    from fusewb.errors import FusewbError  # noqa: PLC0415
+    from fusewb.contract.errors import FusewbError  # noqa: PLC0415
 
     if not perfetto:
         raise FusewbError("no export format given", "add --perfetto")

@@ -21,8 +21,9 @@ from fusewb.analysis.partials import ORDER, combine_worst, inflight_partial, wor
 from fusewb.analysis.requests import WRITE
 from fusewb.analysis.vm import VMSCAN_THROTTLE_WRITEBACK, dirty_throttling, vm_events
 from fusewb.analysis.waiting import unseen_waits
-from fusewb.schema import TABLES
-from fusewb.units import format_size
+from fusewb.contract.defaults import KERNEL_ENDED_ERRORS, THRESHOLD_MS, high_severity_ms
+from fusewb.contract.schema import TABLES
+from fusewb.contract.units import format_size
 
 if TYPE_CHECKING:
     from fusewb.analysis.scan import Scan
@@ -47,8 +48,6 @@ __all__ = [
 ]
 
 SEVERITIES = ["critical", "high", "medium", "low"]
-# -ECONNABORTED, -ENOTCONN: request ends the kernel makes, not replies of a server thread
-KERNEL_ENDED_ERRORS = (-103, -107)
 
 
 @dataclass(frozen=True)
@@ -196,7 +195,7 @@ def _severity_by_duration(threshold_ms: float) -> Callable[[pd.DataFrame], np.nd
     def severity(worst: pd.DataFrame) -> np.ndarray:
         return np.select(
             [worst["ongoing"].to_numpy(dtype=bool),
-             worst["duration_ms"].to_numpy() >= max(1000.0, 10 * threshold_ms)],
+             worst["duration_ms"].to_numpy() >= high_severity_ms(threshold_ms)],
             ["critical", "high"], "medium",
         )
 
@@ -352,7 +351,7 @@ def _streamed_stalls(worst: pd.DataFrame, threshold_ms: float) -> pd.DataFrame:
     return pd.DataFrame({
         "flag": "STALLED_REQUEST",
         "severity": np.where(never > 0, "critical",
-                             np.where(worst["duration_ms"] >= max(1000.0, 10 * threshold_ms),
+                             np.where(worst["duration_ms"] >= high_severity_ms(threshold_ms),
                                       "high", "medium")),
         "host": worst["host"].astype(object), "path": None,
         "pid": worst["pid"].astype("Int64"), "tgid": worst["tgid"].astype("Int64"),
@@ -387,14 +386,14 @@ def _stalled_requests(cap: Capture, threshold_ms: float, stalls: pd.DataFrame) -
             at = mine[0]
             out.loc[at, "evidence"] = f"{out.loc[at, 'evidence']}; {note}"
             out.loc[at, "duration_ms"] = kernel_max
-            if out.loc[at, "severity"] == "medium" and kernel_max >= max(1000.0, 10 * threshold_ms):
+            if out.loc[at, "severity"] == "medium" and kernel_max >= high_severity_ms(threshold_ms):
                 out.loc[at, "severity"] = "high"
             continue
         mounts = [m for m in src.meta.get("mounts") or [] if isinstance(m, dict)]
         only = mounts[0] if len(mounts) == 1 else {}
         extra.append({
             "flag": "STALLED_REQUEST",
-            "severity": "high" if kernel_max >= max(1000.0, 10 * threshold_ms) else "medium",
+            "severity": "high" if kernel_max >= high_severity_ms(threshold_ms) else "medium",
             "host": src.host, "path": None, "pid": None, "tgid": None, "comm": None,
             "mount": only.get("mountpoint"), "bdi": only.get("bdi"), "ino": None,
             "duration_ms": kernel_max, "ongoing": False, "count": 1, "total_ms": kernel_max,
@@ -606,7 +605,7 @@ def _incomplete(cap: Capture, scan: Scan) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=FLAG_COLUMNS) if rows else _empty()
 
 
-def flags(cap: Capture, threshold_ms: float = 50.0, scan: Scan | None = None) -> pd.DataFrame:
+def flags(cap: Capture, threshold_ms: float = THRESHOLD_MS, scan: Scan | None = None) -> pd.DataFrame:
     """Every flag raised by the capture, most severe and longest first.
 
     Columns: flag, severity (critical/high/medium/low), host, path (for wait flags and

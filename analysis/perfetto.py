@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from fusewb.analysis.capture import Capture
-from fusewb.errors import FusewbError
+from fusewb.contract.errors import FusewbError
 
 __all__ = ["export_perfetto", "read_trace", "ExportSummary", "TraceContents", "PAGE_BYTES"]
 

@@ -40,7 +40,8 @@ from fusewb.analysis.vm import (
     writeback_functions,
 )
 from fusewb.analysis.waiting import unseen_waits
-from fusewb.errors import FusewbError
+from fusewb.contract import defaults
+from fusewb.contract.errors import FusewbError
 
 __all__ = ["REPORT_VERSION", "FORMATS", "build_report", "render_text", "render_json", "records",
            "kernel_version", "render_report", "RenderedReport"]
@@ -177,7 +178,7 @@ def _host_totals(cap: Capture, paths: pd.DataFrame, by_opcode: pd.DataFrame,
 
 
 def build_report(
-    cap: Capture, threshold_ms: float = 50.0, progress: Callable[[str], None] | None = None,
+    cap: Capture, threshold_ms: float = defaults.THRESHOLD_MS, progress: Callable[[str], None] | None = None,
     scan: Scan | None = None,
 ) -> dict[str, Any]:
     """Everything the text, JSON and HTML reports show, as plain Python data; ``scan``: the
@@ -381,7 +382,7 @@ class RenderedReport:
 def render_report(
     capture_path: str | Path,
     fmt: str = "text",
-    threshold_ms: float = 50.0,
+    threshold_ms: float = defaults.THRESHOLD_MS,
     out: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
     engine: str = "pandas",

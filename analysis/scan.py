@@ -69,8 +69,9 @@ from fusewb.analysis.waiting import (
     wait_paths_partial,
     waits,
 )
-from fusewb.errors import FusewbError
-from fusewb.schema import TABLES
+from fusewb.contract import defaults
+from fusewb.contract.errors import FusewbError
+from fusewb.contract.schema import TABLES
 
 __all__ = ["ENGINES", "Scan", "scan", "BIG_TABLES", "READ_COLUMNS", "CONNECT_TIMEOUT_S"]
 
@@ -257,7 +258,7 @@ def _whole(cap: Capture, table: str, params: _Params) -> list[_Chunk]:
     return [_Chunk([_slice_partials(cap, table, rows, params)], [])]
 
 
-def scan(cap: Capture, threshold_ms: float = 50.0, engine: str = "pandas",
+def scan(cap: Capture, threshold_ms: float = defaults.THRESHOLD_MS, engine: str = "pandas",
          scheduler: str | None = None,
          progress: Callable[[str], None] | None = None) -> Scan:
     """Answer the big-table questions of ``cap`` with ``engine`` (one of :data:`ENGINES`);

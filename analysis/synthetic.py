@@ -1,4 +1,4 @@
-"""Synthetic captures in the exact on-disk format of :mod:`fusewb.schema`, for tests and benchmarks.
+"""Synthetic captures in the exact on-disk format of :mod:`fusewb.contract.schema`, for tests and benchmarks.
 
 :func:`write_capture` builds a capture directory from columns (a mapping of column name to numpy
 array, list or pyarrow array) or a list of row dicts per table; missing columns get defaults.
@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fusewb import __version__
-from fusewb.schema import FUSE_OPCODES, SCHEMA_VERSION, TABLES
+from fusewb.contract import defaults
+from fusewb.contract.schema import FUSE_OPCODES, SCHEMA_VERSION, TABLES
 
 __all__ = [
     "DEFAULT_PROBES",
@@ -135,7 +136,7 @@ def make_meta(**overrides: Any) -> dict[str, Any]:
         "probes": list(DEFAULT_PROBES),
         "mounts": [dict(DEFAULT_MOUNT)],
         "filter": {"mounts": None, "pid": None},
-        "threshold_ms": 50.0,
+        "threshold_ms": defaults.THRESHOLD_MS,
         "start_monotonic_ns": START_NS,
         "start_epoch_ns": START_EPOCH_NS,
         "end_monotonic_ns": START_NS + 10_000_000_000,

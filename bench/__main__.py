@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 import click
+from fusewb.command import Command
 
-from fusewb.errors import FusewbError
+from fusewb.contract.errors import FusewbError
 
 __all__ = ["main", "PARTS"]
 
@@ -44,7 +45,7 @@ def _remove_scratch(scratch: Path) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, cls=Command)
 @click.argument("parts", nargs=-1, type=click.Choice(list(PARTS)))
 @click.option("--quick", is_flag=True, help="Short runs and fewer repetitions (a smoke check).")
 @click.option("--repetitions", type=click.IntRange(min=1), metavar="N",

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusewb.errors import FusewbError
+from fusewb.contract.errors import FusewbError
 
 from bench.stats import PartResult, Row, Spread, fmt_number, interleaved, paired_ratios
 from bench.system import Settings, bench_env

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 
-from fusewb.tracers.program import DEFAULT_RING_PAGES
+from fusewb.contract.defaults import RING_PAGES
 
 from bench.peers import bench_tracer
 from bench.profile import PySpy
@@ -45,7 +45,7 @@ LOAD_PROCESSES = 2
 
 def default_ring_pages() -> int:
     """The ring buffer size ``fusewb trace`` uses unless told otherwise."""
-    return DEFAULT_RING_PAGES
+    return RING_PAGES
 
 
 @dataclass

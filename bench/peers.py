@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fusewb.errors import FusewbError
+from fusewb.contract.errors import FusewbError
 
 from bench.system import bench_env
 

@@ -17,7 +17,7 @@ RESULTS_FILE = Path(__file__).resolve().parent / "RESULTS.md"
 # Changes to fusewb made on this bench's evidence (history; the figures above are the latest run).
 DESIGN_CHANGES: list[str] = [
     "`fusewb trace` ring buffer default raised from 256 pages (1 MiB) to 4096 pages (16 MiB), "
-    "`tracers/program.py` DEFAULT_RING_PAGES. The tracer drains the ring every 100 ms and "
+    "`contract/defaults.py` RING_PAGES. The tracer drains the ring every 100 ms and "
     "stops draining while it writes each second's Parquet parts; with 1 MiB it lost events "
     "from about 50,000 request events/s, with 16 MiB it records over 100,000 events/s without "
     "loss (the events part measures both rings in every run).",

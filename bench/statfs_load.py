@@ -15,6 +15,7 @@ import os
 import time
 
 import click
+from fusewb.command import Command
 
 __all__ = ["main", "paced_calls"]
 
@@ -45,7 +46,7 @@ def paced_calls(fd: int, rate: float, seconds: float) -> tuple[int, float]:
     return calls, time.monotonic() - start
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--rate", type=float, required=True, help="Calls per second.")
 @click.option("--seconds", type=float, required=True)

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusewb.errors import FusewbError
+from fusewb.contract.errors import FusewbError
 from fusewb.tracers.features import tracefs_root
 
 __all__ = ["Settings", "machine", "require_tools", "ensure_tracefs", "REPO_ROOT", "bench_env"]

@@ -16,16 +16,18 @@ import threading
 from pathlib import Path
 
 import click
+from fusewb.command import Command
+from fusewb.contract.defaults import REQUEST_EVENTS_PER_SEC
 
 __all__ = ["main"]
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--mount", required=True, type=click.Path(file_okay=False), help="FUSE mountpoint.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Capture directory to create.")
 @click.option("--ring-pages", type=int, default=256, show_default=True)
-@click.option("--request-events-per-sec", type=int, default=20000, show_default=True,
+@click.option("--request-events-per-sec", type=int, default=REQUEST_EVENTS_PER_SEC, show_default=True,
               help="Per-CPU budget of streamed request events.")
 def main(mount: str, output: Path, ring_pages: int, request_events_per_sec: int) -> None:
     """Run fusewb's Tracer with bench options until SIGINT; print its summary as JSON.

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusewb.errors import FusewbError
+from fusewb.contract.errors import FusewbError
 from fusewb.tracers.mounts import FuseMount, fuse_mounts
 
 from bench.system import bench_env

@@ -4,20 +4,12 @@
 #include <uapi/linux/ptrace.h>
 #include "fusewb.h"
 
-#ifndef RING_PAGES
-#define RING_PAGES 256
-#endif
-#ifndef MAX_PENDING
-#define MAX_PENDING 16384
-#endif
-#ifndef MAX_INFLIGHT
-#define MAX_INFLIGHT 65536
-#endif
-#ifndef STACK_ENTRIES
-#define STACK_ENTRIES 4096
-#endif
-#ifndef FILTER_TGID
-#define FILTER_TGID 0
+/* Sizes and options come from fusewb.tracers.program.BuildOptions (defaults in
+ * contract/defaults.py) as -D defines; this file has no defaults of its own. */
+#if !defined(RING_PAGES) || !defined(MAX_PENDING) || !defined(MAX_INFLIGHT) || \
+    !defined(STACK_ENTRIES) || !defined(FILTER_TGID) || !defined(REQ_EVENTS_PER_SEC) || \
+    !defined(REQ_ALWAYS_NS)
+#error "compile through fusewb.tracers.program: it defines the sizes and options"
 #endif
 #ifndef WAIT_FN_START
 #define WAIT_FN_START 0ULL

@@ -10,13 +10,6 @@ BPF_HASH(writes_inflight, u32, struct inflight_writes, 1024);
 BPF_HASH(opcode_stats, u32, struct opcode_stats, 128);
 BPF_PERCPU_ARRAY(request_budget, struct event_budget, 1);
 
-#ifndef REQ_EVENTS_PER_SEC
-#define REQ_EVENTS_PER_SEC 20000
-#endif
-#ifndef REQ_ALWAYS_NS
-#define REQ_ALWAYS_NS 1000000ULL
-#endif
-
 /* Stream this ended request? Slow ones always; fast ones while this CPU's budget lasts. */
 static __always_inline int request_in_budget(u64 now, u64 took)
 {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 import click
+from fusewb.command import Group
 
 from fusewb import __version__
 
@@ -27,7 +28,7 @@ COMMANDS: list[tuple[str, str]] = [
 ]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, cls=Group)
 @click.version_option(__version__, prog_name="fusewb")
 def cli() -> None:
     """Find tasks stalled behind FUSE writeback and the kernel path they waited in.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import click
+from fusewb.command import Command
 
 if TYPE_CHECKING:
     from fusewb.tracers.plan import ProbePlan
@@ -53,7 +54,7 @@ def _bcc_importable() -> str | None:
 
 def _verify(chosen: ProbePlan) -> tuple[dict | None, tuple[str, str] | None]:
     """Compile and verifier-load the plan: (what was loaded, None) or (None, (problem, fix))."""
-    from fusewb.errors import FusewbError  # noqa: PLC0415
+    from fusewb.contract.errors import FusewbError  # noqa: PLC0415
     from fusewb.tracers.program import BuildOptions, verify_program  # noqa: PLC0415
 
     try:
@@ -176,7 +177,7 @@ def _render(diag: Diagnosis) -> None:
         echo(click.style(f"cannot trace: {problem}; {fix}", fg="red"))
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.option("--no-test-loads", is_flag=True, help="Skip the real test attachments (faster).")
 @click.option("--define", "defines", multiple=True, hidden=True, metavar="NAME=VALUE",

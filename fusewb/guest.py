@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from fusewb.command import Command
 
 __all__ = ["GuestResult", "guest_kernels", "run_guest", "main"]
 
@@ -278,7 +279,7 @@ def _summary(result: GuestResult) -> str:
     return f"guest {result.release} [{result.accel}, {result.seconds:.0f} s]: {verdict}: {stages}{extra}"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, cls=Command)
 @click.option("--kernel", "kernels", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Kernel image to boot (repeatable). Default: every /boot/vmlinuz-* but the running one.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build/test-results"),

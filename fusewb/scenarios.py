@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from fusewb.command import Command
+from fusewb.contract import defaults
 
-from fusewb.errors import FusewbError
+from fusewb.contract.errors import FusewbError
 
 __all__ = ["Scenario", "SCENARIOS", "ScenarioOutcome", "run_scenario", "run", "temp_pages"]
 
@@ -275,7 +277,7 @@ def _flags_elsewhere(report: dict[str, Any], bdi: str) -> list[str]:
                    if item.get("bdi") not in (None, "", bdi)})
 
 
-def run_scenario(scenario: Scenario, workdir: Path, fmt: str = "text", threshold_ms: float = 50.0,
+def run_scenario(scenario: Scenario, workdir: Path, fmt: str = "text", threshold_ms: float = defaults.THRESHOLD_MS,
                  echo: Callable[[str], None] = click.echo) -> ScenarioOutcome:
     """Run one scenario with its own fixture mount under ``workdir``; always cleans up."""
     from fusewb.analysis.report import render_report, render_text  # noqa: PLC0415
@@ -401,14 +403,14 @@ def _run_chosen(chosen: list[Scenario], workdir: Path, fmt: str,
     return outcomes
 
 
-@click.command(context_settings={"max_content_width": 100})
+@click.command(context_settings={"max_content_width": 100}, cls=Command)
 @click.argument("scenarios", nargs=-1, metavar="SCENARIO...|all")
 @click.option("--keep", "keep", type=click.Path(file_okay=False, path_type=Path),
               help="Keep captures and reports in a new run-* folder inside this folder "
               "(default: a temporary folder, removed unless the format is html).")
 @click.option("--format", "fmt", type=click.Choice(["text", "html"]), default="text",
               show_default=True, help="html also writes one report per scenario and an index.")
-@click.option("--threshold-ms", type=float, default=50.0, show_default=True,
+@click.option("--threshold-ms", type=float, default=defaults.THRESHOLD_MS, show_default=True,
               help="A wait at or over this is a BLOCKED_WAIT.")
 @click.option("--list", "list_only", is_flag=True, help="List the scenarios and exit.")
 def run(scenarios: tuple[str, ...], keep: Path | None, fmt: str, threshold_ms: float,

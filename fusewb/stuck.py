@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+from fusewb.command import Command
 
 __all__ = ["stuck", "snapshot", "wait_kind", "render_text", "FUSE_SYSCTL"]
 
@@ -84,7 +85,7 @@ def wait_kind(frames: list[str]) -> str | None:
 
 def _require_proc(filesystems_file: Path = Path("/proc/filesystems")) -> None:
     """Refuse (one line, exit 2) without root, /proc or FUSE in this kernel."""
-    from fusewb.errors import FusewbError  # noqa: PLC0415
+    from fusewb.contract.errors import FusewbError  # noqa: PLC0415
 
     if os.geteuid() != 0:
         raise FusewbError("fusewb stuck reads kernel stacks (/proc/PID/task/TID/stack), which "
@@ -457,7 +458,7 @@ def render_text(snap: dict) -> str:
     return "\n".join(lines)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 def stuck(as_json: bool) -> None:
     """Show every task waiting on a FUSE mount now, and each connection's server.

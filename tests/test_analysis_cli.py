@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from fusewb.analysis.cli import analyze
 from fusewb.analysis.report import render_report
 from fusewb.analysis.synthetic import write_capture
-from fusewb.schema import SCHEMA_VERSION
+from fusewb.contract.schema import SCHEMA_VERSION
 from tests.analysis_cases import clean_capture, everything_capture
 
 FLAG_KEYS = {"flag", "path", "bdi", "mount", "pid", "comm", "duration_ms", "ongoing"}

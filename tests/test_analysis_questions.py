@@ -20,7 +20,7 @@ from fusewb.analysis.requests import (
 from fusewb.analysis.synthetic import make_meta, synthetic_capture, write_capture
 from fusewb.analysis.vm import dirty_throttling, migration_activity, reclaim_activity, vm_events
 from fusewb.analysis.waiting import stack_paths, unseen_waits, wait_paths, waits
-from fusewb.schema import TABLES
+from fusewb.contract.schema import TABLES
 from tests.analysis_cases import at, clean_capture, everything_capture
 
 QUESTIONS = [waits, wait_paths, stack_paths, unseen_waits, fuse_requests, requests_by_opcode,

@@ -21,7 +21,7 @@ from fusewb.analysis.synthetic import make_meta, write_capture
 from fusewb.cli import cli
 from fusewb.tracers.capture import CaptureWriter
 from fusewb.tracers.live import ERASE_LINE, StatusLine
-from fusewb.units import format_size, parse_size
+from fusewb.contract.units import format_size, parse_size
 
 MAX = 1 << 20
 ROWS = 2000  # random request rows per flush: a part of about 60 KiB

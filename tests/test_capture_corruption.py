@@ -40,8 +40,8 @@ from hypothesis import strategies as st
 from fusewb.analysis.cli import analyze
 from fusewb.analysis.report import render_report
 from fusewb.analysis.synthetic import synthetic_capture, write_capture
-from fusewb.errors import FusewbError
-from fusewb.schema import TABLES
+from fusewb.contract.errors import FusewbError
+from fusewb.contract.schema import TABLES
 from fusewb.tracers.capture import CaptureWriter
 from tests.analysis_cases import everything_capture
 
@@ -105,7 +105,7 @@ def _api_report(path: Path, engine: str = "pandas") -> Report | str:
     try:
         return render_report(path, "text", engine=engine).report
     except FusewbError as exc:
-        return exc.format_message()
+        return str(exc)
 
 
 def _pristine(kind: str, base: Path) -> Pristine:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fusewb.errors import FusewbError
+from fusewb.contract.errors import FusewbError
 from fusewb.fixtures.faults import Faults
 from fusewb.stuck import _require_proc, wait_kind
 from fusewb.tracers.mounts import FUSECTL, fusectl_mounted

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from fusewb.bpf import source_dir
-from fusewb.errors import FusewbError
+from fusewb.contract.errors import FusewbError
 from fusewb.tracers.tpfields import TRACEPOINT_FIELDS, parse_format, select_fields
 from tests.support import require, require_bpf
 

@@ -15,8 +15,8 @@ import subprocess
 import pandas as pd
 import pytest
 
-from fusewb.errors import FusewbError
-from fusewb.schema import TABLES
+from fusewb.contract.errors import FusewbError
+from fusewb.contract.schema import TABLES
 from fusewb.tracers.btf import load_vmlinux_btf
 from fusewb.tracers.capture import CaptureWriter
 from fusewb.tracers.events import header_defs

@@ -1,4 +1,4 @@
-"""Writing a capture directory (format: :mod:`fusewb.schema`).
+"""Writing a capture directory (format: :mod:`fusewb.contract.schema`).
 
 Rows are buffered per table and written as numbered Parquet parts (temporary name, then
 ``os.replace``), so a reader, or a ``kill -9`` of the tracer, only ever sees complete parts.
@@ -39,8 +39,8 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fusewb.errors import FusewbError
-from fusewb.schema import SCHEMA_VERSION, TABLES
+from fusewb.contract.errors import FusewbError
+from fusewb.contract.schema import SCHEMA_VERSION, TABLES
 
 __all__ = ["CaptureWriter", "CaptureWriteError", "WriteFailure", "META_FILE", "MIN_MAX_SIZE"]
 

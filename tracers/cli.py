@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import click
+from fusewb.command import Command
+from fusewb.contract import defaults
 
 if TYPE_CHECKING:
     from fusewb.tracers.live import StatusLine
@@ -59,7 +61,7 @@ def _max_size(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     if value is None:
         return None
     from fusewb.tracers.capture import MIN_MAX_SIZE  # noqa: PLC0415
-    from fusewb.units import format_size, parse_size  # noqa: PLC0415
+    from fusewb.contract.units import format_size, parse_size  # noqa: PLC0415
 
     try:
         size = parse_size(value)
@@ -87,13 +89,13 @@ def _print_ebpf(plan_name: str | None, ring_pages: int, pid: int | None) -> None
     click.echo(ebpf_text(plan, BuildOptions(ring_pages=ring_pages, filter_tgid=pid or 0)))
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--mount", "mounts", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Trace only this FUSE mountpoint (repeatable). Default: every FUSE mount, "
               "including ones mounted while tracing.")
 @click.option("--pid", type=int, metavar="PID", help="Only waits and throttling of this process (tgid).")
 @click.option("--duration", type=float, metavar="SECONDS", help="Stop after this many seconds (default: Ctrl-C).")
-@click.option("--threshold-ms", type=float, default=50.0, show_default=True, metavar="MS",
+@click.option("--threshold-ms", type=float, default=defaults.THRESHOLD_MS, show_default=True, metavar="MS",
               help="Print each wait at least this long as it happens.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), metavar="CAPTURE_DIR",
               help="Capture directory to create (owner-only).")
@@ -101,7 +103,7 @@ def _print_ebpf(plan_name: str | None, ring_pages: int, pid: int | None) -> None
               help="Keep the capture within SIZE on disk (e.g. 500M, 2G): the oldest parts are "
               "dropped and counted in meta.json. Default: unbounded, but tracing stops cleanly "
               "(exit 2) before the file system is full.")
-@click.option("--ring-pages", type=int, default=4096, hidden=True,  # program.DEFAULT_RING_PAGES
+@click.option("--ring-pages", type=int, default=defaults.RING_PAGES, hidden=True,
               help="Ring buffer size in pages (power of two); tests force overflow with 1.")
 @click.option("--plan", "plan_name", type=click.Choice(["tracepoint", "kprobe"]), hidden=True,
               help="Force a probe plan.")
@@ -111,7 +113,7 @@ def trace(mounts: tuple[str, ...], pid: int | None, duration: float | None, thre
           ebpf: bool) -> None:
     """Trace tasks that wait on FUSE writeback, with the kernel path of each wait, FUSE requests,
     dirty throttling and reclaim/migration/compaction activity, into a capture directory
-    readable by pandas (see fusewb/schema.py). Ctrl-C, SIGTERM, SIGHUP or --duration stop it
+    readable by pandas (see contract/schema.py). Ctrl-C, SIGTERM, SIGHUP or --duration stop it
     cleanly (exit 0). Exit 2 with one line saying why when tracing cannot start or the capture
     cannot be kept whole (file system full, I/O error, directory removed): what was written
     stays, with meta.json complete=false. Before the file system is full, tracing stops by
@@ -130,7 +132,7 @@ def trace(mounts: tuple[str, ...], pid: int | None, duration: float | None, thre
         return
     if output is None:
         raise click.UsageError("missing option '-o' / '--output' (the capture directory)")
-    from fusewb.errors import FusewbError  # noqa: PLC0415
+    from fusewb.contract.errors import FusewbError  # noqa: PLC0415
     from fusewb.tracers.session import TraceOptions, Tracer  # noqa: PLC0415
     from fusewb.tracers.stopsignals import StopOnSignals  # noqa: PLC0415
 
@@ -152,7 +154,7 @@ def trace(mounts: tuple[str, ...], pid: int | None, duration: float | None, thre
             summary = tracer.run(stop)
         except FusewbError as exc:
             status.close()
-            _fail(exc.message)
+            _fail(str(exc))
         status.close()
         if signals.received:
             _echo(f"stopped by {signals.received[0]}", err=True)

@@ -17,7 +17,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusewb.errors import FusewbError
+from fusewb.contract.errors import FusewbError
 
 __all__ = ["HeaderTree", "find_header_tree", "prepare_bcc_environment"]
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from fusewb.schema import FUSE_OPCODES
+from fusewb.contract.schema import FUSE_OPCODES
 from fusewb.tracers.events import cstr, header_defs
 from fusewb.tracers.plan import KPROBE_FUNCTIONS
 

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from fusewb.bpf import source_dir
-from fusewb.errors import FusewbError
+from fusewb.contract import defaults
+from fusewb.contract.errors import FusewbError
 from fusewb.tracers.plan import ProbePlan
 
 if TYPE_CHECKING:
     from bcc import BPF
 
-__all__ = ["BPF_DIR", "MAIN_SOURCE", "DEFAULT_RING_PAGES", "BuildOptions", "cflags", "ebpf_text", "compile_program",
+__all__ = ["BPF_DIR", "MAIN_SOURCE", "BuildOptions", "cflags", "ebpf_text", "compile_program",
            "attach_kprobes", "kprobe_function_names", "verify_program"]
 
 BPF_DIR = source_dir()
@@ -34,22 +35,18 @@ MAIN_SOURCE = BPF_DIR / "fusewb.bpf.c"
 _LOCAL_INCLUDE = re.compile(r'^#include "([\w.]+)"\s*$', re.M)
 
 
-# Ring buffer size: 16 MiB. The ring is drained every 100 ms and not while a second's Parquet
-# parts are written (~0.2-0.3 s per 100,000 rows), so at 100,000 events/s it must hold some
-# 40,000 events (~4 MiB); 1 MiB lost events from ~50,000/s (bench/RESULTS.md, events part).
-DEFAULT_RING_PAGES = 4096
-
-
 @dataclass(frozen=True)
 class BuildOptions:
-    """Compile-time options besides the plan: ring size, pid filter, map sizes."""
+    """Compile-time options besides the plan: ring size, pid filter, map sizes, request budget
+    (defaults: :mod:`fusewb.contract.defaults`)."""
 
-    ring_pages: int = DEFAULT_RING_PAGES
+    ring_pages: int = defaults.RING_PAGES
     filter_tgid: int = 0
-    max_pending: int = 16384
-    max_inflight: int = 65536
-    stack_entries: int = 4096
-    request_events_per_sec: int = 20000  # per CPU; faster requests beyond it are only summed
+    max_pending: int = defaults.MAX_PENDING
+    max_inflight: int = defaults.MAX_INFLIGHT
+    stack_entries: int = defaults.STACK_ENTRIES
+    request_events_per_sec: int = defaults.REQUEST_EVENTS_PER_SEC
+    request_always_ns: int = defaults.REQUEST_ALWAYS_NS
 
     def defines(self) -> dict[str, str]:
         if self.ring_pages < 1 or self.ring_pages & (self.ring_pages - 1):
@@ -61,6 +58,7 @@ class BuildOptions:
             "MAX_INFLIGHT": str(self.max_inflight),
             "STACK_ENTRIES": str(self.stack_entries),
             "REQ_EVENTS_PER_SEC": str(self.request_events_per_sec),
+            "REQ_ALWAYS_NS": f"{self.request_always_ns}ULL",
         }
 
 

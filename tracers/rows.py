@@ -1,28 +1,25 @@
 """Turning the BPF side's records (ring buffer events, pending-state map entries) into rows of
-the capture tables (:data:`fusewb.schema.TABLES`)."""
+the capture tables (:data:`fusewb.contract.schema.TABLES`)."""
 
 from __future__ import annotations
 
 from functools import cache
 from typing import Any
 
-from fusewb.schema import FUSE_OPCODES
+from fusewb.contract.defaults import TRACING_FRAME_PREFIXES
+from fusewb.contract.schema import FUSE_OPCODES
 from fusewb.tracers.events import cstr, header_defs
 
 __all__ = ["clean_frames", "wait_row", "pending_wait_row", "request_row", "pending_request_row", "throttle_row",
            "vm_row", "VM_KIND_NAMES", "SOURCE_NAMES"]
 
-# Frames of the tracing machinery itself, seen on top of a tracepoint's stack when several
-# programs share the tracepoint (the static call then goes through __traceiter_*).
-_TRACING_FRAMES = ("__traceiter_", "__bpf_trace_", "bpf_trace_run", "perf_trace_",
-                   "trace_event_raw_event_", "bpf_prog_")
 
 
 def clean_frames(frames: list[str]) -> list[str]:
     """A kernel stack without the leading tracing-machinery frames: innermost is the traced
     function (``folio_wait_writeback``)."""
     start = 0
-    while start < len(frames) - 1 and frames[start].startswith(_TRACING_FRAMES):
+    while start < len(frames) - 1 and frames[start].startswith(TRACING_FRAME_PREFIXES):
         start += 1
     return frames[start:]
 

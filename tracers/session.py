@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from fusewb import __version__
-from fusewb.errors import FusewbError
+from fusewb.contract import defaults
+from fusewb.contract.errors import FusewbError
 from fusewb.tracers import kernel_state
 from fusewb.tracers.capture import CaptureWriteError, CaptureWriter
 from fusewb.tracers.events import decode, header_defs
@@ -47,7 +48,6 @@ from fusewb.tracers.live import WAIT_HEADER, CaptureSummary, wait_line
 from fusewb.tracers.mounts import FuseMount, MountTableWatch, fuse_mounts, mount_for_path
 from fusewb.tracers.plan import ProbePlan, choose_plan
 from fusewb.tracers.procscan import blocked_in
-from fusewb.tracers.program import DEFAULT_RING_PAGES
 from fusewb.tracers.rows import (
     clean_frames,
     pending_request_row,
@@ -57,7 +57,7 @@ from fusewb.tracers.rows import (
     vm_row,
     wait_row,
 )
-from fusewb.units import format_size
+from fusewb.contract.units import format_size
 
 __all__ = ["TraceOptions", "Tracer", "CaptureSpaceError", "monotonic_ns"]
 
@@ -88,9 +88,9 @@ class TraceOptions:
     mounts: list[str] | None = None  # mountpoints to trace; None: every FUSE mount
     pid: int | None = None  # only this process's waits and throttling
     duration: float | None = None  # seconds; None: until stopped
-    threshold_ms: float = 50.0  # live view
-    ring_pages: int = DEFAULT_RING_PAGES
-    request_events_per_sec: int = 20000  # per CPU; faster requests beyond it are only summed
+    threshold_ms: float = defaults.THRESHOLD_MS  # live view
+    ring_pages: int = defaults.RING_PAGES
+    request_events_per_sec: int = defaults.REQUEST_EVENTS_PER_SEC  # per CPU; see contract/defaults.py
     plan: str | None = None  # force "tracepoint" or "kprobe"
     flush_interval: float = 1.0
     max_size: int | None = None  # bytes on disk; the oldest parts are dropped beyond it

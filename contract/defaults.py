@@ -1,0 +1,49 @@
+"""Defaults and limits, one place for each: the command line's defaults, the BPF program's
+compile-time sizes (:class:`fusewb.tracers.program.BuildOptions` turns them into ``-D``
+defines; the BPF sources have no defaults of their own), and the analysis's severities.
+"""
+
+from __future__ import annotations
+
+import errno
+
+__all__ = [
+    "THRESHOLD_MS", "RING_PAGES", "MAX_PENDING", "MAX_INFLIGHT", "STACK_ENTRIES",
+    "REQUEST_EVENTS_PER_SEC", "REQUEST_ALWAYS_NS", "HIGH_SEVERITY_MS", "high_severity_ms",
+    "KERNEL_ENDED_ERRORS", "TRACING_FRAME_PREFIXES",
+]
+
+# A wait or request at or over this is reported (fusewb trace's live view, analyze, run).
+THRESHOLD_MS = 50.0
+
+# Ring buffer size: 16 MiB. The ring is drained every 100 ms and not while a second's Parquet
+# parts are written (~0.2-0.3 s per 100,000 rows), so at 100,000 events/s it must hold some
+# 40,000 events (~4 MiB); 1 MiB lost events from ~50,000/s (bench/RESULTS.md, events part).
+RING_PAGES = 4096
+
+# BPF map sizes (the tracer's kernel memory bound).
+MAX_PENDING = 16384  # waits and requests begun and not yet ended
+MAX_INFLIGHT = 65536  # WRITE requests in flight, per connection sums
+STACK_ENTRIES = 4096  # distinct kernel stacks
+
+# Per-CPU budget of streamed request events a second; requests faster than REQUEST_ALWAYS_NS
+# beyond it are only summed per opcode in the kernel (slow ones are always streamed).
+REQUEST_EVENTS_PER_SEC = 20000
+REQUEST_ALWAYS_NS = 1_000_000
+
+# A wait or stalled request is "high" from this long, or from ten thresholds when that is more.
+HIGH_SEVERITY_MS = 1000.0
+
+
+def high_severity_ms(threshold_ms: float) -> float:
+    """Where medium ends and high begins for a wait or a stalled request."""
+    return max(HIGH_SEVERITY_MS, 10 * threshold_ms)
+
+
+# Request ends the kernel makes itself (an aborted or unmounted connection), not a server's reply.
+KERNEL_ENDED_ERRORS = (-errno.ECONNABORTED, -errno.ENOTCONN)
+
+# Frames of the tracing machinery on top of a tracepoint's stack when several programs share the
+# tracepoint (the static call goes through __traceiter_*): dropped so the traced function is first.
+TRACING_FRAME_PREFIXES = ("__traceiter_", "__bpf_trace_", "bpf_trace_run", "perf_trace_",
+                          "trace_event_raw_event_", "bpf_prog_")
