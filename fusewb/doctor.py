@@ -92,11 +92,9 @@ def diagnose(test_loads: bool = True, defines: Mapping[str, str] | None = None) 
             )
         )
     plan = None
-    try:
-        from fusewb.tracers.plan import choose_plan  # noqa: PLC0415
-    except ImportError:
-        choose_plan = None
-    if choose_plan is not None and not problems:
+    from fusewb.tracers.plan import choose_plan  # noqa: PLC0415
+
+    if not problems:
         chosen = choose_plan(feats)
         chosen.defines.update(defines or {})
         verified, problem = _verify(chosen)

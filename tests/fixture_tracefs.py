@@ -1,8 +1,8 @@
 """A minimal in-test observation of where the kernel waits on FUSE writeback.
 
 ``WritebackWaits(bdi)`` opens a private tracefs instance with ``writeback:folio_wait_writeback``
-filtered to one bdi and kernel stacks on; on exit it holds each hit's stack. Used by the fixture
-tests until the real tracer lands.
+filtered to one bdi and kernel stacks on; on exit it holds each hit's stack. The fixture and load
+tests use it as an observation independent of fusewb's own tracer (the kernel's ftrace, not BPF).
 """
 
 from __future__ import annotations

@@ -7,13 +7,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 
 from fusewb.analysis.perfetto import read_trace
 from tests.test_export_perfetto import check_trace
 from tests.test_tracer import MSYNC_LOAD, _prepare, finish, fixture, load, read_table, tracing
 
-pytestmark = pytest.mark.kernel
 
 
 def test_real_capture_exports_to_perfetto(tmp_path) -> None:

@@ -1,7 +1,7 @@
 """Each load generator makes the kernel wait where it should on this kernel.
 
 Observation: a private tracefs instance records the kernel stack of every
-``writeback:folio_wait_writeback`` hit on the fixture's bdi (until the real tracer lands), plus
+``writeback:folio_wait_writeback`` hit on the fixture's bdi (ftrace, independent of fusewb's tracer), plus
 wall-clock waits against the configured latency and memory-cgroup counters for reclaim.
 """
 

@@ -1,4 +1,4 @@
-"""The package layout, the CLI skeleton and the bcc header tree."""
+"""The CLI's help, mountinfo parsing and the bcc header tree."""
 
 from __future__ import annotations
 
@@ -17,15 +17,6 @@ def test_help_lists_examples() -> None:
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
     assert "Examples:" in result.output
-
-
-def test_subpackages_live_under_fusewb() -> None:
-    import fusewb.analysis
-    import fusewb.fixtures
-    import fusewb.tracers
-
-    for mod in (fusewb.analysis, fusewb.fixtures, fusewb.tracers):
-        assert mod.__name__.startswith("fusewb.")
 
 
 def test_mountinfo_parsing(tmp_path) -> None:

@@ -14,7 +14,6 @@ import sys
 import termios
 import time
 
-import pytest
 
 from tests.fixture_helpers import mounted
 from tests.test_tracer import load
@@ -22,7 +21,6 @@ from tests.test_tracer_faults import (
     WRITE_LOOP, _prepare, assert_detached, read_terminal, stop_load,
 )
 
-pytestmark = pytest.mark.kernel
 
 FUSEWB = [sys.executable, "-m", "fusewb.cli"]
 COLUMNS = 72

@@ -21,7 +21,6 @@ import pytest
 
 from tests.support import require, require_bpf, require_fuse
 
-pytestmark = pytest.mark.kernel
 
 FUSEWB = [sys.executable, "-m", "fusewb.cli"]
 

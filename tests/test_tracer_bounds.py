@@ -8,7 +8,6 @@ import os
 import signal
 
 import pandas as pd
-import pytest
 
 from tests.fixture_helpers import mounted, wait_until
 from tests.test_tracer import load
@@ -17,7 +16,6 @@ from tests.test_tracer_faults import (
     assert_no_tmp, meta, small_tmpfs, stop_load,
 )
 
-pytestmark = pytest.mark.kernel
 
 BOUND = 1 << 20
 FILL_S = 90.0  # bounded wait for the load to fill the bound or the file system

@@ -34,7 +34,6 @@ from tests.test_tracer import (
     MSYNC_LOAD, finish, load, loaded_program_ids, programs_held_by, read_table,
 )
 
-pytestmark = pytest.mark.kernel
 
 FUSEWB = [sys.executable, "-m", "fusewb.cli"]
 READY_S = 60.0
