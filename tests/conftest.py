@@ -15,7 +15,7 @@ import pytest
 # Test files whose results depend on the kernel version, run again in each guest kernel
 # (marker ``guest``). Chosen to fit the guest stage's 15 minutes under TCG, where a traced
 # and analysed test takes ~4 minutes (test_doctor.py and test_tracepoint_fields.py did not fit).
-GUEST_TEST_FILES = frozenset({"test_tracer_plan.py", "test_temp_page_waits.py"})
+GUEST_TEST_FILES = frozenset({"test_tracer_plan.py", "test_temp_page_waits.py", "test_stuck.py"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -38,3 +38,11 @@ def test_help_names_examples() -> None:
     out = subprocess.run([sys.executable, "-m", "fusewb.guest", "--help"], capture_output=True, text=True,
                          timeout=60, env=dict(os.environ))
     assert out.returncode == 0 and "Examples" in out.stdout and "--timeout" in out.stdout
+
+
+def test_kvm_needs_vmx_or_svm_not_only_dev_kvm(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 hypervisor\n")
+    assert not guest.hardware_virtualization(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu vmx sse2\n")
+    assert guest.hardware_virtualization(cpuinfo)

@@ -1,13 +1,17 @@
-"""A fsync and a close behind a FUSE server that answers each WRITE after 3 s, traced and
-analysed on the running kernel: a fsync-path and a close-path wait of about 3 s each with their
-kernel stacks, and the WRITEs as STALLED_REQUEST. Before 6.16 (temp pages, e.g. Debian 12's 6.1 in the guest stage of
+"""A fsync, a close and a write fault on a mapping (page_mkwrite) behind a FUSE server that
+answers each WRITE after 3 s, traced and analysed on the running kernel: a wait of about 3 s on
+each path with its kernel stack, and the WRITEs as STALLED_REQUEST. Before 6.16 (temp pages, e.g. Debian 12's 6.1 in the guest stage of
 ``make test``) the task waits inside fuse.ko (``fuse_set_nowrite``, timed by kprobes) and the
 requests come from kprobes keyed on the request pointer; on 6.16+ it waits in
-``folio_wait_writeback`` and the requests come from the fuse:* tracepoints."""
+``folio_wait_writeback`` and the requests come from the fuse:* tracepoints. The write fault
+meets a page whose WRITE is in flight (started by sync_file_range): before 6.16 it waits in
+``fuse_page_mkwrite -> fuse_wait_on_page_writeback``, from 6.16 in ``folio_wait_writeback``."""
 
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
 import os
 import platform
 import signal
@@ -47,32 +51,68 @@ def _close_write(path: Path) -> float:
     os.close(fd)
     return time.monotonic() - began
 
-@pytest.mark.timeout(120 * SCALE)
-def test_fsync_and_close_behind_slow_writes_are_waits_and_stalled_writes(tmp_path: Path) -> None:
+def _mkwrite_after_writeback(path: Path) -> float:
+    """Dirty 64 KiB of a shared mapping, start its writeback without waiting
+    (``sync_file_range(SYNC_FILE_RANGE_WRITE)``), then write to the first page again: seconds
+    the write fault took (page_mkwrite waits for the page's WRITE)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"m" * 65536)  # in the page cache without a READ from the server
+        with mmap.mmap(fd, 65536, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as mapping:
+            mapping[:] = b"n" * 65536
+            if libc.sync_file_range(fd, 0, 65536, 2) != 0:  # SYNC_FILE_RANGE_WRITE
+                raise OSError(ctypes.get_errno(), "sync_file_range")
+            time.sleep(0.2 * SCALE)  # the WRITE reaches the server
+            began = time.monotonic()
+            mapping[0:1] = b"o"  # write-protected since its writeback: page_mkwrite
+            return time.monotonic() - began
+    finally:
+        os.close(fd)
+
+
+# path -> (the action behind a slow WRITE, a frame its stack must hold, the least share of the
+# latency it waits: the write fault comes after its WRITE has been in flight a while)
+ACTIONS = {
+    "fsync": (_fsync_write, "fuse_fsync", 0.9),
+    "close": (_close_write, "fuse_flush", 0.9),
+    "page_mkwrite": (_mkwrite_after_writeback, "fuse_page_mkwrite", 0.4),
+}
+
+
+def _trace_actions(mnt: Path, cap: Path) -> dict[str, float]:
+    """Trace the mount while each action runs on its own file: seconds each took."""
+    tracer = subprocess.Popen(
+        [sys.executable, "-m", "fusewb.cli", "trace", "--mount", str(mnt), "--duration", "240",
+         "-o", str(cap)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    pump = None
+    try:
+        lines, pump = _stderr_lines(tracer)
+        _wait_ready(lines, tracer)
+        took = {path: action(mnt / f"{path}.bin") for path, (action, _frame, _least) in ACTIONS.items()}
+        tracer.send_signal(signal.SIGINT)
+        assert tracer.wait(timeout=120) == 0
+        return took
+    finally:
+        if tracer.poll() is None:
+            tracer.kill()
+            tracer.wait(timeout=30)
+        if pump is not None:
+            pump.join(timeout=10)
+        tracer.stderr.close()
+
+
+@pytest.mark.timeout(150 * SCALE)
+def test_fsync_close_and_mkwrite_behind_slow_writes_are_waits_and_stalled_writes(tmp_path: Path) -> None:
     require_bpf()
     mnt, cap = tmp_path / "mnt", tmp_path / "cap"
     with mounted(mnt, Faults(latency_ms=LATENCY_MS)):
-        tracer = subprocess.Popen(
-            [sys.executable, "-m", "fusewb.cli", "trace", "--mount", str(mnt), "--duration", "240",
-             "-o", str(cap)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        pump = None
-        try:
-            lines, pump = _stderr_lines(tracer)
-            _wait_ready(lines, tracer)
-            took = {"fsync": _fsync_write(mnt / "f.bin"), "close": _close_write(mnt / "c.bin")}
-            tracer.send_signal(signal.SIGINT)
-            assert tracer.wait(timeout=120) == 0
-        finally:
-            if tracer.poll() is None:
-                tracer.kill()
-                tracer.wait(timeout=30)
-            if pump is not None:
-                pump.join(timeout=10)
-            tracer.stderr.close()
+        took = _trace_actions(mnt, cap)
     for path, seconds in took.items():
-        assert seconds >= LATENCY_MS / 1000 * 0.95, f"the {path} took {seconds:.2f} s: the server's latency was not applied"
+        assert seconds >= LATENCY_MS / 1000 * ACTIONS[path][2], f"the {path} took {seconds:.2f} s: the server's latency was not applied"
     result = subprocess.run([sys.executable, "-m", "fusewb.cli", "analyze", str(cap), "--format", "json"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -82,13 +122,14 @@ def test_fsync_and_close_behind_slow_writes_are_waits_and_stalled_writes(tmp_pat
     meta = json.loads((cap / "meta.json").read_text())
     for path, seconds in took.items():
         waits = [f for f in blocked if f["path"] == path]
-        assert waits, f"{kernel}: no BLOCKED_WAIT on the {path} path; flags {blocked}"
-        assert 0.9 * LATENCY_MS <= waits[0]["duration_ms"] <= seconds * 1000 + 50, (kernel, seconds, waits)
+        assert waits, f"{kernel}: no BLOCKED_WAIT on the {path} path ({seconds:.2f} s); flags {blocked}"
+        assert ACTIONS[path][2] * LATENCY_MS <= waits[0]["duration_ms"] <= seconds * 1000 + 50, (kernel, seconds, waits)
         stack = waits[0]["evidence"]  # "1 wait, worst N ms at T: frame < caller < ..."
-        assert {"fsync": "fuse_fsync", "close": "fuse_flush"}[path] in stack, (kernel, stack)
+        assert ACTIONS[path][1] in stack, (kernel, stack)
         if "kprobe:fuse_set_nowrite" in meta["probes"]:
-            # the temp-page era's wait: inside fuse.ko, not in folio_wait_writeback
-            assert "fuse_set_nowrite" in stack, (kernel, stack)
+            # the temp-page era's waits: inside fuse.ko, not in folio_wait_writeback
+            inside = "fuse_wait_on_page_writeback" if path == "page_mkwrite" else "fuse_set_nowrite"
+            assert inside in stack, (kernel, stack)
     stalled = [f for f in report["flags"] if f["flag"] == "STALLED_REQUEST"]
     assert stalled and stalled[0]["mount"] == str(mnt), (kernel, report["flag_counts"])
     assert "WRITE" in json.dumps(stalled[0]["evidence"]), stalled[0]
