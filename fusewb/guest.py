@@ -299,7 +299,7 @@ def _summary(result: GuestResult) -> str:
               help="Kernel image to boot (repeatable). Default: every /boot/vmlinuz-* but the running one.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build/test-results"),
               show_default=True, help="Folder for junit-<release>.xml and the run-all captures.")
-@click.option("--timeout", type=float, default=870.0, show_default=True,
+@click.option("--timeout", type=float, default=900.0, show_default=True,
               help="Seconds one guest may run (boot, tests, run all) before it is killed.")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True,
               help="auto: KVM when a probe boot with it finishes, else TCG.")
