@@ -41,6 +41,7 @@ from typing import Any
 from fusewb.contract import defaults
 from fusewb.contract.errors import FusewbError
 from fusewb.contract.meta import initial_meta
+from fusewb.contract.worker import Worker
 from fusewb.tracers import kernel_state
 from fusewb.tracers.capture import CaptureWriteError, CaptureWriter
 from fusewb.tracers.events import decode
@@ -127,9 +128,8 @@ class Tracer:
         self.event_errors = 0
         self.first_event_error: str | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker: Worker | None = None
         self._summary: CaptureSummary | None = None
-        self._error: BaseException | None = None
         self._finished = False
 
     # ---- set-up -------------------------------------------------------------------------
@@ -455,20 +455,12 @@ class Tracer:
     def start_background(self) -> None:
         """start() here (so attach errors raise here), then trace in a thread until stop()."""
         self.start()
-        self._thread = threading.Thread(target=self._background, name="fusewb-trace", daemon=True)
-        self._thread.start()
-
-    def _background(self) -> None:
-        try:
-            self.run(self._stop)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller of stop()
-            self._error = exc
+        self._worker = Worker(lambda: self.run(self._stop), "fusewb-trace")
 
     def stop(self, timeout: float = 30.0) -> CaptureSummary:
         """End the session (background or not) and return its summary."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._error is not None:
-                raise self._error
+        if self._worker is not None:
+            self._worker.join(timeout)
+            self._worker.result()  # its error, if tracing failed
         return self._finish()
