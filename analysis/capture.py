@@ -33,6 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fusewb.contract.errors import FusewbError
+from fusewb.contract.events import EVENT_KINDS, STACKS_FROM, VM_EVENT_KINDS, event_kind
+from fusewb.contract.meta import META_SPEC, Spec
 from fusewb.contract.schema import SCHEMA_VERSION, TABLES
 
 __all__ = [
@@ -60,21 +62,12 @@ CATEGORICAL_COLUMNS = frozenset(
     {"host", "comm", "bdi", "kind", "opcode_name", "path", "source", "end_comm", "mount"}
 )
 
-# What a probe name must contain for its events to land in a table (or a vm kind, "vm:<kind>").
+# What a probe name must contain for its events to land in a table (or a vm kind, "vm:<kind>"),
+# from the event registry (contract/events.py).
 TABLE_PROBES: dict[str, tuple[str, ...]] = {
-    "waits": ("folio_wait_writeback", "wait_on_page_writeback", "fuse_set_nowrite",
-              "fuse_wait_on_page_writeback"),
-    "stacks": ("folio_wait_writeback", "wait_on_page_writeback", "fuse_set_nowrite",
-               "fuse_wait_on_page_writeback"),
-    "requests": ("fuse_request_send", "fuse_request_end", "fuse_simple_request", "fuse_send"),
-    "throttle": ("balance_dirty_pages",),
-    "vm": ("vmscan", "migrate", "compaction", "shrink_folio_list", "compact_zone"),
-    "vm:direct_reclaim": ("mm_vmscan_direct_reclaim",),
-    "vm:memcg_reclaim": ("mm_vmscan_memcg_reclaim",),
-    "vm:shrink_inactive": ("mm_vmscan_lru_shrink_inactive",),
-    "vm:vmscan_throttled": ("mm_vmscan_throttled",),
-    "vm:migrate_pages": ("mm_migrate_pages", "migrate_pages"),
-    "vm:compaction": ("mm_compaction_begin", "mm_compaction_end", "compact_zone"),
+    **{kind.table: kind.probes for kind in EVENT_KINDS},
+    "stacks": event_kind(STACKS_FROM).probes,
+    **{f"vm:{kind.name}": kind.probes for kind in VM_EVENT_KINDS},
 }
 
 # Columns every row has (the tracer never leaves them null): a part with nulls there is corrupt.
@@ -90,29 +83,6 @@ MAX_META_BYTES = 4 << 20  # a meta.json holds a few KiB; anything bigger is not 
 MAX_PART_BYTES = 1 << 30  # a Parquet part holds about a second of events
 MAX_DECODED_BYTES = 4 * MAX_PART_BYTES  # what a part's footer may say its data decodes to
 BATCH_ROWS = 1 << 18  # rows of a part decoded at once by read_part
-
-_Spec = type | list[Any] | dict[str, Any]
-
-# meta.json values the analysis reads and their JSON types: int, str or bool, [spec] for a list
-# of such items, {key: spec} for those keys of an object (null: the key is absent) and
-# {"*": spec} for every value of an object. Integers must fit in 64 bits.
-META_SPEC: dict[str, _Spec] = {
-    "host": str, "kernel_release": str, "plan": str, "probes": [str],
-    "mounts": [{"mountpoint": str, "fstype": str, "bdi": str, "connection": int}],
-    "start_monotonic_ns": int, "end_monotonic_ns": int, "complete": bool,
-    "lost_events": {"total": int, "per_cpu": [int], "by_kind": {"*": int}},
-    "counters": {"*": int},
-    "server_threads": [{"connection": int, "bdi": str, "tgid": int, "pid": int, "comm": str,
-                        "replies": int}],
-    "unseen_waiters": [{"pid": int, "tgid": int, "comm": str, "frames": [str]}],
-    "tables": {"*": int},
-    "max_size_bytes": int,
-    "dropped": {"parts": {"*": int}, "rows": {"*": int}, "bytes": {"*": int},
-                "until_monotonic_ns": int},
-    "stopped_early": str,
-    "vmstat": {"ts_ns": [int]},
-}
-
 
 class CaptureError(FusewbError):
     """A capture that cannot be read: missing, empty, truncated, corrupt or from a newer fusewb."""
@@ -376,7 +346,7 @@ def _scalar_mismatch(value: Any, wanted: type, where: str) -> str | None:
     return None
 
 
-def _mismatch(value: Any, spec: _Spec, where: str, named: bool = True) -> str | None:
+def _mismatch(value: Any, spec: Spec, where: str, named: bool = True) -> str | None:
     """The first place in ``value`` that is not of ``spec`` (see META_SPEC), else None. Null is
     an absent ``named`` key; as an item of a list or of a ``"*"`` object it is a mismatch."""
     if value is None:

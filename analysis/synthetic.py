@@ -19,9 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fusewb import __version__
-from fusewb.contract import defaults
-from fusewb.contract.schema import FUSE_OPCODES, SCHEMA_VERSION, TABLES
+from fusewb.contract.meta import initial_meta
+from fusewb.contract.schema import FUSE_OPCODES, SCHEMA_VERSION, TABLES, part_name
 
 __all__ = [
     "DEFAULT_PROBES",
@@ -127,25 +126,20 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 
 def make_meta(**overrides: Any) -> dict[str, Any]:
     """A complete ``meta.json`` for a synthetic capture; keyword arguments replace keys."""
-    meta: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "fusewb_version": __version__,
-        "host": "synthetic",
-        "kernel_release": "6.18.0-synthetic",
-        "plan": "tracepoint",
-        "probes": list(DEFAULT_PROBES),
-        "mounts": [dict(DEFAULT_MOUNT)],
-        "filter": {"mounts": None, "pid": None},
-        "threshold_ms": defaults.THRESHOLD_MS,
-        "start_monotonic_ns": START_NS,
-        "start_epoch_ns": START_EPOCH_NS,
-        "end_monotonic_ns": START_NS + 10_000_000_000,
-        "complete": True,
-        "lost_events": {"total": 0, "per_cpu": [0, 0], "by_kind": {}},
-        "counters": {},
-        "server_threads": [],
-        "tables": {},
-    }
+    meta = initial_meta(
+        schema_version=SCHEMA_VERSION,
+        host="synthetic",
+        kernel_release="6.18.0-synthetic",
+        plan="tracepoint",
+        probes=list(DEFAULT_PROBES),
+        mounts=[dict(DEFAULT_MOUNT)],
+        start_monotonic_ns=START_NS,
+        start_epoch_ns=START_EPOCH_NS,
+        end_monotonic_ns=START_NS + 10_000_000_000,
+        complete=True,
+        lost_events={"total": 0, "per_cpu": [0, 0], "by_kind": {}},
+        tables={},
+    )
     meta.update(overrides)
     return meta
 
@@ -230,7 +224,7 @@ def write_capture(
         (folder / name).mkdir(mode=0o700, exist_ok=True)
         step = part_rows or max(table.num_rows, 1)
         for number, offset in enumerate(range(0, max(table.num_rows, 1), step), 1):
-            pq.write_table(table.slice(offset, step), folder / name / f"part-{number:06d}.parquet")
+            pq.write_table(table.slice(offset, step), folder / part_name(name, number))
     if not full_meta.get("tables"):
         full_meta["tables"] = counts
     if write_meta:

@@ -8,12 +8,8 @@
  * contract/defaults.py) as -D defines; this file has no defaults of its own. */
 #if !defined(RING_PAGES) || !defined(MAX_PENDING) || !defined(MAX_INFLIGHT) || \
     !defined(STACK_ENTRIES) || !defined(FILTER_TGID) || !defined(REQ_EVENTS_PER_SEC) || \
-    !defined(REQ_ALWAYS_NS)
+    !defined(REQ_ALWAYS_NS) || !defined(WAIT_FN_START) || !defined(WAIT_FN_END)
 #error "compile through fusewb.tracers.program: it defines the sizes and options"
-#endif
-#ifndef WAIT_FN_START
-#define WAIT_FN_START 0ULL
-#define WAIT_FN_END 0ULL
 #endif
 
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);

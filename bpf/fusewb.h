@@ -1,7 +1,9 @@
 /* fusewb.h: the events fusewb's BPF programs send to user space, the in-kernel state they keep,
  * and the ids both sides share. The one place these layouts live: user space builds its ctypes
  * mirrors by parsing the structs below (fusewb/tracers/events.py), so keep each field on its
- * own line as "type name;" or "type name[N];" with types u8/u32/s32/u64/s64/char.
+ * own line as "type name;" or "type name[N];" with types u8/u32/s32/u64/s64/char, N a number or
+ * a #define of this file. A ring buffer event kind (EV_*, its struct) is also declared in
+ * fusewb/contract/events.py; tests check each struct's layout against the compiler's.
  *
  * Compile-time options (cflags defines, chosen by fusewb/tracers/plan.py and program.py):
  *   WAIT_TP            1 folio_wait_writeback, 2 wait_on_page_writeback, 0 none
@@ -96,8 +98,8 @@ struct wait_event {
     u64 index;
     u32 source;
     u32 pad;
-    char comm[16];
-    char bdi[32];
+    char comm[COMM_LEN];
+    char bdi[BDI_NAME_LEN];
 };
 
 /* A FUSE request, send joined with end in the kernel. */
@@ -115,8 +117,8 @@ struct request_event {
     u32 end_pid;
     u32 end_tgid;
     u32 pad;
-    char comm[16];
-    char end_comm[16];
+    char comm[COMM_LEN];
+    char end_comm[COMM_LEN];
 };
 
 /* writeback:balance_dirty_pages on a FUSE bdi. */
@@ -138,8 +140,8 @@ struct throttle_event {
     u64 dirty_ratelimit;
     u64 task_ratelimit;
     u64 dirtied;
-    char comm[16];
-    char bdi[32];
+    char comm[COMM_LEN];
+    char bdi[BDI_NAME_LEN];
 };
 
 /* Reclaim, migration, compaction: paired begin/end (paired = 1) or single events. */
@@ -162,7 +164,7 @@ struct vm_event {
     s32 reason;
     s32 status;
     u32 paired;
-    char comm[16];
+    char comm[COMM_LEN];
 };
 
 /* In-kernel state: a wait seen at the tracepoint (or function entry), not yet finished.
@@ -178,12 +180,12 @@ struct wait_pending {
     u32 tgid;
     u32 asleep;
     u32 pad;
-    char comm[16];
-    char bdi[32];
+    char comm[COMM_LEN];
+    char bdi[BDI_NAME_LEN];
 };
 
 struct bdi_key {
-    char name[32];
+    char name[BDI_NAME_LEN];
 };
 
 /* A request in flight: (connection, unique) from the fuse:* tracepoints, which do not expose
@@ -205,7 +207,7 @@ struct request_pending {
     u32 len;
     u32 pid;
     u32 tgid;
-    char comm[16];
+    char comm[COMM_LEN];
 };
 
 struct server_key {
@@ -218,7 +220,7 @@ struct server_thread {
     u64 replies;
     u32 tgid;
     u32 pad;
-    char comm[16];
+    char comm[COMM_LEN];
 };
 
 /* In-flight WRITE requests per connection: now and the highest seen. */

@@ -4,7 +4,7 @@ A capture is a directory, created owner-only (0700; files 0600), readable by pan
 fusewb::
 
     CAPTURE/
-      meta.json                     see META_KEYS; rewritten atomically (tmp + rename)
+      meta.json                     keys in contract/meta.py; rewritten atomically (tmp + rename)
       waits/part-000001.parquet     one row per wait on a folio under FUSE writeback
       requests/part-000001.parquet  one row per FUSE request (send joined with end on unique)
       throttle/part-000001.parquet  one row per balance_dirty_pages pause on a FUSE bdi
@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "META_KEYS", "VM_KINDS", "FUSE_OPCODES"]
+from fusewb.contract.events import VM_EVENT_KINDS
+
+__all__ = ["SCHEMA_VERSION", "TABLES", "VM_KINDS", "FUSE_OPCODES", "PART_GLOB", "part_name"]
 
 SCHEMA_VERSION = 1
 
@@ -125,55 +127,17 @@ TABLES: dict[str, pa.Schema] = {
     ),
 }
 
-# vm.kind values and the tracepoints (or pairs) behind them.
-VM_KINDS: dict[str, str] = {
-    "direct_reclaim": "vmscan:mm_vmscan_direct_reclaim_begin/end",
-    "memcg_reclaim": "vmscan:mm_vmscan_memcg_reclaim_begin/end",
-    "shrink_inactive": "vmscan:mm_vmscan_lru_shrink_inactive",
-    "vmscan_throttled": "vmscan:mm_vmscan_throttled",
-    "migrate_pages": "migrate:mm_migrate_pages_start/mm_migrate_pages",
-    "compaction": "compaction:mm_compaction_begin/end",
-}
+# vm.kind values and the tracepoints (or pairs) behind them (contract/events.py declares them).
+VM_KINDS: dict[str, str] = {kind.name: kind.tracepoints for kind in VM_EVENT_KINDS}
 
-META_KEYS: dict[str, str] = {
-    "schema_version": "int, SCHEMA_VERSION of the writer; readers refuse newer ones",
-    "fusewb_version": "str",
-    "host": "str, hostname",
-    "kernel_release": "str, uname -r",
-    "plan": "str, probe plan name: 'tracepoint' or 'kprobe'",
-    "probes": "list[str], every probe attached, e.g. 'tracepoint:writeback:folio_wait_writeback'",
-    "absent_columns": "dict[str,list[str]]: table -> columns the traced kernel's tracepoints do "
-    "not provide (null in every row); {} when none; missing in captures written before it",
-    "mounts": "list[dict], FuseMount.as_dict(): mountpoint, fstype, source, major, minor, bdi, "
-    "connection, max_ratio, strict_limit (every FUSE mount seen during the capture)",
-    "filter": "dict: mounts (list of mountpoints or null for all), pid (int or null)",
-    "threshold_ms": "float, live-view threshold",
-    "start_monotonic_ns": "int", "start_epoch_ns": "int",
-    "end_monotonic_ns": "int or null while running",
-    "complete": "bool: the tracer stopped cleanly and flushed everything",
-    "lost_events": "dict: total (int), per_cpu (list[int]), by_kind (dict[str,int])",
-    "counters": "dict[str,int]: in-kernel aggregates, e.g. wait tracepoint hits without a sleep",
-    "server_threads": "list[dict]: connection, bdi, tgid, pid, comm, replies (tasks that "
-    "answered FUSE requests = the server's threads)",
-    "tables": "dict[str,int]: rows per table in the parts on disk (written minus dropped)",
-    "max_size_bytes": "int or null: fusewb trace --max-size; null when unbounded (missing in "
-    "captures written before it)",
-    "dropped": "dict: what --max-size deleted, oldest parts first: parts, rows, bytes (each "
-    "dict[str,int] per table; stacks are never dropped) and until_monotonic_ns (int or null: "
-    "the latest event time in a dropped part; before it the capture is not whole)",
-    "stopped_early": "str or null: why the tracer stopped by itself before being asked to (the "
-    "capture's file system down to its reserve); the capture is whole up to its end",
-    "unseen_waiters": "list[dict]: pid, tgid, comm, frames of tasks still asleep in "
-    "folio_wait_writeback at the end whose wait began before tracing (from /proc/*/stack; bdi "
-    "unknown, so not in the waits table)",
-    "first_event_error": "str or null: the first ring buffer record user space could not turn "
-    "into a row (counted in counters.user_event_errors)",
-    "ring_pages": "int, BPF ring buffer size in pages (lost events grow when it is too small)",
-    "vmstat": "dict[str,list]: /proc/vmstat over time, columns ts_ns (monotonic) and nr_dirty, "
-    "nr_writeback, nr_writeback_temp in pages (null where this kernel lacks the counter: "
-    "nr_writeback_temp counts FUSE temp pages, before 6.16); sampled once a second; missing in "
-    "captures written before it",
-}
+# A table's parts: <table>/part-000001.parquet, numbered from 1.
+PART_GLOB = "part-*.parquet"
+
+
+def part_name(table: str, number: int) -> str:
+    """The path of part ``number`` of ``table``, relative to the capture directory."""
+    return f"{table}/part-{number:06d}.parquet"
+
 
 # enum fuse_opcode (include/uapi/linux/fuse.h) -> short name.
 FUSE_OPCODES: dict[int, str] = {

@@ -30,6 +30,7 @@ from fusewb.command import Command
 from fusewb.contract import defaults
 
 from fusewb.contract.errors import FusewbError
+from fusewb.contract.worker import Worker
 
 __all__ = ["Scenario", "SCENARIOS", "ScenarioOutcome", "run_scenario", "run", "temp_pages"]
 
@@ -249,27 +250,16 @@ def _run_load(scenario: Scenario, mountpoint: str, echo: Callable[[str], None]) 
 def _load_with_early_stop(scenario: Scenario, fixture: Any, tracer: Any,
                           echo: Callable[[str], None]) -> Any:
     """Run the load in a thread; stop tracing mid-stall, then release the server."""
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["result"] = _run_load(scenario, fixture.mountpoint, echo)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=target, name=f"fusewb-run-{scenario.name}", daemon=True)
-    worker.start()
+    worker = Worker(lambda: _run_load(scenario, fixture.mountpoint, echo),
+                    f"fusewb-run-{scenario.name}")
     worker.join(scenario.stop_tracing_after_s)
     echo(f"stopping the tracer while the server still holds WRITEs ({scenario.stop_tracing_after_s:g} s in)")
     tracer.stop()
     fixture.release()
-    worker.join(float(scenario.load_args.get("timeout_s", 60)) * 2 + 10)
-    if worker.is_alive():
+    if not worker.join(float(scenario.load_args.get("timeout_s", 60)) * 2 + 10):
         raise FusewbError(f"the {scenario.load} load did not finish after the release",
                           f"run 'fusewb fixture umount {fixture.mountpoint}'")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+    return worker.result()
 
 
 def _flags_elsewhere(report: dict[str, Any], bdi: str) -> list[str]:

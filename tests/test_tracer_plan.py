@@ -95,6 +95,53 @@ def test_kprobe_plan_passes_the_verifier() -> None:
         bpf.cleanup()
 
 
+def _layout_asserts(struct: str, cls: type[ctypes.Structure]) -> list[str]:
+    """C static assertions that ``struct`` has the size and field offsets of its ctypes mirror."""
+    lines = [f"_Static_assert(sizeof(struct {struct}) == {ctypes.sizeof(cls)}, "
+             f'"sizeof {struct}");']
+    lines += [f"_Static_assert(__builtin_offsetof(struct {struct}, {name}) == "
+              f'{getattr(cls, name).offset}, "offsetof {struct}.{name}");'
+              for name, _ in cls._fields_]
+    return lines
+
+
+def _compile_layout_check(lines: list[str]) -> str | None:
+    """Compile the header plus ``lines`` with bcc's clang for the BPF target; the first error
+    line, None when it compiles."""
+    from bcc import BPF
+
+    from fusewb.tracers.headers import prepare_bcc_environment
+    from fusewb.tracers.program import BPF_DIR
+
+    prepare_bcc_environment()
+    text = "\n".join(['#include <linux/types.h>', '#include "fusewb.h"', *lines, ""])
+    try:
+        BPF(text=text.encode(), cflags=[f"-I{BPF_DIR}"]).cleanup()
+    except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception for compile errors
+        return str(exc)
+    return None
+
+
+def test_ring_event_structs_have_the_compilers_layout(capfd) -> None:
+    """Every ring buffer event struct (the registry's) has, as the BPF compiler lays it out, the
+    size and field offsets of the ctypes mirror user space decodes it with."""
+    require_bpf()
+    from fusewb.contract.events import EVENT_KINDS
+
+    defs = header_defs()
+    lines = [line for kind in EVENT_KINDS
+             for line in _layout_asserts(kind.struct, defs.structs[kind.struct])]
+    assert len(lines) > len(EVENT_KINDS) * 5
+    assert _compile_layout_check(lines) is None, capfd.readouterr().err[-2000:]
+    # The check can fail: a wrong offset is a compile error naming the field.
+    first = defs.structs[EVENT_KINDS[0].struct]
+    name = first._fields_[1][0]
+    wrong = (f"_Static_assert(__builtin_offsetof(struct {EVENT_KINDS[0].struct}, {name}) == "
+             f'{getattr(first, name).offset + 1}, "offsetof {EVENT_KINDS[0].struct}.{name}");')
+    assert _compile_layout_check([wrong]) is not None
+    assert f"offsetof {EVENT_KINDS[0].struct}.{name}" in capfd.readouterr().err
+
+
 def test_capture_writer_parts_meta_and_permissions(tmp_path) -> None:
     out = tmp_path / "cap"
     writer = CaptureWriter(out, {"plan": "tracepoint"})
@@ -141,13 +188,13 @@ def test_sched_switch_tracepoint_fallback_loads_and_attaches() -> None:
 
 def test_tracing_frames_are_dropped_from_stacks() -> None:
     from fusewb.tracers.live import path_hint
-    from fusewb.tracers.rows import clean_frames
+    from fusewb.tracers.rows import drop_tracing_frames
 
     raw = ["__traceiter_folio_wait_writeback", "folio_wait_writeback", "__filemap_fdatawait_range",
            "file_write_and_wait_range", "fuse_fsync", "__do_sys_msync"]
-    assert clean_frames(raw) == raw[1:]
-    assert clean_frames(raw[1:]) == raw[1:]
-    assert path_hint(clean_frames(raw)) == "fuse_fsync"
+    assert drop_tracing_frames(raw) == raw[1:]
+    assert drop_tracing_frames(raw[1:]) == raw[1:]
+    assert path_hint(drop_tracing_frames(raw)) == "fuse_fsync"
     assert path_hint(["folio_wait_writeback", "migrate_pages_batch", "migrate_pages"]) == "migrate_pages_batch"
 
 

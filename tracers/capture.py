@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fusewb.contract.errors import FusewbError
-from fusewb.contract.schema import SCHEMA_VERSION, TABLES
+from fusewb.contract.schema import SCHEMA_VERSION, TABLES, part_name
 
 __all__ = ["CaptureWriter", "CaptureWriteError", "WriteFailure", "META_FILE", "MIN_MAX_SIZE"]
 
@@ -187,9 +187,6 @@ class CaptureWriter:
     def add(self, table: str, row: dict[str, Any]) -> None:
         self.rows[table].append(row)
 
-    def pending_rows(self) -> int:
-        return sum(len(rows) for rows in self.rows.values())
-
     def _write_atomically(self, relative: str, write: Callable[[BinaryIO], None]) -> None:
         """``write`` into a temporary file, then rename it to ``relative``; on an OSError the
         temporary file is removed, the first failure kept, and CaptureWriteError raised."""
@@ -209,7 +206,7 @@ class CaptureWriter:
         rows = self.rows[table]
         arrow = pa.Table.from_pylist(rows, schema=TABLES[table])
         number = self.parts[table] + 1
-        relative = f"{table}/part-{number:06d}.parquet"
+        relative = part_name(table, number)
         self._write_atomically(relative, lambda fh: pq.write_table(arrow, fh))
         path = self.directory / relative
         self.on_disk.append(_Part(table, path, len(rows), path.stat().st_size, _last_ns(rows),

@@ -12,6 +12,7 @@ threshold, lost events, capture size); otherwise the same text is a plain line e
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -24,6 +25,7 @@ from fusewb.contract import defaults
 
 if TYPE_CHECKING:
     from fusewb.tracers.live import StatusLine
+    from fusewb.tracers.session import TraceOptions
 
 __all__ = ["trace"]
 
@@ -80,13 +82,14 @@ def _fail(problem: str) -> NoReturn:
     sys.exit(2)
 
 
-def _print_ebpf(plan_name: str | None, ring_pages: int, pid: int | None) -> None:
+def _print_ebpf(options: TraceOptions) -> None:
+    """The C the same options would trace with."""
     from fusewb.tracers.features import probe_features  # noqa: PLC0415
     from fusewb.tracers.plan import choose_plan  # noqa: PLC0415
-    from fusewb.tracers.program import BuildOptions, ebpf_text  # noqa: PLC0415
+    from fusewb.tracers.program import ebpf_text  # noqa: PLC0415
 
-    plan = choose_plan(probe_features(test_loads=False), plan_name)
-    click.echo(ebpf_text(plan, BuildOptions(ring_pages=ring_pages, filter_tgid=pid or 0)))
+    plan = choose_plan(probe_features(test_loads=False), options.plan)
+    click.echo(ebpf_text(plan, options.build_options()))
 
 
 @click.command(cls=Command)
@@ -127,21 +130,24 @@ def trace(mounts: tuple[str, ...], pid: int | None, duration: float | None, thre
       sudo fusewb trace --max-size 2G -o cap/           hours long, the newest 2 GiB kept
       python -c "import pandas as pd; print(pd.read_parquet('cap/waits'))"
     """
+    from fusewb.tracers.session import TraceOptions, Tracer  # noqa: PLC0415
+
+    options = TraceOptions(
+        output=output, mounts=list(mounts) or None, pid=pid, duration=duration,
+        threshold_ms=threshold_ms, ring_pages=ring_pages, plan=plan_name, max_size=max_size)
     if ebpf:
-        _print_ebpf(plan_name, ring_pages, pid)
+        _print_ebpf(options)
         return
     if output is None:
         raise click.UsageError("missing option '-o' / '--output' (the capture directory)")
     from fusewb.contract.errors import FusewbError  # noqa: PLC0415
-    from fusewb.tracers.session import TraceOptions, Tracer  # noqa: PLC0415
     from fusewb.tracers.stopsignals import StopOnSignals  # noqa: PLC0415
 
     stop = threading.Event()
     status = _status_line()
     with StopOnSignals(stop) as signals:
-        tracer = Tracer(TraceOptions(
-            output=output, mounts=list(mounts) or None, pid=pid, duration=duration,
-            threshold_ms=threshold_ms, ring_pages=ring_pages, plan=plan_name, max_size=max_size,
+        tracer = Tracer(dataclasses.replace(
+            options,
             live=lambda line: status.print(_echo, line),
             progress=lambda line: status.print(lambda text: _echo(text, err=True), line),
             status=status.show,

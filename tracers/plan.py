@@ -71,20 +71,20 @@ _REQUEST_OFFSETS = [("REQ_FM_OFF", "fuse_req", "fm"), ("REQ_OPCODE_OFF", "fuse_r
                     ("REQ_ERROR_OFF", "fuse_req", "out.h.error"), ("FM_FC_OFF", "fuse_mount", "fc"),
                     ("FC_DEV_OFF", "fuse_conn", "dev"), ("FUD_FC_OFF", "fuse_dev", "fc")]
 
-# Optional tracepoints: (tracepoint, define, what it gives).
-_OPTIONAL_TRACEPOINTS: list[tuple[list[str], str, str]] = [
-    (["fuse:fuse_request_send", "fuse:fuse_request_end"], "FUSE_REQUESTS",
-     "FUSE requests (latency, opcode, errors, in-flight WRITEs, server threads)"),
-    (["writeback:balance_dirty_pages"], "FUSE_THROTTLE", "dirty throttling pauses on FUSE bdis"),
+# Optional tracepoints: (tracepoints, the define that compiles their programs).
+_OPTIONAL_TRACEPOINTS: list[tuple[list[str], str]] = [
+    # FUSE requests (latency, opcode, errors, in-flight WRITEs, server threads)
+    (["fuse:fuse_request_send", "fuse:fuse_request_end"], "FUSE_REQUESTS"),
+    # dirty throttling pauses on FUSE bdis
+    (["writeback:balance_dirty_pages"], "FUSE_THROTTLE"),
     (["vmscan:mm_vmscan_direct_reclaim_begin", "vmscan:mm_vmscan_direct_reclaim_end"],
-     "VM_DIRECT_RECLAIM", "direct reclaim"),
+     "VM_DIRECT_RECLAIM"),
     (["vmscan:mm_vmscan_memcg_reclaim_begin", "vmscan:mm_vmscan_memcg_reclaim_end"],
-     "VM_MEMCG_RECLAIM", "memcg reclaim"),
-    (["vmscan:mm_vmscan_throttled"], "VM_THROTTLED", "reclaim throttling"),
-    (["vmscan:mm_vmscan_lru_shrink_inactive"], "VM_SHRINK_INACTIVE",
-     "reclaim scans (streamed when they meet dirty/writeback folios, else summed)"),
-    (["compaction:mm_compaction_begin", "compaction:mm_compaction_end"], "VM_COMPACTION",
-     "compaction runs"),
+     "VM_MEMCG_RECLAIM"),
+    (["vmscan:mm_vmscan_throttled"], "VM_THROTTLED"),
+    # reclaim scans (streamed when they meet dirty/writeback folios, else summed)
+    (["vmscan:mm_vmscan_lru_shrink_inactive"], "VM_SHRINK_INACTIVE"),
+    (["compaction:mm_compaction_begin", "compaction:mm_compaction_end"], "VM_COMPACTION"),
 ]
 
 
@@ -102,9 +102,6 @@ class ProbePlan:
     skipped: dict[str, str] = field(default_factory=dict)  # probe -> why not used
     notes: list[str] = field(default_factory=list)
     absent_columns: dict[str, list[str]] = field(default_factory=dict)  # table -> columns
-
-    def cflags(self) -> list[str]:
-        return [f"-D{name}={value}" for name, value in sorted(self.defines.items())]
 
     def probes(self) -> list[str]:
         """Every probe of the plan, as recorded in a capture's ``meta.json``."""
@@ -174,6 +171,7 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
     can_kprobe = features.kprobes.ok and features.symbols.get("folio_wait_writeback", False)
     name = force or ("kprobe" if can_kprobe else "tracepoint")
     plan = ProbePlan(name)
+    plan.defines.update(WAIT_FN_START="0ULL", WAIT_FN_END="0ULL")  # no sleep-stack check
     present = {tp: fields for tp, fields in features.tracepoint_fields.items() if features.tracepoints.get(tp)}
     lacking = select_fields(present).unusable
     tps = {tp: ok and tp not in lacking for tp, ok in features.tracepoints.items()}
@@ -220,7 +218,7 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
             plan.skipped[f"kprobe:{fn}"] = why
 
     _fuse_requests(features, plan)
-    for group, define, _what in _OPTIONAL_TRACEPOINTS:
+    for group, define in _OPTIONAL_TRACEPOINTS:
         if define == "FUSE_REQUESTS" and plan.defines.get("FUSE_REQ_PTR"):
             continue
         if all(tps.get(tp) for tp in group):

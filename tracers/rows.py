@@ -1,21 +1,31 @@
 """Turning the BPF side's records (ring buffer events, pending-state map entries) into rows of
-the capture tables (:data:`fusewb.contract.schema.TABLES`)."""
+the capture tables (:data:`fusewb.contract.schema.TABLES`).
+
+A ring buffer event becomes a row of its kind's table (:data:`fusewb.contract.events.EVENT_KINDS`):
+each column takes the struct field of the same name (``char`` arrays as text), then the kind's
+derived columns, if it has any (:data:`_DERIVED`), fill or fix the rest.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import operator
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 from fusewb.contract.defaults import TRACING_FRAME_PREFIXES
-from fusewb.contract.schema import FUSE_OPCODES
+from fusewb.contract.events import VM_EVENT_KINDS, EventKind
+from fusewb.contract.schema import FUSE_OPCODES, TABLES
 from fusewb.tracers.events import cstr, header_defs
 
-__all__ = ["clean_frames", "wait_row", "pending_wait_row", "request_row", "pending_request_row", "throttle_row",
-           "vm_row", "VM_KIND_NAMES", "SOURCE_NAMES"]
+__all__ = ["drop_tracing_frames", "event_row", "pending_wait_row", "pending_request_row",
+           "SOURCE_NAMES"]
+
+BdiOf = Callable[[int], "str | None"]
 
 
-
-def clean_frames(frames: list[str]) -> list[str]:
+def drop_tracing_frames(frames: list[str]) -> list[str]:
     """A kernel stack without the leading tracing-machinery frames: innermost is the traced
     function (``folio_wait_writeback``)."""
     start = 0
@@ -24,22 +34,13 @@ def clean_frames(frames: list[str]) -> list[str]:
     return frames[start:]
 
 
-# vm_event.vm_kind (bpf/fusewb.h VM_*) -> schema VM_KINDS name.
-VM_KIND_NAMES: dict[str, str] = {
-    "VM_DIRECT": "direct_reclaim",
-    "VM_MEMCG": "memcg_reclaim",
-    "VM_SHRINK": "shrink_inactive",
-    "VM_THROTTLE": "vmscan_throttled",
-    "VM_MIGRATE_PAGES": "migrate_pages",
-    "VM_COMPACT": "compaction",
-}
 SOURCE_NAMES: dict[str, str] = {"SRC_SCHED_SWITCH": "sched_switch", "SRC_KRETPROBE": "kretprobe"}
 
 
 @cache
 def _vm_kinds() -> dict[int, str]:
     constants = header_defs().constants
-    return {constants[define]: name for define, name in VM_KIND_NAMES.items()}
+    return {constants[kind.define]: kind.name for kind in VM_EVENT_KINDS}
 
 
 @cache
@@ -48,20 +49,54 @@ def _sources() -> dict[int, str]:
     return {constants[define]: name for define, name in SOURCE_NAMES.items()}
 
 
-def wait_row(e: Any) -> dict[str, Any]:
-    return {
-        "ts_ns": e.ts_ns,
-        "duration_ns": e.duration_ns,
-        "ongoing": False,
-        "pid": e.pid,
-        "tgid": e.tgid,
-        "comm": cstr(e.comm),
-        "bdi": cstr(e.bdi),
-        "ino": e.ino,
-        "index": e.index,
-        "stack_id": e.stack_id if e.stack_id >= 0 else -1,
-        "source": _sources().get(e.source, "unknown"),
-    }
+def _wait(e: Any, row: dict[str, Any], _bdi_of: BdiOf) -> None:
+    row["ongoing"] = False
+    row["stack_id"] = e.stack_id if e.stack_id >= 0 else -1
+    row["source"] = _sources().get(e.source, "unknown")
+
+
+def _request(e: Any, row: dict[str, Any], bdi_of: BdiOf) -> None:
+    row["duration_ns"] = e.end_ts_ns - e.send_ts_ns
+    row["ongoing"] = False
+    row["bdi"] = bdi_of(e.connection)
+    row["opcode_name"] = FUSE_OPCODES.get(e.opcode, f"OP{e.opcode}")
+
+
+def _vm(e: Any, row: dict[str, Any], _bdi_of: BdiOf) -> None:
+    if not e.paired:
+        row["duration_ns"] = None
+    row["kind"] = _vm_kinds().get(e.vm_kind, f"vm{e.vm_kind}")
+
+
+# table -> its columns that are not a struct field of the same name, or not as such.
+_DERIVED: dict[str, Callable[[Any, dict[str, Any], BdiOf], None]] = {
+    "waits": _wait, "requests": _request, "vm": _vm,
+}
+
+
+@cache
+def _copier(kind: EventKind) -> tuple[list[str], Callable[[Any], tuple[Any, ...]], list[str]]:
+    """(columns filled from same-named fields, a getter of those fields, the char-array ones)."""
+    cls = header_defs().structs[kind.struct]
+    fields = dict(cls._fields_)
+    columns = [name for name in TABLES[kind.table].names if name in fields]
+    text = [name for name in columns
+            if issubclass(fields[name], ctypes.Array) and fields[name]._type_ is ctypes.c_char]
+    getter = operator.attrgetter(*columns)
+    return columns, (getter if len(columns) > 1 else lambda e: (getter(e),)), text
+
+
+def event_row(kind: EventKind, e: Any, bdi_of: BdiOf) -> dict[str, Any]:
+    """The row of ring buffer event ``e`` of ``kind``; ``bdi_of`` names the bdi of a FUSE
+    connection."""
+    columns, values, text = _copier(kind)
+    row = dict(zip(columns, values(e)))
+    for name in text:
+        row[name] = cstr(row[name])
+    derive = _DERIVED.get(kind.table)
+    if derive is not None:
+        derive(e, row, bdi_of)
+    return row
 
 
 def pending_wait_row(pid: int, w: Any, now_ns: int, source: str) -> dict[str, Any]:
@@ -78,28 +113,6 @@ def pending_wait_row(pid: int, w: Any, now_ns: int, source: str) -> dict[str, An
         "index": w.index,
         "stack_id": w.stack_id if w.stack_id >= 0 else -1,
         "source": source,
-    }
-
-
-def request_row(e: Any, bdi: str | None) -> dict[str, Any]:
-    return {
-        "send_ts_ns": e.send_ts_ns,
-        "end_ts_ns": e.end_ts_ns,
-        "duration_ns": e.end_ts_ns - e.send_ts_ns,
-        "ongoing": False,
-        "connection": e.connection,
-        "bdi": bdi,
-        "unique": e.unique,
-        "opcode": e.opcode,
-        "opcode_name": FUSE_OPCODES.get(e.opcode, f"OP{e.opcode}"),
-        "len": e.len,
-        "error": e.error,
-        "pid": e.pid,
-        "tgid": e.tgid,
-        "comm": cstr(e.comm),
-        "end_pid": e.end_pid,
-        "end_tgid": e.end_tgid,
-        "end_comm": cstr(e.end_comm),
     }
 
 
@@ -123,48 +136,4 @@ def pending_request_row(key: Any, r: Any, now_ns: int, bdi: str | None) -> dict[
         "end_pid": None,
         "end_tgid": None,
         "end_comm": None,
-    }
-
-
-def throttle_row(e: Any) -> dict[str, Any]:
-    return {
-        "ts_ns": e.ts_ns,
-        "pid": e.pid,
-        "tgid": e.tgid,
-        "comm": cstr(e.comm),
-        "bdi": cstr(e.bdi),
-        "pause_ms": e.pause_ms,
-        "period_ms": e.period_ms,
-        "paused_ms": e.paused_ms,
-        "think_ms": e.think_ms,
-        "dirty": e.dirty,
-        "limit": e.limit,
-        "setpoint": e.setpoint,
-        "wb_dirty": e.wb_dirty,
-        "wb_setpoint": e.wb_setpoint,
-        "dirty_ratelimit": e.dirty_ratelimit,
-        "task_ratelimit": e.task_ratelimit,
-        "dirtied": e.dirtied,
-    }
-
-
-def vm_row(e: Any) -> dict[str, Any]:
-    return {
-        "ts_ns": e.ts_ns,
-        "duration_ns": e.duration_ns if e.paired else None,
-        "kind": _vm_kinds().get(e.vm_kind, f"vm{e.vm_kind}"),
-        "pid": e.pid,
-        "tgid": e.tgid,
-        "comm": cstr(e.comm),
-        "nr_scanned": e.nr_scanned,
-        "nr_reclaimed": e.nr_reclaimed,
-        "nr_dirty": e.nr_dirty,
-        "nr_writeback": e.nr_writeback,
-        "nr_immediate": e.nr_immediate,
-        "succeeded": e.succeeded,
-        "failed": e.failed,
-        "mode": e.mode,
-        "reason": e.reason,
-        "status": e.status,
-        "usec_delayed": e.usec_delayed,
     }

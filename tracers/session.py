@@ -38,25 +38,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fusewb import __version__
 from fusewb.contract import defaults
 from fusewb.contract.errors import FusewbError
+from fusewb.contract.meta import initial_meta
+from fusewb.contract.worker import Worker
 from fusewb.tracers import kernel_state
 from fusewb.tracers.capture import CaptureWriteError, CaptureWriter
-from fusewb.tracers.events import decode, header_defs
+from fusewb.tracers.events import decode
 from fusewb.tracers.live import WAIT_HEADER, CaptureSummary, wait_line
 from fusewb.tracers.mounts import FuseMount, MountTableWatch, fuse_mounts, mount_for_path
 from fusewb.tracers.plan import ProbePlan, choose_plan
+from fusewb.tracers.program import BuildOptions
 from fusewb.tracers.procscan import blocked_in
-from fusewb.tracers.rows import (
-    clean_frames,
-    pending_request_row,
-    pending_wait_row,
-    request_row,
-    throttle_row,
-    vm_row,
-    wait_row,
-)
+from fusewb.tracers.rows import drop_tracing_frames, event_row, pending_request_row, pending_wait_row
 from fusewb.contract.units import format_size
 
 __all__ = ["TraceOptions", "Tracer", "CaptureSpaceError", "monotonic_ns"]
@@ -82,9 +76,11 @@ class CaptureSpaceError(FusewbError):
 
 @dataclass
 class TraceOptions:
-    """What to trace and where to write it."""
+    """What to trace and where to write it: ``fusewb trace``'s options (tracers/cli.py builds
+    one from its command line, also for ``--ebpf``); :meth:`build_options` gives what of it the
+    BPF program is compiled with."""
 
-    output: Path
+    output: Path | None  # the capture directory; None only to print the program (--ebpf)
     mounts: list[str] | None = None  # mountpoints to trace; None: every FUSE mount
     pid: int | None = None  # only this process's waits and throttling
     duration: float | None = None  # seconds; None: until stopped
@@ -97,6 +93,11 @@ class TraceOptions:
     live: Callable[[str], None] = _discard  # one line per wait over the threshold
     progress: Callable[[str], None] = _discard  # messages while tracing (stderr in the CLI)
     status: Callable[[str], None] = _discard  # the status line, every STATUS_EVERY_S
+
+    def build_options(self) -> BuildOptions:
+        """The compile-time options these trace options ask for."""
+        return BuildOptions(ring_pages=self.ring_pages, filter_tgid=self.pid or 0,
+                            request_events_per_sec=self.request_events_per_sec)
 
 
 class Tracer:
@@ -122,14 +123,13 @@ class Tracer:
         self.events_seen = 0
         self.waits_seen = 0
         self.waits_over = 0  # over the threshold (finished or reported ongoing)
-        self.requests_seen = 0
+        self.rows_seen: dict[str, int] = {}  # events per table, waits aside (waits_seen)
         self.stopped_early: str | None = None
         self.event_errors = 0
         self.first_event_error: str | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker: Worker | None = None
         self._summary: CaptureSummary | None = None
-        self._error: BaseException | None = None
         self._finished = False
 
     # ---- set-up -------------------------------------------------------------------------
@@ -144,6 +144,8 @@ class Tracer:
         return selected
 
     def _validate(self) -> None:
+        if self.options.output is None:
+            raise FusewbError("no capture directory given", "pass -o CAPTURE_DIR")
         if os.geteuid() != 0:
             raise FusewbError("fusewb trace needs root (BPF, tracefs)", "run it with sudo")
         for path in self.options.mounts or []:
@@ -162,14 +164,13 @@ class Tracer:
     def start(self) -> None:
         """Load, attach, open the capture; returns once tracing is live. On any failure
         everything attached is detached again and nothing of the capture is left."""
-        from fusewb.tracers.program import BuildOptions, attach_kprobes, compile_program  # noqa: PLC0415
+        from fusewb.tracers.program import attach_kprobes, compile_program  # noqa: PLC0415
 
         self._validate()
         CaptureWriter.check_new(self.options.output)  # before the slow compile
         self.plan = choose_plan(self._features(), self.options.plan)
         self.absent_columns = self.plan.absent_columns
-        build = BuildOptions(ring_pages=self.options.ring_pages, filter_tgid=self.options.pid or 0,
-                             request_events_per_sec=self.options.request_events_per_sec)
+        build = self.options.build_options()
         build.defines()  # validates before the slow compile
         self.bpf = compile_program(self.plan, build)
         try:
@@ -188,26 +189,19 @@ class Tracer:
 
     def _initial_meta(self, start_epoch_ns: int) -> dict[str, Any]:
         assert self.plan is not None
-        return {
-            "fusewb_version": __version__,
-            "host": socket.gethostname(),
-            "kernel_release": platform.release(),
-            "plan": self.plan.name,
-            "probes": self.probes,
-            "absent_columns": self.absent_columns,
-            "mounts": self.mount_records,
-            "filter": {"mounts": self.options.mounts, "pid": self.options.pid},
-            "threshold_ms": self.options.threshold_ms,
-            "start_monotonic_ns": self.start_ns,
-            "start_epoch_ns": start_epoch_ns,
-            "end_monotonic_ns": None,
-            "lost_events": {"total": 0, "per_cpu": [], "by_kind": {}},
-            "counters": {},
-            "server_threads": [],
-            "unseen_waiters": [],
-            "ring_pages": self.options.ring_pages,
-            "stopped_early": None,
-        }
+        return initial_meta(
+            host=socket.gethostname(),
+            kernel_release=platform.release(),
+            plan=self.plan.name,
+            probes=self.probes,
+            absent_columns=self.absent_columns,
+            mounts=self.mount_records,
+            filter={"mounts": self.options.mounts, "pid": self.options.pid},
+            threshold_ms=self.options.threshold_ms,
+            start_monotonic_ns=self.start_ns,
+            start_epoch_ns=start_epoch_ns,
+            ring_pages=self.options.ring_pages,
+        )
 
     def _refresh_filter(self) -> set[str]:
         """Put the selected FUSE mounts' bdis and connections in the in-kernel filter; the
@@ -221,7 +215,7 @@ class Tracer:
             self.bdi_by_connection[mount.connection] = mount.bdi
             self.mount_records.append(mount.as_dict())
             key = bdis.Key()
-            name = mount.bdi.encode()[:31]
+            name = mount.bdi.encode()[: ctypes.sizeof(key) - 1]
             ctypes.memmove(ctypes.addressof(key), name, len(name))
             bdis[key] = bdis.Leaf(1)
             conns[conns.Key(mount.connection)] = conns.Leaf(1)
@@ -236,7 +230,7 @@ class Tracer:
                 addresses = list(self.bpf[b"stacks"].walk(stack_id))
             except KeyError:
                 addresses = []
-            self.frames_cache[stack_id] = clean_frames(
+            self.frames_cache[stack_id] = drop_tracing_frames(
                 [self.bpf.ksym(a, show_offset=False).decode(errors="replace") for a in addresses]
             )
         return self.frames_cache[stack_id]
@@ -285,16 +279,12 @@ class Tracer:
             return
         kind, event = decoded
         self.events_seen += 1
-        consts = header_defs().constants
-        if kind == consts["EV_WAIT"]:
-            self._add_wait(wait_row(event))
-        elif kind == consts["EV_REQUEST"]:
-            self.requests_seen += 1
-            self._add("requests", request_row(event, self._bdi_of(event.connection)))
-        elif kind == consts["EV_THROTTLE"]:
-            self._add("throttle", throttle_row(event))
-        elif kind == consts["EV_VM"]:
-            self._add("vm", vm_row(event))
+        row = event_row(kind, event, self._bdi_of)
+        if kind.table == "waits":  # waits also feed the live view and the stacks table
+            self._add_wait(row)
+        else:
+            self.rows_seen[kind.table] = self.rows_seen.get(kind.table, 0) + 1
+            self._add(kind.table, row)
 
     def _report_ongoing(self) -> None:
         """Live lines for waits still asleep past the threshold (a stalled server never ends them)."""
@@ -396,7 +386,7 @@ class Tracer:
         lost = kernel_state.lost_events(self.bpf)["total"]
         text = (f"[{elapsed:.0f}s] events {self.events_seen}, waits {self.waits_seen} "
                 f"(over {self.options.threshold_ms:g} ms {self.waits_over}, max "
-                f"{self.max_wait_ms:.1f} ms), requests {self.requests_seen}, lost {lost}, "
+                f"{self.max_wait_ms:.1f} ms), requests {self.rows_seen.get('requests', 0)}, lost {lost}, "
                 f"capture {format_size(self.capture.size_on_disk())}")
         dropped = sum(self.capture.dropped["parts"].values())
         return text + (f" (dropped {dropped} oldest parts)" if dropped else "")
@@ -465,20 +455,12 @@ class Tracer:
     def start_background(self) -> None:
         """start() here (so attach errors raise here), then trace in a thread until stop()."""
         self.start()
-        self._thread = threading.Thread(target=self._background, name="fusewb-trace", daemon=True)
-        self._thread.start()
-
-    def _background(self) -> None:
-        try:
-            self.run(self._stop)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller of stop()
-            self._error = exc
+        self._worker = Worker(lambda: self.run(self._stop), "fusewb-trace")
 
     def stop(self, timeout: float = 30.0) -> CaptureSummary:
         """End the session (background or not) and return its summary."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._error is not None:
-                raise self._error
+        if self._worker is not None:
+            self._worker.join(timeout)
+            self._worker.result()  # its error, if tracing failed
         return self._finish()

@@ -1,0 +1,81 @@
+"""The event registry: every kind of record the BPF programs send through the ring buffer,
+declared once.
+
+An entry names the kind's id (``EV_*`` in ``bpf/fusewb.h``), its C struct there (the layout's
+one owner), the capture table its rows fill (:data:`fusewb.contract.schema.TABLES`) and what a
+probe name contains when that probe produces the kind (how a reader tells "nothing happened"
+from "not traced"). From an entry follow the tracer's decoder (:mod:`fusewb.tracers.events`),
+its row builder (:mod:`fusewb.tracers.rows`: a column takes the struct field of the same name)
+and the analysis's check that a capture recorded the events a question needs
+(:data:`fusewb.analysis.capture.TABLE_PROBES`).
+
+Adding an event kind: its struct and ``EV_*`` id in ``bpf/fusewb.h``, the ``.bpf.c`` that sends
+it, an entry here (and its table in ``schema.TABLES``), and the question that reads it.
+
+The ``vm`` table's rows carry a sub-kind (``vm_event.vm_kind``, ``VM_*`` in the header): each is
+declared in :data:`VM_EVENT_KINDS` with its ``vm.kind`` name and probes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["EventKind", "VmKind", "EVENT_KINDS", "VM_EVENT_KINDS", "STACKS_FROM", "event_kind"]
+
+
+@dataclass(frozen=True)
+class EventKind:
+    """One ring buffer event kind."""
+
+    define: str  # its id in bpf/fusewb.h, the first u32 of the record ("EV_WAIT")
+    struct: str  # its C struct in bpf/fusewb.h
+    table: str  # the capture table its rows go to
+    probes: tuple[str, ...]  # a probe whose name contains one of these produces it
+
+
+@dataclass(frozen=True)
+class VmKind:
+    """One ``vm`` sub-kind: ``vm_event.vm_kind`` in the kernel, ``vm.kind`` in the capture."""
+
+    define: str  # VM_* in bpf/fusewb.h
+    name: str  # the vm.kind value
+    tracepoints: str  # the tracepoints (or begin/end pair) behind it
+    probes: tuple[str, ...]  # a probe whose name contains one of these produces it
+
+
+_WAIT_PROBES = ("folio_wait_writeback", "wait_on_page_writeback", "fuse_set_nowrite",
+                "fuse_wait_on_page_writeback")
+
+EVENT_KINDS: tuple[EventKind, ...] = (
+    EventKind("EV_WAIT", "wait_event", "waits", _WAIT_PROBES),
+    EventKind("EV_REQUEST", "request_event", "requests",
+              ("fuse_request_send", "fuse_request_end", "queue_request_and_unlock")),
+    EventKind("EV_THROTTLE", "throttle_event", "throttle", ("balance_dirty_pages",)),
+    EventKind("EV_VM", "vm_event", "vm", ("vmscan", "migrate", "compaction")),
+)
+
+# The stacks table holds the kernel stacks of this table's rows (waits.stack_id).
+STACKS_FROM = "waits"
+
+VM_EVENT_KINDS: tuple[VmKind, ...] = (
+    VmKind("VM_DIRECT", "direct_reclaim", "vmscan:mm_vmscan_direct_reclaim_begin/end",
+           ("mm_vmscan_direct_reclaim",)),
+    VmKind("VM_MEMCG", "memcg_reclaim", "vmscan:mm_vmscan_memcg_reclaim_begin/end",
+           ("mm_vmscan_memcg_reclaim",)),
+    VmKind("VM_SHRINK", "shrink_inactive", "vmscan:mm_vmscan_lru_shrink_inactive",
+           ("mm_vmscan_lru_shrink_inactive",)),
+    VmKind("VM_THROTTLE", "vmscan_throttled", "vmscan:mm_vmscan_throttled",
+           ("mm_vmscan_throttled",)),
+    VmKind("VM_MIGRATE_PAGES", "migrate_pages", "migrate:mm_migrate_pages_start/mm_migrate_pages",
+           ("mm_migrate_pages",)),
+    VmKind("VM_COMPACT", "compaction", "compaction:mm_compaction_begin/end",
+           ("mm_compaction_begin", "mm_compaction_end")),
+)
+
+
+def event_kind(table: str) -> EventKind:
+    """The event kind that fills ``table`` (KeyError when none does)."""
+    for kind in EVENT_KINDS:
+        if kind.table == table:
+            return kind
+    raise KeyError(table)

@@ -1,0 +1,156 @@
+"""The event registry (contract/events.py) against the header and the capture schema, the rows
+built from ring buffer events, and meta.json's one declaration (contract/meta.py). No kernel:
+the layouts against the compiler are checked in test_tracer_plan.py."""
+
+from __future__ import annotations
+
+import ctypes
+import re
+
+import pytest
+
+from fusewb.analysis.capture import META_SPEC, TABLE_PROBES
+from fusewb.analysis.synthetic import make_meta
+from fusewb.contract.events import EVENT_KINDS, STACKS_FROM, VM_EVENT_KINDS
+from fusewb.contract.meta import META, META_KEYS, initial_meta
+from fusewb.contract.schema import TABLES, VM_KINDS, part_name
+from fusewb.tracers.events import HEADER, decode, header_defs
+from fusewb.tracers.rows import event_row
+
+
+def _by_table(table: str):
+    return next(kind for kind in EVENT_KINDS if kind.table == table)
+
+
+def test_every_header_event_kind_is_registered_once() -> None:
+    constants = header_defs().constants
+    in_header = {name for name in constants if name.startswith("EV_")}
+    assert in_header == {kind.define for kind in EVENT_KINDS}
+    assert len({constants[kind.define] for kind in EVENT_KINDS}) == len(EVENT_KINDS)
+    assert len({kind.table for kind in EVENT_KINDS}) == len(EVENT_KINDS)
+    vm_defines = {name for name in constants if re.fullmatch(r"VM_[A-Z_]+", name)}
+    assert vm_defines == {kind.define for kind in VM_EVENT_KINDS}
+    assert list(VM_KINDS) == [kind.name for kind in VM_EVENT_KINDS]
+
+
+def test_every_event_struct_fills_columns_of_its_table() -> None:
+    structs = header_defs().structs
+    for kind in EVENT_KINDS:
+        assert kind.table in TABLES and kind.struct in structs
+        fields = {name for name, _ in structs[kind.struct]._fields_}
+        shared = fields & set(TABLES[kind.table].names)
+        assert len(shared) >= 4, f"{kind.struct} fills almost nothing of {kind.table}"
+        assert structs[kind.struct]._fields_[0][0] == "kind", "the kind is the first u32"
+    assert STACKS_FROM in TABLES and "stacks" in TABLES
+
+
+def test_table_probes_follow_from_the_registry() -> None:
+    assert set(TABLE_PROBES) == {k.table for k in EVENT_KINDS} | {"stacks"} | {
+        f"vm:{k.name}" for k in VM_EVENT_KINDS}
+    assert TABLE_PROBES["stacks"] == TABLE_PROBES[STACKS_FROM]
+    assert all(TABLE_PROBES.values())
+
+
+def test_macro_array_sizes_are_resolved() -> None:
+    defs = header_defs()
+    assert "char comm[COMM_LEN];" in HEADER.read_text()
+    wait = defs.structs["wait_event"]
+    assert wait.comm.size == defs.constants["COMM_LEN"]
+    assert wait.bdi.size == defs.constants["BDI_NAME_LEN"]
+
+
+def test_an_unknown_macro_array_size_is_refused(tmp_path) -> None:
+    header = tmp_path / "h.h"
+    header.write_text("#define N 4\nstruct ok {\n    char a[N];\n};\nstruct bad {\n    char b[M];\n};\n")
+    with pytest.raises(ValueError, match="array size M"):
+        header_defs(header)
+
+
+def _event(struct: str, **values):
+    cls = header_defs().structs[struct]
+    event = cls()
+    event.kind = header_defs().constants[next(k.define for k in EVENT_KINDS if k.struct == struct)]
+    for name, value in values.items():
+        setattr(event, name, value)
+    return event
+
+
+def _decoded(event):
+    buffer = ctypes.create_string_buffer(bytes(event), ctypes.sizeof(event))
+    return decode(ctypes.addressof(buffer), ctypes.sizeof(event))
+
+
+def test_wait_event_row() -> None:
+    consts = header_defs().constants
+    event = _event("wait_event", pid=7, tgid=6, stack_id=-14, ts_ns=10, duration_ns=5, ino=2,
+                   index=3, source=consts["SRC_KRETPROBE"], comm=b"writer", bdi=b"0:52")
+    kind, decoded = _decoded(event)
+    assert kind is _by_table("waits")
+    assert event_row(kind, decoded, lambda c: None) == {
+        "ts_ns": 10, "duration_ns": 5, "ongoing": False, "pid": 7, "tgid": 6, "comm": "writer",
+        "bdi": "0:52", "ino": 2, "index": 3, "stack_id": -1, "source": "kretprobe"}
+
+
+def test_request_event_row() -> None:
+    event = _event("request_event", connection=52, unique=9, send_ts_ns=100, end_ts_ns=350,
+                   opcode=16, len=4096, error=-5, pid=1, tgid=1, end_pid=2, end_tgid=2,
+                   comm=b"kworker/u4:1", end_comm=b"python")
+    kind, decoded = _decoded(event)
+    row = event_row(kind, decoded, {52: "0:52"}.get)
+    assert row == {
+        "send_ts_ns": 100, "end_ts_ns": 350, "duration_ns": 250, "ongoing": False,
+        "connection": 52, "bdi": "0:52", "unique": 9, "opcode": 16, "opcode_name": "WRITE",
+        "len": 4096, "error": -5, "pid": 1, "tgid": 1, "comm": "kworker/u4:1", "end_pid": 2,
+        "end_tgid": 2, "end_comm": "python"}
+    assert set(row) == set(TABLES["requests"].names)
+
+
+def test_throttle_and_vm_event_rows() -> None:
+    throttle = _event("throttle_event", pid=3, tgid=3, ts_ns=1, pause_ms=-2, dirtied=8,
+                      comm=b"dd", bdi=b"0:52")
+    kind, decoded = _decoded(throttle)
+    row = event_row(kind, decoded, lambda c: None)
+    assert set(row) == set(TABLES["throttle"].names)
+    assert (row["pause_ms"], row["dirtied"], row["bdi"], row["wb_dirty"]) == (-2, 8, "0:52", 0)
+    consts = header_defs().constants
+    for paired, duration in ((1, 40), (0, None)):
+        vm = _event("vm_event", vm_kind=consts["VM_COMPACT"], ts_ns=5, duration_ns=40,
+                    paired=paired, status=2, comm=b"kcompactd0")
+        kind, decoded = _decoded(vm)
+        row = event_row(kind, decoded, lambda c: None)
+        assert set(row) == set(TABLES["vm"].names)
+        assert (row["kind"], row["duration_ns"], row["status"], row["comm"]) == (
+            "compaction", duration, 2, "kcompactd0")
+    unknown = _event("vm_event", vm_kind=99)
+    kind, decoded = _decoded(unknown)
+    assert event_row(kind, decoded, lambda c: None)["kind"] == "vm99"
+
+
+def test_short_and_unknown_records_are_not_decoded() -> None:
+    event = _event("wait_event")
+    buffer = ctypes.create_string_buffer(bytes(event), ctypes.sizeof(event))
+    assert decode(ctypes.addressof(buffer), ctypes.sizeof(event) - 1) is None
+    ctypes.c_uint32.from_buffer(buffer).value = 999
+    assert decode(ctypes.addressof(buffer), ctypes.sizeof(event)) is None
+
+
+def test_meta_declaration_gives_docs_checks_and_new_metas() -> None:
+    assert list(META_KEYS) == [k.key for k in META]
+    assert set(META_SPEC) <= set(META_KEYS)
+    meta = initial_meta(host="h", kernel_release="r", plan="tracepoint", start_monotonic_ns=1,
+                        start_epoch_ns=2)
+    assert "tables" not in meta and "vmstat" not in meta and meta["complete"] is False
+    assert meta["lost_events"] == {"total": 0, "per_cpu": [], "by_kind": {}}
+    meta["lost_events"]["total"] = 5  # defaults are copies
+    assert initial_meta(host="h", kernel_release="r", plan="p", start_monotonic_ns=1,
+                        start_epoch_ns=2)["lost_events"]["total"] == 0
+    with pytest.raises(ValueError, match="needs host"):
+        initial_meta(kernel_release="r", plan="p", start_monotonic_ns=1, start_epoch_ns=2)
+    with pytest.raises(ValueError, match="no key hots"):
+        initial_meta(hots="h")
+    synthetic = make_meta()
+    assert set(synthetic) <= set(META_KEYS) and synthetic["complete"] is True
+
+
+def test_part_names() -> None:
+    assert part_name("waits", 1) == "waits/part-000001.parquet"
