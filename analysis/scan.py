@@ -97,7 +97,8 @@ class Scan:
     ``wait_paths`` and ``by_opcode`` are :func:`wait_paths` and :func:`requests_by_opcode`;
     ``flag_rows`` (flag -> merged worst rows of each flag that selects rows of a big table),
     ``servers`` and ``inflight`` feed :func:`flags`; ``rows`` counts the rows read per
-    (host, table) and ``damage`` names the parts skipped per host; ``worker_peak_rss`` (Dask only): worker -> peak RSS bytes.
+    (host, table) and ``damage`` names the parts skipped per host; ``worker_peak_rss`` (Dask
+    only): worker -> peak RSS bytes.
     """
 
     wait_paths: pd.DataFrame
