@@ -1,24 +1,10 @@
 """Flags: the findings a kernel or storage engineer acts on, one row per (flag, task, file...).
 
-Each flag is one :class:`Flag` declaration in :data:`FLAGS`: the events it needs (tables or
-``vm:<kind>``, as :func:`fusewb.analysis.common.requires` names them), the rows it selects, its
-severity rule, its evidence line and the kernel mechanism behind it. One engine (:func:`flags`)
-runs the declarations and builds the common columns (:data:`FLAG_COLUMNS`) once.
-
-A flag selects its rows in one of two ways:
-
-- ``select`` on the rows of a big table (``table``: waits or requests): a mask over any slice of
-  that table's rows. The scan engines (:mod:`fusewb.analysis.scan`) make one
-  :func:`worst_partial` per slice and flag (:func:`flag_partials`) and merge them
-  (:func:`combine_flag_partials`), so the pandas, streaming and Dask engines raise the same rows:
-  per group of ``keys``, the count, total, ongoing rows and the worst row with its ``carry``
-  columns.
-- ``rows`` on the whole capture (small tables and meta): a function of the capture, the scan and
-  the threshold returning rows with the common columns it knows.
-
-``derived_from`` makes a flag's ``rows`` read the rows another flag raised (SERVER_SELF_WAIT of a
-server throttled in reclaim reads RECLAIM_THROTTLE's); ``amend`` corrects a flag's finished rows
-(STALLED_REQUEST with the kernel's per-opcode maximum).
+:data:`FLAGS` declares every flag fusewb raises, each one :class:`~fusewb.analysis.rules.Flag`
+(what it needs, the rows it selects, its severity, evidence and mechanism); the engine in
+:mod:`fusewb.analysis.rules` runs them. The functions here select and describe the rows of
+those flags, and the scan's partials that need more than a flag's own rows (the FUSE server
+threads, waits begun before tracing, WRITEs in flight when reclaim was throttled).
 
 :func:`flags` returns one DataFrame with the columns of :data:`FLAG_COLUMNS`; rows of the same
 flag, host, path, bdi, task and inode are merged (``count``, ``total_ms``; ``duration_ms`` and the
@@ -28,17 +14,26 @@ evidence are the worst one's). Flags whose events the capture lacks are listed i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from fusewb.analysis.capture import Capture, CaptureSource
-from fusewb.analysis.common import NS_PER_MS
-from fusewb.analysis.partials import ORDER, combine_worst, inflight_partial, worst_partial
+from fusewb.analysis.partials import inflight_partial
 from fusewb.analysis.requests import WRITE
+from fusewb.analysis.rules import (
+    FLAG_COLUMNS,
+    SEVERITIES,
+    Flag,
+    Rule,
+    Select,
+    by_duration,
+    by_total,
+    fixed,
+    run_flags,
+)
 from fusewb.analysis.vm import VMSCAN_THROTTLE_WRITEBACK, dirty_throttling, vm_events
 from fusewb.analysis.waiting import unseen_waits
 from fusewb.contract.defaults import (
@@ -55,61 +50,19 @@ if TYPE_CHECKING:
     from fusewb.analysis.scan import Scan
 
 __all__ = [
-    "Flag",
     "FLAGS",
     "FLAG_KINDS",
     "FLAG_NAMES",
     "FLAG_COLUMNS",
     "SEVERITIES",
     "flags",
-    "run_flags",
-    "flag_needs",
     "parse_flag_names",
-    "flag_partials",
-    "combine_flag_partials",
     "answered_partial",
     "server_tgids",
     "unseen_fuse_waits",
     "throttle_times",
     "inflight_writes_partial",
 ]
-
-SEVERITIES = ["critical", "high", "medium", "low"]
-
-FLAG_COLUMNS = ["flag", "severity", "host", "path", "pid", "tgid", "comm", "mount", "bdi", "ino",
-                "duration_ms", "ongoing", "count", "total_ms", "evidence", "mechanism"]
-
-Rule = Callable[[pd.DataFrame, float], Any]  # (rows, threshold_ms) -> severities or evidence
-Select = Callable[[pd.DataFrame, float, "set[tuple[str, str, int]]"], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Flag:
-    """One flag, declared: what it needs, the rows it selects, its severity, evidence and
-    mechanism (see the module docstring for ``select``/``rows``).
-
-    ``severity`` and ``evidence`` get the selected rows and the threshold. Rows of a ``select``
-    flag carry ``keys`` and ``carry`` of their worst row, ``duration_ms`` (the worst), ``count``,
-    ``total_ms`` and ``still`` (ongoing rows; ``ongoing`` is ``still > 0``); rows of a ``rows``
-    flag carry what that function gives (missing common columns are null); a ``derived_from``
-    flag's ``rows`` gets the frame the other flag raised instead of the threshold and runs only
-    when that flag ran. A flag raised by several rules is declared once per rule; the first
-    declaration holds its ``raised_when`` and ``mechanism``, the others leave them empty.
-    """
-
-    name: str
-    raised_when: str
-    needs: tuple[str, ...]
-    mechanism: str
-    severity: Rule
-    evidence: Rule
-    table: str | None = None
-    select: Select | None = None
-    keys: tuple[str, ...] = ()
-    carry: tuple[str, ...] = ()
-    rows: Callable[[Capture, Scan, Any], pd.DataFrame] | None = None
-    derived_from: str | None = None
-    amend: Callable[[Capture, pd.DataFrame, float], pd.DataFrame] | None = None
 
 
 def _ms(value: float) -> str:
@@ -118,36 +71,6 @@ def _ms(value: float) -> str:
 
 def _s(n: int) -> str:
     return "s" if n != 1 else ""
-
-
-def _empty() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in FLAG_COLUMNS})
-
-
-# --- severity rules -------------------------------------------------------------------------
-
-def _by_duration(rows: pd.DataFrame, threshold_ms: float) -> np.ndarray:
-    """critical while ongoing, high from :func:`high_severity_ms`, else medium."""
-    return np.select([rows["still"].to_numpy() > 0,
-                      rows["duration_ms"].to_numpy() >= high_severity_ms(threshold_ms)],
-                     ["critical", "high"], "medium")
-
-
-def _fixed(level: str) -> Rule:
-    """critical while ongoing, else ``level``."""
-    def severity(rows: pd.DataFrame, threshold_ms: float) -> np.ndarray:
-        return np.where(rows["still"].to_numpy() > 0, "critical", level)
-
-    return severity
-
-
-def _by_total(*levels: tuple[float, str], below: str) -> Rule:
-    """The level of the first ``(ms, level)`` that ``duration_ms`` reaches, else ``below``."""
-    def severity(rows: pd.DataFrame, threshold_ms: float) -> np.ndarray:
-        total = rows["duration_ms"].to_numpy(dtype="float64")
-        return np.select([total >= ms for ms, _ in levels], [level for _, level in levels], below)
-
-    return severity
 
 
 # --- waits ----------------------------------------------------------------------------------
@@ -456,49 +379,6 @@ def _dropped(src: CaptureSource) -> str | None:
     return text
 
 
-def _incomplete(cap: Capture, scan: Scan) -> pd.DataFrame:
-    rows = []
-    for src in cap.sources:
-        lost = src.lost_total
-        complete = bool(src.meta.get("complete", False))
-        short = _missing_rows(scan.rows, src.host, src.meta.get("tables"))
-        counters = src.meta.get("counters") or {}
-        untracked = int(counters.get("pending_full", 0) or 0) if isinstance(counters, dict) else 0
-        skipped = scan.damage.get(src.host, [])
-        dropped = _dropped(src)
-        early = src.meta.get("stopped_early")
-        if lost <= 0 and complete and not short and untracked <= 0 and not skipped \
-                and dropped is None and not early:
-            continue
-        parts = []
-        if lost > 0:
-            by_kind = (src.meta.get("lost_events") or {}).get("by_kind") or {}
-            detail = ", ".join(f"{k} {v}" for k, v in by_kind.items() if v)
-            parts.append(f"lost {lost} events" + (f" ({detail})" if detail else ""))
-        if not complete:
-            parts.append("the tracer did not stop cleanly (complete=false)")
-        if early:
-            parts.append(f"the tracer stopped early: {early}")
-        if dropped is not None:
-            parts.append(dropped)
-        if short:
-            parts.append("parts missing: " + ", ".join(short))
-        if untracked > 0:
-            parts.append(f"{untracked} waits or requests not tracked (tracer state maps full)")
-        if skipped:
-            parts.append(_skipped_parts(skipped))
-        rows.append({
-            "flag": "INCOMPLETE_CAPTURE",
-            "severity": "high" if lost > 0 or short or untracked > 0 or skipped else "medium",
-            "host": src.host, "path": None, "pid": None, "tgid": None, "comm": None,
-            "mount": None, "bdi": None, "ino": None, "duration_ms": None, "ongoing": False,
-            "count": max(lost, 1), "total_ms": None, "evidence": "; ".join(parts),
-            "mechanism": FLAG_KINDS["INCOMPLETE_CAPTURE"].mechanism,
-        })
-    return pd.DataFrame(rows, columns=FLAG_COLUMNS) if rows else _empty()
-
-
-
 def _incomplete_rows(cap: Capture, scan: Scan, threshold_ms: float) -> pd.DataFrame:
     """One row per host whose capture is not whole: ``what`` is wrong, ``serious`` when events
     or rows are missing (else only the tracer's stop was unclean or early, or --max-size)."""
@@ -546,28 +426,28 @@ FLAGS: list[Flag] = [
         "folio_wait_writeback sleeps until the FUSE server answers the WRITE covering the "
         "folio, so the server's latency becomes this task's latency",
         lambda w, threshold_ms, servers: (w["duration_ms"] >= threshold_ms).to_numpy(dtype=bool),
-        _by_duration, note=" >= {threshold_ms:g} ms",
+        by_duration, note=" >= {threshold_ms:g} ms",
     ),
     _wait_flag(
         "RECLAIM_WAIT", "any wait on FUSE writeback inside memory reclaim",
         "reclaim waiting on a folio under FUSE writeback ties memory reclaim to a user-space "
         "server: a server that needs memory to answer deadlocks (kernels before 6.16 "
         "waited here; 6.16+ skips such folios)",
-        _on_path("reclaim"), _fixed("high"),
+        _on_path("reclaim"), fixed("high"),
     ),
     _wait_flag(
         "MIGRATION_WAIT", "any wait on FUSE writeback inside migration or compaction",
         "migration in MIGRATE_SYNC mode waits for writeback to end; a FUSE server decides "
         "when that is, so compaction, CMA and memory hot-unplug stall behind it (still "
         "true after 6.16)",
-        _on_path("migration"), _fixed("high"),
+        _on_path("migration"), fixed("high"),
     ),
     _wait_flag(
         "SYNC_WAIT", "any wait on FUSE writeback inside sync(2)/syncfs(2)",
         "sync(2) waits for writeback on every filesystem, so one FUSE server that never "
         "answers hangs every sync on the host: an unprivileged DoS (6.16 up to the fix "
         "that skips the integrity wait for FUSE)",
-        _on_path("sync"), _fixed("high"),
+        _on_path("sync"), fixed("high"),
     ),
     _wait_flag(
         "SERVER_SELF_WAIT",
@@ -575,7 +455,7 @@ FLAGS: list[Flag] = [
         "were in flight) is a thread of the FUSE server of that connection",
         "the server sleeps on writeback that only its own replies can end: when the thread "
         "that must answer the WRITE is the one waiting, the connection deadlocks",
-        _server_mask, _fixed("critical"), note=" by a thread of this mount's own FUSE server",
+        _server_mask, fixed("critical"), note=" by a thread of this mount's own FUSE server",
     ),
     Flag(
         "STALLED_REQUEST", "a FUSE WRITE outstanding over the threshold or never completed",
@@ -583,7 +463,7 @@ FLAGS: list[Flag] = [
         "folios stay under writeback until the server replies to their WRITE (6.16+: no "
         "temp-page copy), so a held request keeps every waiter on those folios asleep; "
         "6.15+ request timeouts can bound it",
-        _by_duration, _stall_evidence, table="requests", select=_stalled, keys=("host", "bdi"),
+        by_duration, _stall_evidence, table="requests", select=_stalled, keys=("host", "bdi"),
         carry=("unique", "len", "t_s", "comm", "pid", "tgid", "mount", "ongoing"),
         amend=_kernel_max,
     ),
@@ -591,7 +471,7 @@ FLAGS: list[Flag] = [
         "DIRTY_THROTTLE", "balance_dirty_pages paused a writer on a FUSE bdi", ("throttle",),
         "a FUSE bdi gets max_ratio 1% of the dirty limit, so balance_dirty_pages pauses "
         "writers early to keep its dirty + writeback pages under that share",
-        _by_total((HIGH_SEVERITY_MS, "high"), (MEDIUM_THROTTLE_MS, "medium"), below="low"),
+        by_total((HIGH_SEVERITY_MS, "high"), (MEDIUM_THROTTLE_MS, "medium"), below="low"),
         _dirty_evidence, rows=_dirty_rows,
     ),
     Flag(
@@ -599,12 +479,12 @@ FLAGS: list[Flag] = [
         ("vm:vmscan_throttled", "requests"),
         "reclaim met folios under writeback and slept in reclaim_throttle(WRITEBACK) for "
         "writeback progress, which in-flight FUSE WRITEs make only at the server's pace",
-        _by_total((HIGH_SEVERITY_MS, "high"), below="medium"), _reclaim_throttle_evidence,
+        by_total((HIGH_SEVERITY_MS, "high"), below="medium"), _reclaim_throttle_evidence,
         rows=_reclaim_throttle_rows,
     ),
     Flag(
         "SERVER_SELF_WAIT", "", ("waits",), "",
-        _by_total((HIGH_SEVERITY_MS, "critical"), below="high"),
+        by_total((HIGH_SEVERITY_MS, "critical"), below="high"),
         lambda rows, threshold_ms: "the FUSE server itself was throttled in reclaim on "
         "writeback while its own WRITEs were in flight: " + rows["evidence"].astype(str),
         derived_from="RECLAIM_THROTTLE", rows=_server_throttled,
@@ -629,11 +509,6 @@ for _flag in FLAGS:  # a flag raised by several rules: the first declaration hol
 FLAG_NAMES: list[str] = list(FLAG_KINDS)
 
 
-def flag_needs(declared: Iterable[Flag] = FLAGS) -> list[str]:
-    """The tables and ``vm:<kind>`` events the ``declared`` flags need, in declaration order."""
-    return list(dict.fromkeys(n for flag in declared for n in flag.needs))
-
-
 def parse_flag_names(text: str | None) -> list[str]:
     """``"BLOCKED_WAIT,sync_wait"`` -> names; raises ValueError naming unknown ones."""
     if not text:
@@ -643,134 +518,6 @@ def parse_flag_names(text: str | None) -> list[str]:
     if unknown:
         raise ValueError(", ".join(unknown))
     return names
-
-
-def flag_partials(table: str, rows: pd.DataFrame, threshold_ms: float,
-                  servers: set[tuple[str, str, int]], declared: Iterable[Flag] = FLAGS
-                  ) -> dict[str, pd.DataFrame]:
-    """flag -> :func:`worst_partial` of the rows each ``select`` flag on ``table`` selects in a
-    slice of that table (derived and order columns present); merge with
-    :func:`combine_flag_partials`."""
-    out = {}
-    for flag in declared:
-        if flag.table != table or flag.select is None:
-            continue
-        keys, carry = list(flag.keys), list(flag.carry)
-        if rows.empty:
-            out[flag.name] = worst_partial(rows, keys, carry)
-            continue
-        used = list(dict.fromkeys([*keys, *carry, *ORDER, "duration_ns", "ongoing"]))
-        mask = flag.select(rows, threshold_ms, servers)
-        out[flag.name] = worst_partial(rows.loc[mask, used], keys, carry)
-    return out
-
-
-def combine_flag_partials(partials: list[dict[str, pd.DataFrame]],
-                          declared: Iterable[Flag] = FLAGS) -> dict[str, pd.DataFrame]:
-    """The :func:`flag_partials` of every slice, merged per flag (:func:`combine_worst`)."""
-    return {flag.name: combine_worst([p[flag.name] for p in partials if flag.name in p],
-                                     list(flag.keys))
-            for flag in declared if flag.select is not None}
-
-
-def _objects(rows: pd.DataFrame, column: str) -> pd.Series | None:
-    return rows[column].astype(object) if column in rows else None
-
-
-def _ints(rows: pd.DataFrame, column: str) -> Any:
-    if column in rows:
-        return rows[column].astype("Int64")
-    return pd.array([None] * len(rows), dtype="Int64")
-
-
-def _floats(rows: pd.DataFrame, column: str) -> Any:
-    return rows[column].astype("float64") if column in rows else np.nan
-
-
-def _build(flag: Flag, rows: pd.DataFrame, threshold_ms: float) -> pd.DataFrame:
-    """The common columns of a flag's rows, built once for every flag."""
-    if rows.empty:
-        return _empty()
-    rows = rows.reset_index(drop=True)
-    if "still" in rows:
-        ongoing = rows["still"].to_numpy() > 0
-    else:
-        ongoing = rows["ongoing"].to_numpy(dtype=bool)
-    return pd.DataFrame({
-        "flag": flag.name,
-        "severity": flag.severity(rows, threshold_ms),
-        "host": rows["host"].astype(object),
-        "path": _objects(rows, "path"),
-        "pid": _ints(rows, "pid"),
-        "tgid": _ints(rows, "tgid"),
-        "comm": _objects(rows, "comm"),
-        "mount": _objects(rows, "mount"),
-        "bdi": _objects(rows, "bdi"),
-        "ino": _ints(rows, "ino"),
-        "duration_ms": _floats(rows, "duration_ms"),
-        "ongoing": ongoing,
-        "count": rows["count"].to_numpy().astype(np.int64),
-        "total_ms": _floats(rows, "total_ms"),
-        "evidence": list(flag.evidence(rows, threshold_ms)),
-        "mechanism": FLAG_KINDS.get(flag.name, flag).mechanism,
-    })
-
-
-def _selected(flag: Flag, cap: Capture, scan: Scan, threshold_ms: float,
-              built: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The rows a flag selects (empty when there are none)."""
-    if flag.derived_from is not None:
-        base = built.get(flag.derived_from)
-        if base is None or base.empty or flag.rows is None:
-            return pd.DataFrame()
-        return flag.rows(cap, scan, base)
-    if flag.select is not None:
-        if flag.name not in scan.flag_rows:
-            raise ValueError(f"the scan has no rows for {flag.name}: pass the same flags to scan()")
-        merged = scan.flag_rows[flag.name]
-        if merged.empty:
-            return merged
-        return merged.assign(
-            duration_ms=merged["duration_ns"].to_numpy(dtype="float64") / NS_PER_MS,
-            total_ms=merged["total_ns"].to_numpy(dtype="float64") / NS_PER_MS)
-    if flag.rows is None:
-        raise ValueError(f"flag {flag.name} declares neither select nor rows")
-    return flag.rows(cap, scan, threshold_ms)
-
-
-def run_flags(cap: Capture, threshold_ms: float, scan: Scan, declared: Iterable[Flag] = FLAGS
-              ) -> pd.DataFrame:
-    """The engine: every declared flag whose needs the capture recorded, in declaration order,
-    most severe and longest first (:func:`flags` documents the columns)."""
-    not_checked: dict[str, str] = {}
-    built: dict[str, pd.DataFrame] = {}
-    pieces: list[pd.DataFrame] = []
-    for flag in declared:
-        lacking = [n for n in flag.needs if not cap.recorded(n)]
-        if lacking:
-            not_checked[flag.name] = f"the capture has no {', '.join(lacking)} events"
-            continue
-        frame = _build(flag, _selected(flag, cap, scan, threshold_ms, built), threshold_ms)
-        if flag.amend is not None:
-            frame = flag.amend(cap, frame, threshold_ms)
-        built[flag.name] = frame
-        pieces.append(frame)
-    pieces = [p for p in pieces if len(p)]
-    if not pieces:
-        out = _empty()
-    else:
-        out = pd.concat([p.astype({"pid": "Int64", "tgid": "Int64", "ino": "Int64"})
-                         for p in pieces], ignore_index=True)
-        out["duration_ms"] = out["duration_ms"].astype("float64")
-        out["total_ms"] = out["total_ms"].astype("float64")
-        out["ongoing"] = out["ongoing"].astype(bool)
-        rank = out["severity"].map({s: i for i, s in enumerate(SEVERITIES)})
-        order = np.lexsort((-out["duration_ms"].fillna(0).to_numpy(), rank.to_numpy()))
-        out = out.iloc[order].reset_index(drop=True)
-        for column in ("flag", "severity", "host", "path", "comm", "mount", "bdi"):
-            out[column] = out[column].astype("category")
-    out.attrs["not_checked"] = not_checked
-    return out[FLAG_COLUMNS]
 
 
 def flags(cap: Capture, threshold_ms: float = THRESHOLD_MS, scan: Scan | None = None,

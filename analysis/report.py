@@ -27,9 +27,10 @@ import pandas as pd
 
 from fusewb import __version__
 from fusewb.analysis.capture import Capture, load_capture
-from fusewb.analysis.findings import FLAG_KINDS, FLAG_NAMES, SEVERITIES, flag_needs, flags
+from fusewb.analysis.findings import FLAG_KINDS, FLAG_NAMES, FLAGS, SEVERITIES, flags
 from fusewb.analysis.paths import PATH_MECHANISMS
 from fusewb.analysis.requests import request_totals, requests_by_opcode
+from fusewb.analysis.rules import flag_needs
 from fusewb.analysis.scan import Scan
 from fusewb.analysis.scan import scan as run_scan
 from fusewb.analysis.vm import (
@@ -88,7 +89,7 @@ REPORT_QUESTIONS = (wait_paths, stack_paths, requests_by_opcode, request_totals,
 def report_needs() -> list[str]:
     """The tables and ``vm:<kind>`` events a full report reads, from the declarations: the
     needs of every flag (:func:`flag_needs`) and the ``REQUIRES`` of :data:`REPORT_QUESTIONS`."""
-    return list(dict.fromkeys([*flag_needs(),
+    return list(dict.fromkeys([*flag_needs(FLAGS),
                                *(n for q in REPORT_QUESTIONS for n in q.REQUIRES)]))
 
 

@@ -46,10 +46,7 @@ from fusewb.analysis.capture import (
 )
 from fusewb.analysis.findings import (
     FLAGS,
-    Flag,
     answered_partial,
-    combine_flag_partials,
-    flag_partials,
     inflight_writes_partial,
     server_tgids,
     throttle_times,
@@ -62,6 +59,7 @@ from fusewb.analysis.requests import (
     derive_requests,
     fuse_requests,
 )
+from fusewb.analysis.rules import Flag, combine_flag_partials, flag_partials
 from fusewb.analysis.waiting import (
     combine_wait_paths,
     derive_waits,

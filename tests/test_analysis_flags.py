@@ -9,16 +9,9 @@ import pandas as pd
 import pytest
 
 from fusewb.analysis.capture import load_capture
-from fusewb.analysis.findings import (
-    FLAG_COLUMNS,
-    FLAG_NAMES,
-    FLAGS,
-    Flag,
-    flag_needs,
-    flags,
-    parse_flag_names,
-)
+from fusewb.analysis.findings import FLAG_COLUMNS, FLAG_NAMES, FLAGS, flags, parse_flag_names
 from fusewb.analysis.report import REPORT_QUESTIONS, report_needs
+from fusewb.analysis.rules import Flag, flag_needs
 from fusewb.analysis.scan import scan
 from fusewb.analysis.synthetic import make_meta, write_capture
 from fusewb.analysis.vm import dirty_throttling
