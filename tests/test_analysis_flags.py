@@ -261,7 +261,7 @@ NEEDS_NOTHING_RECORDED = Flag(
 )
 
 
-@pytest.mark.parametrize("engine", ["pandas", "streaming"])
+@pytest.mark.parametrize("engine", ["pandas", "streaming", "dask"])
 def test_a_flag_is_one_declaration(tmp_path: Path, engine: str) -> None:
     folder = everything_capture(tmp_path / "c")
     declared = [LONG_CLOSE, MANY_PAUSES, NEEDS_NOTHING_RECORDED]
