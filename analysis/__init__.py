@@ -12,7 +12,8 @@ raises ``MissingEventsError``, one line): ``waits``, ``wait_paths``, ``stack_pat
 ``unseen_waits`` (module ``waiting``); ``fuse_requests``, ``requests_by_opcode``,
 ``request_totals``, ``inflight_writeback`` (``requests``); ``dirty_throttling``, ``vm_events``,
 ``reclaim_activity``, ``migration_activity``, ``page_states``, ``page_state_peaks``, ``writeback_functions`` (``vm``);
-``flags`` (``findings``).
+``flags`` (``findings``: each flag one ``Flag`` declaration in ``FLAGS``, run by the engine
+in ``rules``; ``report.report_needs()`` derives what a report reads from the declarations).
 
 Engines: ``scan(cap, engine=...)`` (module ``scan``) answers the questions on the big tables
 (waits, requests) with ``pandas`` (whole tables, the default of every function above),
@@ -38,7 +39,7 @@ from typing import Any
 
 __all__ = [
     "Capture", "CaptureError", "MissingEventsError", "load_capture",
-    "FLAG_KINDS", "FLAG_NAMES", "flags",
+    "Flag", "FLAGS", "FLAG_KINDS", "FLAG_NAMES", "flag_needs", "flags", "run_flags",
     "PATH_RULES", "PATHS", "attribute_path",
     "fuse_requests", "inflight_writeback", "requests_by_opcode", "request_totals",
     "dirty_throttling", "migration_activity", "reclaim_activity", "vm_events",
@@ -49,7 +50,8 @@ __all__ = [
 
 _HOME = {
     "capture": ["Capture", "CaptureError", "MissingEventsError", "load_capture"],
-    "findings": ["FLAG_KINDS", "FLAG_NAMES", "flags"],
+    "findings": ["FLAGS", "FLAG_KINDS", "FLAG_NAMES", "flags"],
+    "rules": ["Flag", "flag_needs", "run_flags"],
     "paths": ["PATH_RULES", "PATHS", "attribute_path"],
     "requests": ["fuse_requests", "inflight_writeback", "requests_by_opcode", "request_totals"],
     "vm": ["dirty_throttling", "migration_activity", "reclaim_activity", "vm_events", "page_states",

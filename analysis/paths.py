@@ -24,6 +24,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from fusewb.contract.defaults import STACK_NOISE_FRAMES
+
 __all__ = [
     "PathRule",
     "PATH_RULES",
@@ -150,11 +152,6 @@ _MODULE = re.compile(r"\s*\[[^\]]*\]\s*$")
 _SUFFIX = re.compile(r"(?:\.(?:isra|constprop|part|cold|llvm|lto_priv)(?:\.\d+)*)+$")
 _SYSCALL = re.compile(r"^(?:x64|ia32|x32|arm64|riscv|s390x?|se|do|compat|ia32_compat)_sys_")
 _ADDRESS = re.compile(r"^(?:0x)?[0-9a-fA-F]{8,}$")
-_NOISE = frozenset(
-    "entry_SYSCALL_64_after_hwframe entry_SYSCALL_64 do_syscall_64 x64_sys_call ret_from_fork "
-    "ret_from_fork_asm kthread worker_thread process_one_work asm_exc_page_fault exc_page_fault "
-    "do_user_addr_fault handle_mm_fault __handle_mm_fault".split()
-)
 
 
 def _strip(frame: str) -> str:
@@ -206,7 +203,8 @@ def attribute_path(frames: Iterable[str] | None) -> str:
 def stack_summary(frames: Sequence[str] | None, width: int = 8) -> str:
     """A short ``inner < ... < outer`` line of a stack: the innermost frame, the first and last
     frames of the deciding rule with their callers, and the outermost frames."""
-    readable = [f for f in clean_frames(frames) if f.lstrip("_") not in _NOISE]
+    readable = [f for f in clean_frames(frames)
+                if f.lstrip("_") not in STACK_NOISE_FRAMES]
     if not readable:
         return "(no stack)"
     if len(readable) <= width:

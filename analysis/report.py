@@ -27,9 +27,10 @@ import pandas as pd
 
 from fusewb import __version__
 from fusewb.analysis.capture import Capture, load_capture
-from fusewb.analysis.findings import FLAG_KINDS, FLAG_NAMES, SEVERITIES, flags
+from fusewb.analysis.findings import FLAG_KINDS, FLAG_NAMES, FLAGS, SEVERITIES, flags
 from fusewb.analysis.paths import PATH_MECHANISMS
-from fusewb.analysis.requests import request_totals
+from fusewb.analysis.requests import request_totals, requests_by_opcode
+from fusewb.analysis.rules import flag_needs
 from fusewb.analysis.scan import Scan
 from fusewb.analysis.scan import scan as run_scan
 from fusewb.analysis.vm import (
@@ -39,12 +40,13 @@ from fusewb.analysis.vm import (
     reclaim_activity,
     writeback_functions,
 )
-from fusewb.analysis.waiting import unseen_waits
+from fusewb.analysis.waiting import stack_paths, unseen_waits, wait_paths
 from fusewb.contract import defaults
 from fusewb.contract.errors import FusewbError
 
-__all__ = ["REPORT_VERSION", "FORMATS", "build_report", "render_text", "render_json", "records",
-           "kernel_version", "render_report", "RenderedReport"]
+__all__ = ["REPORT_VERSION", "FORMATS", "REPORT_QUESTIONS", "build_report", "render_text",
+           "render_json", "records", "kernel_version", "render_report", "RenderedReport",
+           "report_needs"]
 
 REPORT_VERSION = 1
 FORMATS = ("text", "json", "html")
@@ -77,8 +79,24 @@ def kernel_version(release: str | None) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def _optional(cap: Capture, needs: list[str], build: Any) -> list[dict[str, Any]]:
-    return records(build(cap)) if all(cap.recorded(n) for n in needs) else []
+# The questions a report answers besides its flags (wait_paths and requests_by_opcode through the
+# scan, stack_paths for the paths of the waits); each declares what it needs with @requires.
+REPORT_QUESTIONS = (wait_paths, stack_paths, requests_by_opcode, request_totals, unseen_waits,
+                    dirty_throttling, page_state_peaks, writeback_functions, reclaim_activity,
+                    migration_activity)
+
+
+def report_needs() -> list[str]:
+    """The tables and ``vm:<kind>`` events a full report reads, from the declarations: the
+    needs of every flag (:func:`flag_needs`) and the ``REQUIRES`` of :data:`REPORT_QUESTIONS`."""
+    return list(dict.fromkeys([*flag_needs(FLAGS),
+                               *(n for q in REPORT_QUESTIONS for n in q.REQUIRES)]))
+
+
+def _optional(cap: Capture, question: Any, *args: Any) -> list[dict[str, Any]]:
+    """The rows of ``question`` when the capture recorded what it requires, else none."""
+    return records(question(cap, *args)) if all(cap.recorded(n) for n in question.REQUIRES) \
+        else []
 
 
 def _capture_summary(cap: Capture) -> dict[str, Any]:
@@ -204,14 +222,13 @@ def build_report(
         "capture": _capture_summary(cap),
         "waits_by_path": records(paths),
         "requests_by_opcode": records(by_opcode),
-        "request_totals": _optional(cap, ["requests"],
-                                    lambda c: request_totals(c, scan.by_opcode)),
+        "request_totals": _optional(cap, request_totals, scan.by_opcode),
         "unseen_waiters": records(unseen_waits(cap)),
-        "dirty_throttling": _optional(cap, ["throttle"], dirty_throttling),
+        "dirty_throttling": _optional(cap, dirty_throttling),
         "page_states": records(page_state_peaks(cap)),
         "writeback_functions": records(writeback_functions(cap)),
-        "reclaim": _optional(cap, ["vm"], reclaim_activity),
-        "migration": _optional(cap, ["vm"], migration_activity),
+        "reclaim": _optional(cap, reclaim_activity),
+        "migration": _optional(cap, migration_activity),
         "flags": records(raised),
         "flag_counts": {name: int(counts.get(name, 0)) for name in FLAG_NAMES if counts.get(name)},
         "not_checked": dict(raised.attrs.get("not_checked", {})),

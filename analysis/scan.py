@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,15 +45,12 @@ from fusewb.analysis.capture import (
     unreadable_table,
 )
 from fusewb.analysis.findings import (
+    FLAGS,
     answered_partial,
-    combine_stalls,
-    combine_wait_flag,
     inflight_writes_partial,
     server_tgids,
-    stall_partial,
     throttle_times,
     unseen_fuse_waits,
-    wait_flag_partials,
 )
 from fusewb.analysis.partials import combine_inflight, with_order
 from fusewb.analysis.requests import (
@@ -62,6 +59,7 @@ from fusewb.analysis.requests import (
     derive_requests,
     fuse_requests,
 )
+from fusewb.analysis.rules import Flag, combine_flag_partials, flag_partials
 from fusewb.analysis.waiting import (
     combine_wait_paths,
     derive_waits,
@@ -88,7 +86,6 @@ _TIME = {"requests": "send_ts_ns", "waits": "ts_ns"}
 CONNECT_TIMEOUT_S = 10
 LOCAL_WORKERS = 2
 TASK_BYTES = 64 << 20  # dask: consecutive parts of a host's table per task, on disk
-_WAIT_FLAGS = ("BLOCKED_WAIT", "RECLAIM_WAIT", "MIGRATION_WAIT", "SYNC_WAIT", "SERVER_SELF_WAIT")
 
 
 @dataclass
@@ -96,15 +93,15 @@ class Scan:
     """The merged partials of a capture's big tables, with what was read of them.
 
     ``wait_paths`` and ``by_opcode`` are :func:`wait_paths` and :func:`requests_by_opcode`;
-    ``wait_flags`` (flag -> merged worst rows), ``stalls``, ``servers`` and ``inflight`` feed
-    :func:`flags`; ``rows`` counts the rows read per (host, table) and ``damage`` names the
-    parts skipped per host; ``worker_peak_rss`` (Dask only): worker -> peak RSS bytes.
+    ``flag_rows`` (flag -> merged worst rows of each flag that selects rows of a big table),
+    ``servers`` and ``inflight`` feed :func:`flags`; ``rows`` counts the rows read per
+    (host, table) and ``damage`` names the parts skipped per host; ``worker_peak_rss`` (Dask
+    only): worker -> peak RSS bytes.
     """
 
     wait_paths: pd.DataFrame
-    wait_flags: dict[str, pd.DataFrame]
+    flag_rows: dict[str, pd.DataFrame]
     by_opcode: pd.DataFrame
-    stalls: pd.DataFrame
     servers: set[tuple[str, str, int]]
     inflight: dict[str, list[tuple[str, np.ndarray]]]
     rows: dict[tuple[str, str], int]
@@ -117,6 +114,7 @@ class _Params:
     threshold_ms: float
     times: dict[str, np.ndarray]
     servers: set[tuple[str, str, int]]
+    flags: tuple[Flag, ...]
 
 
 @dataclass(frozen=True)
@@ -141,13 +139,12 @@ class _Chunk:
 def _slice_partials(cap: Capture, table: str, rows: pd.DataFrame, params: _Params
                     ) -> dict[str, Any]:
     """Every partial of a slice of ``table`` (derived columns and order columns present)."""
+    flagged = flag_partials(table, rows, params.threshold_ms, params.servers, params.flags)
     if table == "requests":
-        return {"opcodes": by_opcode_partial(rows), "stalls": stall_partial(rows,
-                                                                            params.threshold_ms),
+        return {"opcodes": by_opcode_partial(rows), "flags": flagged,
                 "answered": answered_partial(rows),
                 "inflight": inflight_writes_partial(rows, params.times)}
-    return {"paths": wait_paths_partial(rows),
-            **wait_flag_partials(rows, params.threshold_ms, params.servers)}
+    return {"paths": wait_paths_partial(rows), "flags": flagged}
 
 
 def _slice(cap: Capture, host: str, table: str, batches: list[pa.Table], params: _Params
@@ -260,37 +257,42 @@ def _whole(cap: Capture, table: str, params: _Params) -> list[_Chunk]:
 
 def scan(cap: Capture, threshold_ms: float = defaults.THRESHOLD_MS, engine: str = "pandas",
          scheduler: str | None = None,
-         progress: Callable[[str], None] | None = None) -> Scan:
+         progress: Callable[[str], None] | None = None,
+         declared: Iterable[Flag] = FLAGS) -> Scan:
     """Answer the big-table questions of ``cap`` with ``engine`` (one of :data:`ENGINES`);
     ``scheduler``: the address of a running Dask scheduler (dask engine; default a local
-    cluster). Raises CaptureError like :meth:`Capture.table` for unreadable tables."""
+    cluster); ``declared``: the flags whose rows to select (:data:`findings.FLAGS`). Raises
+    CaptureError like :meth:`Capture.table` for unreadable tables."""
+    declared = tuple(declared)
     if engine not in ENGINES:
         raise FusewbError(f"unknown analysis engine {engine!r}", f"use one of {', '.join(ENGINES)}")
     if engine == "pandas":
         for table in TABLES:
             cap.table(table)
-        return _scan(cap, threshold_ms, _whole, whole=True)
+        return _scan(cap, threshold_ms, declared, _whole, whole=True)
     _small_tables(cap)
     if cap.recorded("stacks"):
         stack_paths(cap)  # once, here: every part's waits are attributed with it
     if engine == "streaming":
-        return _scan(cap, threshold_ms, _run_local(progress))
+        return _scan(cap, threshold_ms, declared, _run_local(progress))
     with _dask_client(scheduler) as client:
-        result = _scan(cap, threshold_ms, _run_dask(client, progress))
+        result = _scan(cap, threshold_ms, declared, _run_dask(client, progress))
         result.worker_peak_rss = _worker_peaks(client)
     return result
 
 
-def _scan(cap: Capture, threshold_ms: float, run: Runner, whole: bool = False) -> Scan:
-    params = _Params(threshold_ms, throttle_times(cap), set())
+def _scan(cap: Capture, threshold_ms: float, declared: tuple[Flag, ...], run: Runner,
+          whole: bool = False) -> Scan:
+    params = _Params(threshold_ms, throttle_times(cap), set(), declared)
     requests = run(cap, "requests", params)
     _check_reads(requests)
     servers = server_tgids(cap, _merge(requests, "answered"))
-    params = _Params(threshold_ms, params.times, servers)
+    params = _Params(threshold_ms, params.times, servers, declared)
     waits_out = run(cap, "waits", params)
     _check_reads(waits_out)
     unseen = with_order(unseen_fuse_waits(cap), cap.hosts, "", host_index=len(cap.hosts))
-    unseen_partials = wait_flag_partials(unseen, threshold_ms, servers)  # after every wait
+    unseen_partials = flag_partials("waits", unseen, threshold_ms, servers,
+                                    declared)  # after every wait
     waits_partials = [partials for chunk in waits_out for partials in chunk.partials]
     rows: dict[tuple[str, str], int] = {}
     damage: dict[str, list[str]] = {}
@@ -314,11 +316,10 @@ def _scan(cap: Capture, threshold_ms: float, run: Runner, whole: bool = False) -
                   for host, lines in damage.items()}
     return Scan(
         wait_paths=combine_wait_paths(cap.hosts, [p["paths"] for p in waits_partials]),
-        wait_flags={flag: combine_wait_flag([p[flag] for p in waits_partials]
-                                            + [unseen_partials[flag]])
-                    for flag in _WAIT_FLAGS},
+        flag_rows=combine_flag_partials(
+            _merge(requests, "flags") + [p["flags"] for p in waits_partials] + [unseen_partials],
+            declared),
         by_opcode=combine_by_opcode(_merge(requests, "opcodes")),
-        stalls=combine_stalls(_merge(requests, "stalls")),
         servers=servers,
         inflight=combine_inflight(_merge(requests, "inflight")),
         rows=rows,

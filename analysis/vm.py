@@ -27,6 +27,7 @@ MIGRATION_KINDS = ["migrate_pages", "compaction"]
 VMSCAN_THROTTLE_WRITEBACK = 1 << 0
 
 
+@requires()  # meta.json only
 def writeback_functions(cap: Capture) -> pd.DataFrame:
     """Calls of the kernel functions the kprobe plan times (``fuse_writepage`` with temp pages,
     ``fuse_writepages``, ``fuse_writepage_end``, reclaim and migration), from meta counters
@@ -52,6 +53,7 @@ def writeback_functions(cap: Capture) -> pd.DataFrame:
 PAGE_STATE_COLUMNS = ["nr_dirty", "nr_writeback", "nr_writeback_temp"]
 
 
+@requires()  # meta.json only
 def page_states(cap: Capture) -> pd.DataFrame:
     """/proc/vmstat page counts over the capture (meta ``vmstat``, once a second).
 
@@ -76,6 +78,7 @@ def page_states(cap: Capture) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+@requires()  # meta.json only
 def page_state_peaks(cap: Capture) -> pd.DataFrame:
     """The highest /proc/vmstat page counts per host during the capture.
 

@@ -10,6 +10,7 @@ import errno
 __all__ = [
     "THRESHOLD_MS", "RING_PAGES", "MAX_PENDING", "MAX_INFLIGHT", "STACK_ENTRIES",
     "REQUEST_EVENTS_PER_SEC", "REQUEST_ALWAYS_NS", "HIGH_SEVERITY_MS", "high_severity_ms",
+    "MEDIUM_THROTTLE_MS", "STACK_NOISE_FRAMES",
     "KERNEL_ENDED_ERRORS", "TRACING_FRAME_PREFIXES",
 ]
 
@@ -40,6 +41,11 @@ def high_severity_ms(threshold_ms: float) -> float:
     return max(HIGH_SEVERITY_MS, 10 * threshold_ms)
 
 
+# Total throttling (dirty pauses, reclaim delays) is high from HIGH_SEVERITY_MS and, for
+# DIRTY_THROTTLE, medium from this (low below).
+MEDIUM_THROTTLE_MS = 100.0
+
+
 # Request ends the kernel makes itself (an aborted or unmounted connection), not a server's reply.
 KERNEL_ENDED_ERRORS = (-errno.ECONNABORTED, -errno.ENOTCONN)
 
@@ -47,3 +53,11 @@ KERNEL_ENDED_ERRORS = (-errno.ECONNABORTED, -errno.ENOTCONN)
 # tracepoint (the static call goes through __traceiter_*): dropped so the traced function is first.
 TRACING_FRAME_PREFIXES = ("__traceiter_", "__bpf_trace_", "bpf_trace_run", "perf_trace_",
                           "trace_event_raw_event_", "bpf_prog_")
+
+# Frames of syscall entry, kernel threads, workqueues and page faults: every stack has some, so
+# stack summaries leave them out (names after leading underscores are stripped).
+STACK_NOISE_FRAMES = frozenset(
+    "entry_SYSCALL_64_after_hwframe entry_SYSCALL_64 do_syscall_64 x64_sys_call ret_from_fork "
+    "ret_from_fork_asm kthread worker_thread process_one_work asm_exc_page_fault exc_page_fault "
+    "do_user_addr_fault handle_mm_fault __handle_mm_fault".split()
+)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from fusewb.analysis.capture import load_capture
-from fusewb.analysis.findings import FLAG_COLUMNS, FLAG_NAMES, flags, parse_flag_names
+from fusewb.analysis.findings import FLAG_COLUMNS, FLAG_NAMES, FLAGS, flags, parse_flag_names
+from fusewb.analysis.report import REPORT_QUESTIONS, report_needs
+from fusewb.analysis.rules import Flag, flag_needs
+from fusewb.analysis.scan import scan
 from fusewb.analysis.synthetic import make_meta, write_capture
+from fusewb.analysis.vm import dirty_throttling
 from tests.analysis_cases import SERVER_TGID, STACK_IDS, at, clean_capture, everything_capture
 
 MS = 1_000_000
@@ -227,3 +232,60 @@ def test_server_throttled_in_reclaim_is_a_self_wait(tmp_path: Path) -> None:
     assert row["duration_ms"] == pytest.approx(1200)
     assert "server itself was throttled in reclaim" in row["evidence"]
     assert sorted(_only(result, "RECLAIM_THROTTLE")["pid"]) == [555, SERVER_TGID + 1]
+
+
+# A flag declared here, outside findings.py: one declaration, run by the same engine.
+LONG_CLOSE = Flag(
+    "LONG_CLOSE", "a close(2) waited on FUSE writeback for 50 ms or more", ("waits",),
+    "close flushes the inode and waits for the server's WRITEs",
+    severity=lambda rows, threshold_ms: np.where(rows["duration_ms"] >= 1000, "high", "low"),
+    evidence=lambda rows, threshold_ms: [f"{n} close wait(s), worst {d:.0f} ms"
+                                         for n, d in zip(rows["count"], rows["duration_ms"])],
+    table="waits", keys=("host", "pid"), carry=("comm", "bdi", "mount"),
+    select=lambda w, threshold_ms, servers: ((w["path"] == "close")
+                                             & (w["duration_ms"] >= threshold_ms)).to_numpy(),
+)
+MANY_PAUSES = Flag(
+    "MANY_PAUSES", "three or more dirty throttling pauses of one task", ("throttle",),
+    "balance_dirty_pages paused this task again and again",
+    severity=lambda rows, threshold_ms: "low",
+    evidence=lambda rows, threshold_ms: [f"{n} pauses" for n in rows["count"]],
+    rows=lambda cap, scan, threshold_ms: (
+        lambda t: t[t["count"] >= 3])(dirty_throttling(cap).rename(columns={"pauses": "count"})
+                                      .assign(ongoing=False)),
+)
+NEEDS_NOTHING_RECORDED = Flag(
+    "NEVER", "never", ("no_such_table",), "a flag whose events no capture has",
+    severity=lambda rows, threshold_ms: "low", evidence=lambda rows, threshold_ms: [],
+    rows=lambda cap, scan, threshold_ms: pd.DataFrame(),
+)
+
+
+@pytest.mark.parametrize("engine", ["pandas", "streaming", "dask"])
+def test_a_flag_is_one_declaration(tmp_path: Path, engine: str) -> None:
+    folder = everything_capture(tmp_path / "c")
+    declared = [LONG_CLOSE, MANY_PAUSES, NEEDS_NOTHING_RECORDED]
+    cap = load_capture(folder)
+    raised = flags(cap, 50, scan(cap, 50, engine=engine, declared=declared), declared)
+    assert list(raised.columns) == FLAG_COLUMNS
+    assert raised.attrs["not_checked"] == {"NEVER": "the capture has no no_such_table events"}
+    assert list(raised["flag"].astype(str)) == ["LONG_CLOSE", "MANY_PAUSES"]
+    close = raised.iloc[0]
+    assert close["pid"] == SERVER_TGID + 1 and close["comm"] == "fusewb-server"
+    assert close["severity"] == "low" and close["duration_ms"] == pytest.approx(80)
+    assert close["evidence"] == "1 close wait(s), worst 80 ms" and not close["ongoing"]
+    assert close["mount"] == "/mnt/fusewb" and close["bdi"] == "0:52"
+    assert pd.isna(close["ino"]) and pd.isna(close["path"])  # not among its keys or carry
+    assert close["mechanism"] == LONG_CLOSE.mechanism
+    pauses = raised.iloc[1]
+    assert pauses["pid"] == 100 and pauses["count"] == 3 and pauses["evidence"] == "3 pauses"
+
+
+def test_what_a_report_needs_comes_from_the_declarations() -> None:
+    needed = report_needs()
+    for flag in FLAGS:
+        assert set(flag.needs) <= set(needed), flag.name
+    for question in REPORT_QUESTIONS:
+        assert set(question.REQUIRES) <= set(needed), question.__name__
+    assert flag_needs([LONG_CLOSE, MANY_PAUSES]) == ["waits", "throttle"]
+    assert "vm:vmscan_throttled" in needed and "stacks" in needed

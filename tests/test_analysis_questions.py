@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import click
 import pandas as pd
 import pytest
 
 from fusewb.analysis import capture as capture_module
-from fusewb.analysis.capture import MissingEventsError, load_capture
+from fusewb.analysis.capture import CaptureError, MissingEventsError, load_capture
 from fusewb.analysis.findings import flags
 from fusewb.analysis.requests import (
     fuse_requests,
@@ -20,6 +21,7 @@ from fusewb.analysis.requests import (
 from fusewb.analysis.synthetic import make_meta, synthetic_capture, write_capture
 from fusewb.analysis.vm import dirty_throttling, migration_activity, reclaim_activity, vm_events
 from fusewb.analysis.waiting import stack_paths, unseen_waits, wait_paths, waits
+from fusewb.contract.errors import FusewbError
 from fusewb.contract.schema import TABLES
 from tests.analysis_cases import at, clean_capture, everything_capture
 
@@ -106,6 +108,23 @@ def test_absent_table_is_empty_but_unrecorded_one_is_an_error(tmp_path: Path) ->
     lacking = load_capture(clean_capture(tmp_path / "d", probes=probes))
     with pytest.raises(MissingEventsError, match="balance_dirty_pages"):
         dirty_throttling(lacking)
+
+
+def test_the_pandas_api_raises_the_analysis_errors_not_clicks(tmp_path: Path) -> None:
+    bad = clean_capture(tmp_path / "bad")
+    (bad / "meta.json").write_text("{not json")
+    with pytest.raises(CaptureError, match="meta.json") as caught:
+        flags(load_capture(bad))
+    assert isinstance(caught.value, FusewbError)
+    assert not isinstance(caught.value, click.ClickException)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(CaptureError, match="no_capture_here"):
+        load_capture(tmp_path / "no_capture_here")
+    probes = [p for p in make_meta()["probes"] if "balance_dirty_pages" not in p]
+    with pytest.raises(MissingEventsError) as missing:
+        dirty_throttling(load_capture(clean_capture(tmp_path / "d", probes=probes)))
+    assert isinstance(missing.value, FusewbError)
+    assert not isinstance(missing.value, click.ClickException)
 
 
 def test_folder_of_captures_has_a_host_column(tmp_path: Path) -> None:
