@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from fusewb.contract.errors import FusewbError
 from fusewb.contract.events import EVENT_KINDS, STACKS_FROM, VM_EVENT_KINDS, event_kind
 from fusewb.contract.meta import META_SPEC, Spec
-from fusewb.contract.schema import SCHEMA_VERSION, TABLES
+from fusewb.contract.schema import PART_GLOB, SCHEMA_VERSION, TABLES
 
 __all__ = [
     "Capture",
@@ -111,7 +111,7 @@ class CaptureSource:
         if not folder.is_dir():
             return []
         try:
-            return sorted(folder.glob("part-*.parquet"))
+            return sorted(folder.glob(PART_GLOB))
         except OSError:
             return []
 

@@ -10,7 +10,7 @@ import errno
 __all__ = [
     "THRESHOLD_MS", "RING_PAGES", "MAX_PENDING", "MAX_INFLIGHT", "STACK_ENTRIES",
     "REQUEST_EVENTS_PER_SEC", "REQUEST_ALWAYS_NS", "HIGH_SEVERITY_MS", "high_severity_ms",
-    "MEDIUM_THROTTLE_MS", "STACK_NOISE_FRAMES",
+    "MEDIUM_THROTTLE_MS", "STACK_NOISE_FRAMES", "WAIT_MACHINERY_PREFIXES",
     "KERNEL_ENDED_ERRORS", "TRACING_FRAME_PREFIXES",
 ]
 
@@ -61,3 +61,8 @@ STACK_NOISE_FRAMES = frozenset(
     "ret_from_fork_asm kthread worker_thread process_one_work asm_exc_page_fault exc_page_fault "
     "do_user_addr_fault handle_mm_fault __handle_mm_fault".split()
 )
+
+# Frames of the wait machinery itself, skipped when the live view names the caller of a wait.
+WAIT_MACHINERY_PREFIXES = ("folio_wait", "wait_on_page", "__filemap_fdatawait", "filemap_fdatawait",
+                           "file_write_and_wait", "filemap_write_and_wait", "__schedule", "schedule",
+                           "io_schedule")

@@ -14,16 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from fusewb.contract.defaults import WAIT_MACHINERY_PREFIXES
+
 __all__ = ["path_hint", "wait_line", "WAIT_HEADER", "CaptureSummary", "StatusLine", "ERASE_LINE",
            "terminal_columns", "ticking"]
 
 ERASE_LINE = "\r\x1b[K"  # to the start of the line, then erase to its end (ECMA-48 EL)
 
-# Frames of the wait machinery itself, skipped when naming the path a wait came from.
-_WAIT_MACHINERY = (
-    "folio_wait", "wait_on_page", "__filemap_fdatawait", "filemap_fdatawait",
-    "file_write_and_wait", "filemap_write_and_wait", "__schedule", "schedule", "io_schedule",
-)
 
 WAIT_HEADER = f"{'TIME':<8} {'COMM':<16} {'PID':>7} {'BDI':<10} {'INO':>10} {'WAIT_MS':>10}  PATH"
 
@@ -35,7 +32,7 @@ def path_hint(frames: list[str]) -> str:
         if frame.startswith("fuse_"):
             return frame
     for frame in frames:
-        if not frame.startswith(_WAIT_MACHINERY):
+        if not frame.startswith(WAIT_MACHINERY_PREFIXES):
             return frame
     return "?"
 
