@@ -8,7 +8,8 @@ before tracing), ``dirty_throttling``, ``page_states`` (peak /proc/vmstat page c
 ``nr_writeback_temp`` before 6.16), ``writeback_functions`` (kprobe plan: calls and latency of
 ``fuse_writepage(s)`` and others), ``reclaim``, ``migration``, ``flags`` (items with
 flag, severity, host, path, bdi, mount, pid, tgid, comm, ino, duration_ms, ongoing, count,
-total_ms, evidence, mechanism), ``flag_counts``, ``not_checked``, ``kernel_notes`` and
+total_ms, evidence, mechanism), ``flag_counts``, ``not_checked``, ``not_recorded`` (the events a full report reads,
+:func:`report_needs`, that no probe of the capture produces), ``kernel_notes`` and
 ``host_totals`` (per host: waits, ongoing_waits, requests, flags, worst_severity, lost_events).
 """
 
@@ -232,6 +233,7 @@ def build_report(
         "flags": records(raised),
         "flag_counts": {name: int(counts.get(name, 0)) for name in FLAG_NAMES if counts.get(name)},
         "not_checked": dict(raised.attrs.get("not_checked", {})),
+        "not_recorded": [need for need in report_needs() if not cap.recorded(need)],
         "kernel_notes": _kernel_notes(cap, paths),
         "host_totals": _host_totals(cap, paths, by_opcode, raised),
     }
@@ -372,6 +374,9 @@ def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) ->
         lines.append(f"  why: {FLAG_KINDS[name].mechanism}")
     for name, why in report["not_checked"].items():
         lines.append(f"not checked: {name} ({why})")
+    if report.get("not_recorded"):
+        lines.append("events this capture did not record (its plan attached no probe for them): "
+                     + ", ".join(report["not_recorded"]))
     raised_paths = {r["path"] for r in report["waits_by_path"]}
     if raised_paths:
         lines.append("")

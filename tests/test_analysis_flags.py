@@ -289,3 +289,18 @@ def test_what_a_report_needs_comes_from_the_declarations() -> None:
         assert set(question.REQUIRES) <= set(needed), question.__name__
     assert flag_needs([LONG_CLOSE, MANY_PAUSES]) == ["waits", "throttle"]
     assert "vm:vmscan_throttled" in needed and "stacks" in needed
+
+
+def test_a_report_names_the_events_its_capture_did_not_record(tmp_path: Path) -> None:
+    from fusewb.analysis.report import build_report, render_text
+    from fusewb.analysis.synthetic import DEFAULT_PROBES
+
+    without_vm = [p for p in DEFAULT_PROBES if not any(m in p for m in ("vmscan", "migrate", "compaction"))]
+    assert len(without_vm) < len(DEFAULT_PROBES)
+    cap = load_capture(write_capture(tmp_path / "cap", make_meta(probes=without_vm)))
+    report = build_report(cap)
+    assert report["not_recorded"] and all(n.startswith("vm") for n in report["not_recorded"])
+    assert "vm:vmscan_throttled" in report["not_recorded"]
+    assert "did not record" in render_text(report)
+    full = build_report(load_capture(write_capture(tmp_path / "full", make_meta())))
+    assert full["not_recorded"] == []
