@@ -29,27 +29,23 @@ def user_errors() -> Iterator[None]:
         raise error from exc
 
 
-class Command(click.Command):
-    """A click command whose FusewbErrors (also from option callbacks) exit 2 with one line."""
+class _UserErrors:
+    """make_context (parsing, option callbacks) and invoke with FusewbErrors turned into exit 2."""
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         with user_errors():
-            return super().make_context(*args, **kwargs)
+            return super().make_context(*args, **kwargs)  # type: ignore[misc]
 
     def invoke(self, ctx: click.Context) -> Any:
         with user_errors():
-            return super().invoke(ctx)
+            return super().invoke(ctx)  # type: ignore[misc]
 
 
-class Group(click.Group):
+class Command(_UserErrors, click.Command):
+    """A click command whose FusewbErrors (also from option callbacks) exit 2 with one line."""
+
+
+class Group(_UserErrors, click.Group):
     """A click group like :class:`Command`; its sub-commands default to :class:`Command`."""
 
     command_class = Command
-
-    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
-        with user_errors():
-            return super().make_context(*args, **kwargs)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        with user_errors():
-            return super().invoke(ctx)
