@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 from fusewb.fixtures.faults import Faults
 from fusewb.fixtures.manage import Fixture, mount_fixture, unmount_fixture
 from fusewb.tracers.mounts import mount_for_path
-from tests.support import require, require_fuse
+from tests.support import TIMEOUT_SCALE, require, require_fuse
 
 __all__ = ["mounted", "wait_until", "in_thread"]
 
@@ -34,8 +34,9 @@ def mounted(folder: Path, faults: Faults | None = None, **options: object) -> It
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.05) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes; return whether it held."""
-    deadline = time.monotonic() + timeout
+    """Poll ``predicate`` until it holds or ``timeout`` (times ``TIMEOUT_SCALE``) passes; return
+    whether it held."""
+    deadline = time.monotonic() + timeout * TIMEOUT_SCALE
     while time.monotonic() < deadline:
         if predicate():
             return True

@@ -13,12 +13,16 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["SIGHUP_DEFAULT", "require", "require_root", "require_fuse", "require_bpf", "require_cgroup_memory"]
+__all__ = ["SIGHUP_DEFAULT", "TIMEOUT_SCALE", "require", "require_root", "require_fuse", "require_bpf", "require_cgroup_memory"]
 
 # A command prefix that starts a child with SIGHUP at its default action: a test that hangs a
 # child up must not depend on how pytest itself was started (under nohup SIGHUP is ignored,
 # and an ignored signal stays ignored across exec).
 SIGHUP_DEFAULT = ("env", "--default-signal=HUP")
+
+# How much slower this machine runs than the one the tests' waits were sized on: fusewb.guest
+# sets it for a TCG guest (~6x). Every bounded wait of a kernel test is multiplied by it.
+TIMEOUT_SCALE = float(os.environ.get("FUSEWB_TIMEOUT_SCALE", "1") or 1)
 
 
 def require(condition: bool, reason: str) -> None:

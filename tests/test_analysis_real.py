@@ -14,10 +14,10 @@ import threading
 import time
 from pathlib import Path
 
-from tests.support import require, require_bpf, require_fuse
+from tests.support import TIMEOUT_SCALE, require, require_bpf, require_fuse
 
 TRACE_SECONDS = 6
-READY_TIMEOUT = 90.0 * float(os.environ.get("FUSEWB_TIMEOUT_SCALE", "1") or 1)  # TCG guest: slower
+READY_TIMEOUT = 90.0 * TIMEOUT_SCALE
 
 
 def _stderr_lines(process: subprocess.Popen) -> tuple[queue.Queue, threading.Thread]:

@@ -17,7 +17,7 @@ from fusewb.stuck import _require_proc, wait_kind
 from fusewb.tracers.mounts import FUSECTL, fusectl_mounted
 from fusewb.tracers.procscan import read_frames
 from tests.fixture_helpers import mounted, wait_until
-from tests.support import require, require_fuse, require_root
+from tests.support import TIMEOUT_SCALE, require, require_fuse, require_root
 
 FUSEWB = [sys.executable, "-m", "fusewb.cli"]
 FSYNC = """
@@ -49,7 +49,7 @@ def _asleep_in(pid: int, frame: str, states: str = "D") -> bool:
 
 def _stuck_json() -> dict:
     done = subprocess.run([*FUSEWB, "stuck", "--json"], capture_output=True, text=True,
-                          timeout=60, check=False)
+                          timeout=60 * TIMEOUT_SCALE, check=False)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -71,10 +71,10 @@ def _finish(children: list[subprocess.Popen]) -> list[int | None]:
     codes = []
     for child in children:
         try:
-            codes.append(child.wait(timeout=15))
+            codes.append(child.wait(timeout=15 * TIMEOUT_SCALE))
         except subprocess.TimeoutExpired:
             child.kill()
-            child.wait(timeout=15)
+            child.wait(timeout=15 * TIMEOUT_SCALE)
             codes.append(None)
     return codes
 

@@ -24,11 +24,10 @@ import pytest
 
 from fusewb.fixtures.faults import Faults
 from tests.fixture_helpers import mounted
-from tests.support import require_bpf
+from tests.support import TIMEOUT_SCALE, require_bpf
 from tests.test_analysis_real import _stderr_lines, _wait_ready
 
 LATENCY_MS = 3000
-SCALE = float(os.environ.get("FUSEWB_TIMEOUT_SCALE", "1") or 1)  # the TCG guest runs ~10x slower
 
 
 def _fsync_write(path: Path) -> float:
@@ -64,7 +63,7 @@ def _mkwrite_after_writeback(path: Path) -> float:
             mapping[:] = b"n" * 65536
             if libc.sync_file_range(fd, 0, 65536, 2) != 0:  # SYNC_FILE_RANGE_WRITE
                 raise OSError(ctypes.get_errno(), "sync_file_range")
-            time.sleep(0.2 * SCALE)  # the WRITE reaches the server
+            time.sleep(0.2 * TIMEOUT_SCALE)  # the WRITE reaches the server
             began = time.monotonic()
             mapping[0:1] = b"o"  # write-protected since its writeback: page_mkwrite
             return time.monotonic() - began
@@ -105,7 +104,7 @@ def _trace_actions(mnt: Path, cap: Path) -> dict[str, float]:
         tracer.stderr.close()
 
 
-@pytest.mark.timeout(150 * SCALE)
+@pytest.mark.timeout(150 * TIMEOUT_SCALE)
 def test_fsync_close_and_mkwrite_behind_slow_writes_are_waits_and_stalled_writes(tmp_path: Path) -> None:
     require_bpf()
     mnt, cap = tmp_path / "mnt", tmp_path / "cap"

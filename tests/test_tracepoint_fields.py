@@ -55,6 +55,8 @@ REC->dirtied_pause, REC->paused, REC->pause, REC->period, REC->think, (unsigned 
 FIELDS_6_1 = ["bdi", "limit", "setpoint", "dirty", "bdi_setpoint", "bdi_dirty", "dirty_ratelimit",
               "task_ratelimit", "dirtied", "dirtied_pause", "paused", "pause", "period", "think",
               "cgroup_ino"]
+# the same tracepoint with 6.18's names (wb_setpoint, wb_dirty)
+FIELDS_6_18 = [{"bdi_setpoint": "wb_setpoint", "bdi_dirty": "wb_dirty"}.get(f, f) for f in FIELDS_6_1]
 
 
 def test_format_parsed_and_older_names_chosen() -> None:
@@ -126,25 +128,27 @@ def test_this_kernel_formats_from_tracefs() -> None:
 
 
 def test_field_chosen_from_another_kernel_reaches_the_compile() -> None:
-    """Fed the 6.1 format, the plan reads wb_dirty as bdi_dirty: this kernel has no such
-    field, so the compile fails naming it (the define reaches the BPF side); the fields 6.1
-    shares with this kernel compile and load."""
+    """Fed the other kernel's format (6.1's on a kernel that says wb_dirty, 6.18's on one that
+    says bdi_dirty), the plan reads the wb_dirty column under that kernel's name: this kernel has
+    no such field, so the compile fails naming it (the define reaches the BPF side); the fields
+    both kernels share compile and load."""
     require_bpf()
     from fusewb.tracers.plan import choose_plan
     from fusewb.tracers.program import BuildOptions, verify_program
 
     features = _features()
     here = set(features.tracepoint_fields[BDP])
-    as_6_1 = replace(features, tracepoint_fields={**features.tracepoint_fields, BDP: FIELDS_6_1})
-    plan = choose_plan(as_6_1, force="tracepoint")
-    assert plan.defines["TPF_BALANCE_DIRTY_PAGES_WB_DIRTY"] == "bdi_dirty"
-    assert any("wb_dirty is called bdi_dirty" in line for line in plan.describe())
-    require("bdi_dirty" not in here, "this kernel still calls it bdi_dirty")
-    with pytest.raises(FusewbError, match="bdi_dirty"):
+    other, name = (FIELDS_6_18, "wb_dirty") if "bdi_dirty" in here else (FIELDS_6_1, "bdi_dirty")
+    as_other = replace(features, tracepoint_fields={**features.tracepoint_fields, BDP: other})
+    plan = choose_plan(as_other, force="tracepoint")
+    assert plan.defines["TPF_BALANCE_DIRTY_PAGES_WB_DIRTY"] == name
+    if name == "bdi_dirty":
+        assert any("wb_dirty is called bdi_dirty" in line for line in plan.describe())
+    with pytest.raises(FusewbError, match=name):
         verify_program(plan, BuildOptions(ring_pages=1))
-    # the 6.1 choices this kernel can satisfy: every field it shares with 6.1
+    # the other kernel's choices this kernel can satisfy: every field both have
     shared = replace(features, tracepoint_fields={**features.tracepoint_fields,
-                                                  BDP: [f for f in FIELDS_6_1 if f in here]})
+                                                  BDP: [f for f in other if f in here]})
     plan = choose_plan(shared, force="tracepoint")
     assert plan.absent_columns == {"throttle": ["wb_dirty", "wb_setpoint"]}
     programs, _seconds = verify_program(plan, BuildOptions(ring_pages=1))
@@ -184,7 +188,7 @@ def test_absent_columns_are_null_and_listed_in_meta(tmp_path) -> None:
     from fusewb.tracers.session import TraceOptions, Tracer
 
     features = _features()
-    fields = [f for f in features.tracepoint_fields[BDP] if f != "wb_dirty"]
+    fields = [f for f in features.tracepoint_fields[BDP] if f not in ("wb_dirty", "bdi_dirty")]
     tracer = Tracer(TraceOptions(output=tmp_path / "cap"))
     tracer.plan = choose_plan(replace(features, tracepoint_fields={**features.tracepoint_fields, BDP: fields}))
     tracer.absent_columns = tracer.plan.absent_columns
