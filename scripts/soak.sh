@@ -18,6 +18,11 @@ for i in $(seq 1 "$n"); do
   FUSEWB_REQUIRE_KERNEL=1 locked make -s test \
     PYTEST_ARGS="-q -p no:cacheprovider --junitxml=$work/test-$i.xml" < /dev/null > "$work/test-$i.log" 2>&1
   test_rc=$?
+  echo "$test_rc" > "$work/test-$i.rc"
+  for xml in build/test-results/junit-*.xml; do  # the guest stage's results, one file per kernel
+    [ -e "$xml" ] && [ "$xml" != "build/test-results/junit-$(uname -r).xml" ] && \
+      mv "$xml" "$work/test-$i-$(basename "$xml" .xml | sed 's/^junit-//').xml"
+  done
   locked make -s demo DEMO_OUT="$work/demo-$i" < /dev/null > "$work/demo-$i.log" 2>&1
   demo_rc=$?
   echo "soak: run $i/$n: make test exit $test_rc ($(tail -n 1 "$work/test-$i.log")), make demo exit $demo_rc, $(( $(date +%s) - start )) s"

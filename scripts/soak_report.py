@@ -1,7 +1,9 @@
 """Per-test pass counts of a `make soak` folder: ``soak_report.py DIR N``.
 
-Reads ``DIR/test-*.xml`` (pytest's JUnit XML) and ``DIR/demo-*.log`` next to them; prints each
-test that did not pass in every run first, then a summary line. Exit 1 when any did not.
+Reads ``DIR/test-I.xml`` (pytest's JUnit XML of run I on this kernel), ``DIR/test-I-RELEASE.xml``
+(the guest stage's, one per guest kernel: its tests are named ``[RELEASE] ...``), ``DIR/test-I.rc``
+(make test's exit status) and ``DIR/demo-I.log``; prints each test that did not pass in every run
+first, then a summary line. Exit 1 when any did not, or make test or make demo failed once.
 """
 
 from __future__ import annotations
@@ -32,9 +34,14 @@ def main(argv: list[str]) -> int:
     passed: Counter[str] = Counter()
     seen: set[str] = set()
     for i in range(1, runs + 1):
-        for name, outcome in _outcomes(folder / f"test-{i}.xml").items():
-            seen.add(name)
-            passed[name] += outcome == "passed"
+        results = {folder / f"test-{i}.xml": ""}
+        results.update({xml: f"[{xml.stem.split('-', 2)[2]}] "
+                        for xml in sorted(folder.glob(f"test-{i}-*.xml"))})
+        for xml, prefix in results.items():
+            for name, outcome in _outcomes(xml).items():
+                seen.add(prefix + name)
+                passed[prefix + name] += outcome == "passed"
+    test_passed = sum(1 for i in range(1, runs + 1) if _text(folder / f"test-{i}.rc").strip() == "0")
     demo_passed = sum(1 for i in range(1, runs + 1)
                       if "NOT as expected" not in _text(folder / f"demo-{i}.log")
                       and "HTML report:" in _text(folder / f"demo-{i}.log"))
@@ -42,8 +49,8 @@ def main(argv: list[str]) -> int:
     for name in flaky:
         print(f"  {passed[name]}/{runs}  {name}")
     print(f"soak: {len(seen) - len(flaky)} of {len(seen)} tests passed {runs}/{runs}; "
-          f"make demo passed {demo_passed}/{runs}")
-    return 1 if flaky or demo_passed < runs or not seen else 0
+          f"make test passed {test_passed}/{runs}; make demo passed {demo_passed}/{runs}")
+    return 1 if flaky or test_passed < runs or demo_passed < runs or not seen else 0
 
 
 def _text(path: Path) -> str:
