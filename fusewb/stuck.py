@@ -46,8 +46,8 @@ REQUEST_FRAMES = frozenset("request_wait_answer fuse_get_req fuse_simple_request
 WRITEBACK_FRAMES = frozenset(
     "folio_wait_writeback wait_on_page_writeback folio_wait_stable wait_for_stable_page "
     "filemap_fdatawait_range filemap_fdatawait_keep_errors filemap_fdatawait_range_keep_errors "
-    "wait_sb_inodes wb_wait_for_completion balance_dirty_pages reclaim_throttle "
-    "fuse_wait_on_page_writeback fuse_wait_on_folio_writeback fuse_sync_writes".split())
+    "wait_sb_inodes wb_wait_for_completion inode_wait_for_writeback balance_dirty_pages "
+    "reclaim_throttle fuse_wait_on_page_writeback fuse_wait_on_folio_writeback fuse_sync_writes".split())
 PAGE_LOCK_FRAMES = frozenset(
     "folio_wait_bit_common folio_lock folio_lock_killable lock_page lock_page_killable "
     "wait_on_page_bit_common".split())

@@ -19,13 +19,7 @@ import pytest
 # and test_tracepoint_fields.py passes there too (4 minutes, 2026-11-21) but does not fit.
 GUEST_TESTS = frozenset({
     "test_tracer_plan.py", "test_temp_page_waits.py",
-    # fusewb stuck: all but test_close_and_a_lookup_behind_a_single_threaded_server, which failed
-    # in 2 of 6 guest runs (its close never slept in fuse_flush, also with 90 s allowed; cause
-    # not found yet) and passes on this kernel
-    "test_stuck.py::test_a_stalled_fsync_is_reported_with_its_path_mount_bdi_and_connection",
-    "test_stuck.py::test_without_root_it_names_the_fix", "test_stuck.py::test_with_no_fuse_mount_it_says_so",
-    "test_stuck.py::test_a_kernel_without_fuse_is_refused", "test_stuck.py::test_wait_kind",
-    "test_stuck.py::test_kernel_threads_are_told_from_user_tasks",
+    "test_stuck.py",
     "test_doctor.py::test_doctor_verifies_the_plan_it_proposes",
     "test_tracepoint_fields.py::test_this_kernel_formats_from_tracefs",
     "test_tracepoint_fields.py::test_field_chosen_from_another_kernel_reaches_the_compile",
