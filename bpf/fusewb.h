@@ -18,6 +18,8 @@
  *                      module's BTF: 1 kprobes (queue_request_and_unlock, fuse_request_end),
  *                      2 raw tracepoints fuse_request_send/end; 0: the fuse:* tracepoints'
  *                      fields (FUSE_REQUESTS). HAVE_FN_FUSE_DEV_DO_READ: server readers
+ *   FUSE_REQ_LEN_FROM_ARGS 1: a length not yet assigned at the send is added up from the
+ *                      request's arguments (REQ_ARGS_OFF, ARGS_IN_*, IN_ARG_*, from BTF)
  *   FUSE_REQUESTS, FUSE_THROTTLE, VM_DIRECT_RECLAIM, VM_MEMCG_RECLAIM, VM_THROTTLED,
  *   VM_SHRINK_INACTIVE, VM_COMPACTION, VM_MIGRATE (1 single, 2 paired with _start)
  *   RING_PAGES         ring buffer size in pages (power of two)

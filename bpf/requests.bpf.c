@@ -176,12 +176,49 @@ static __always_inline u64 req_unique(void *req)
     return v;
 }
 
+#if FUSE_REQ_LEN_FROM_ARGS
+/* The length fuse_len_args() gives: the header plus each input argument's size (offsets, sizes
+ * and the array's length from BTF). */
+static __always_inline u32 req_len_from_args(void *req)
+{
+    void *args = NULL;
+    bpf_probe_read_kernel(&args, sizeof(args), req + REQ_ARGS_OFF);
+    if (!args)
+        return 0;
+    u32 numargs = 0; /* little-endian: the low bytes of a u32 */
+    bpf_probe_read_kernel(&numargs, ARGS_IN_NUMARGS_SIZE, args + ARGS_IN_NUMARGS_OFF);
+    u32 len = REQ_IN_HEADER_SIZE;
+#pragma unroll
+    for (int i = 0; i < IN_ARGS_MAX; i++) {
+        if (i >= numargs)
+            break;
+        u32 size = 0;
+        bpf_probe_read_kernel(&size, sizeof(size),
+                              args + ARGS_IN_ARGS_OFF + i * IN_ARG_STRIDE + IN_ARG_SIZE_OFF);
+        len += size;
+    }
+    return len;
+}
+#endif
+
+/* The length at the send: in.h.len where the kernel has assigned it already (6.18+), else
+ * added up from the arguments as the kernel is about to. */
+static __always_inline u32 req_len_at_send(void *req)
+{
+    u32 len = req_u32(req, REQ_LEN_OFF);
+#if FUSE_REQ_LEN_FROM_ARGS
+    if (!len)
+        len = req_len_from_args(req);
+#endif
+    return len;
+}
+
 static __always_inline int req_sent_at(void *req)
 {
     struct request_key key = {};
     key.connection = req_connection(req);
     key.req = (u64)req;
-    return request_sent(&key, req_u32(req, REQ_OPCODE_OFF), 0, req_unique(req));
+    return request_sent(&key, req_u32(req, REQ_OPCODE_OFF), req_len_at_send(req), req_unique(req));
 }
 
 static __always_inline int req_ended_at(void *req)

@@ -1,11 +1,13 @@
 """A fsync, a close and a write fault on a mapping (page_mkwrite) behind a FUSE server that
 answers each WRITE after 3 s, traced and analysed on the running kernel: a wait of about 3 s on
-each path with its kernel stack, and the WRITEs as STALLED_REQUEST. Before 6.16 (temp pages, e.g. Debian 12's 6.1 in the guest stage of
-``make test``) the task waits inside fuse.ko (``fuse_set_nowrite``, timed by kprobes) and the
+each path with its kernel stack, and the WRITEs as STALLED_REQUEST. Before 6.16 (temp pages,
+e.g. Debian 12's 6.1 in the guest stage of ``make test``) the task waits inside fuse.ko (``fuse_set_nowrite``, timed by kprobes) and the
 requests come from kprobes keyed on the request pointer; on 6.16+ it waits in
 ``folio_wait_writeback`` and the requests come from the fuse:* tracepoints. The write fault
 meets a page whose WRITE is in flight (started by sync_file_range): before 6.16 it waits in
-``fuse_page_mkwrite -> fuse_wait_on_page_writeback``, from 6.16 in ``folio_wait_writeback``."""
+``fuse_page_mkwrite -> fuse_wait_on_page_writeback``, from 6.16 in ``folio_wait_writeback``.
+Last the server is stalled and tracing stops while a fsync's WRITE is unanswered: the capture
+keeps that WRITE as ongoing, with its length."""
 
 from __future__ import annotations
 
@@ -22,8 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from fusewb.analysis.capture import load_capture
 from fusewb.fixtures.faults import Faults
-from tests.fixture_helpers import mounted
+from fusewb.tracers.procscan import read_frames
+from fusewb.fixtures.manage import Fixture
+from tests.fixture_helpers import mounted, wait_until
 from tests.support import TIMEOUT_SCALE, require_bpf
 from tests.test_analysis_real import _stderr_lines, _wait_ready
 
@@ -80,22 +85,50 @@ ACTIONS = {
 }
 
 
-def _trace_actions(mnt: Path, cap: Path) -> dict[str, float]:
-    """Trace the mount while each action runs on its own file: seconds each took."""
+FSYNC_64K = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY)
+os.write(fd, b"s" * 65536)
+os.fsync(fd)
+"""
+# uapi/linux/fuse.h: what a WRITE carries besides its data
+FUSE_IN_HEADER_BYTES, FUSE_WRITE_IN_BYTES = 40, 40
+
+
+def _asleep_in_fsync(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state == "D" and "fuse_fsync" in (read_frames(pid, pid) or [])
+
+
+def _trace_actions(fx: Fixture, cap: Path) -> dict[str, float]:
+    """Trace the mount while each action runs on its own file, then stall the server and stop
+    tracing while a fsync's WRITE is unanswered: seconds each action took."""
+    mnt = Path(fx.mountpoint)
     tracer = subprocess.Popen(
         [sys.executable, "-m", "fusewb.cli", "trace", "--mount", str(mnt), "--duration", "240",
          "-o", str(cap)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    pump = None
+    pump = child = None
     try:
         lines, pump = _stderr_lines(tracer)
         _wait_ready(lines, tracer)
         took = {path: action(mnt / f"{path}.bin") for path, (action, _frame, _least) in ACTIONS.items()}
+        fx.stall()
+        child = subprocess.Popen([sys.executable, "-c", FSYNC_64K, str(mnt / "unanswered.bin")])
+        # asleep in fsync's wait: every WRITE of its range has been queued by then
+        assert wait_until(lambda: _asleep_in_fsync(child.pid), timeout=30), \
+            read_frames(child.pid, child.pid)
         tracer.send_signal(signal.SIGINT)
         assert tracer.wait(timeout=120) == 0
         return took
     finally:
+        fx.release()
+        if child is not None:
+            assert child.wait(timeout=30 * TIMEOUT_SCALE) == 0
         if tracer.poll() is None:
             tracer.kill()
             tracer.wait(timeout=30)
@@ -108,8 +141,8 @@ def _trace_actions(mnt: Path, cap: Path) -> dict[str, float]:
 def test_fsync_close_and_mkwrite_behind_slow_writes_are_waits_and_stalled_writes(tmp_path: Path) -> None:
     require_bpf()
     mnt, cap = tmp_path / "mnt", tmp_path / "cap"
-    with mounted(mnt, Faults(latency_ms=LATENCY_MS)):
-        took = _trace_actions(mnt, cap)
+    with mounted(mnt, Faults(latency_ms=LATENCY_MS)) as fx:
+        took = _trace_actions(fx, cap)
     for path, seconds in took.items():
         assert seconds >= LATENCY_MS / 1000 * ACTIONS[path][2], f"the {path} took {seconds:.2f} s: the server's latency was not applied"
     result = subprocess.run([sys.executable, "-m", "fusewb.cli", "analyze", str(cap), "--format", "json"],
@@ -132,3 +165,11 @@ def test_fsync_close_and_mkwrite_behind_slow_writes_are_waits_and_stalled_writes
     stalled = [f for f in report["flags"] if f["flag"] == "STALLED_REQUEST"]
     assert stalled and stalled[0]["mount"] == str(mnt), (kernel, report["flag_counts"])
     assert "WRITE" in json.dumps(stalled[0]["evidence"]), stalled[0]
+    # the WRITE still stalled when tracing stopped: ongoing, with the length it has on the wire
+    # (header, fuse_write_in, the 64 KiB written); before 6.18 the kernel assigns in.h.len after
+    # the send is seen, so the tracer adds it up from the request's arguments
+    requests = load_capture(cap).table("requests")
+    unanswered = requests[(requests["opcode_name"] == "WRITE") & requests["ongoing"]]
+    assert len(unanswered) >= 1, requests[["opcode_name", "ongoing", "len"]].to_string()
+    data = unanswered["len"] - FUSE_IN_HEADER_BYTES - FUSE_WRITE_IN_BYTES
+    assert (data > 0).all() and data.sum() == 65536, (kernel, unanswered["len"].tolist())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -20,20 +21,54 @@ from fusewb.contract.schema import TABLES
 from fusewb.tracers.btf import load_vmlinux_btf
 from fusewb.tracers.capture import CaptureWriter
 from fusewb.tracers.events import header_defs
-from fusewb.tracers.plan import FUSE_WAIT_FUNCTIONS, KPROBE_FUNCTIONS, REQUEST_KPROBES, choose_plan
+from fusewb.tracers.plan import (
+    FUSE_WAIT_FUNCTIONS, KPROBE_FUNCTIONS, REQUEST_KPROBES, _request_len_layout, choose_plan,
+)
 from tests.support import require, require_bpf
+
+
+@functools.lru_cache(maxsize=4)
+def _bpftool_raw(btf: str) -> str:
+    """bpftool's raw dump of a BTF file: the independent reading the tests compare with."""
+    return subprocess.run(["bpftool", "btf", "dump", "file", btf, "format", "raw"],
+                          capture_output=True, text=True, timeout=120, check=True).stdout
 
 
 def _bpftool_member_offset(struct: str, member: str, btf: str = "/sys/kernel/btf/vmlinux") -> int:
     """The offset bpftool reports (bits_offset / 8) for a direct member of a struct."""
-    out = subprocess.run(
-        ["bpftool", "btf", "dump", "file", btf, "format", "raw"],
-        capture_output=True, text=True, timeout=120, check=True,
-    ).stdout
-    block = out.split(f"STRUCT '{struct}' size=", 1)[1].split("\n[", 1)[0]
+    block = _bpftool_raw(btf).split(f"STRUCT '{struct}' size=", 1)[1].split("\n[", 1)[0]
     match = re.search(rf"^\s+'{member}' type_id=\d+ bits_offset=(\d+)", block, re.M)
     assert match, f"bpftool shows no {struct}.{member}"
     return int(match.group(1)) // 8
+
+
+def _bpftool_member_size(struct: str, member: str, btf: str) -> tuple[int, int | None]:
+    """(bytes, array elements or None) of a direct member, its type followed through
+    bpftool's raw dumps (typedefs and qualifiers to an int, struct, pointer or array)."""
+    out = _bpftool_raw(btf)
+    # a module's split BTF refers to vmlinux's types by their ids: both dumps, ids disjoint
+    types = {int(m.group(1)): m.group(2) for dump in (_bpftool_raw("/sys/kernel/btf/vmlinux"), out)
+             for m in re.finditer(r"^\[(\d+)\] (.*)$", dump, re.M)}
+    block = out.split(f"STRUCT '{struct}' size=", 1)[1].split("\n[", 1)[0]
+    type_id = int(re.search(rf"^\s+'{member}' type_id=(\d+)", block, re.M).group(1))
+
+    def size(tid: int) -> int:
+        line = types[tid]
+        if line.startswith(("INT", "STRUCT", "UNION", "ENUM")):
+            return int(re.search(r"size=(\d+)", line).group(1))
+        if line.startswith("PTR"):
+            return 8
+        if line.startswith("ARRAY"):
+            elem, n = re.search(r" type_id=(\d+) index_type_id=\d+ nr_elems=(\d+)", line).groups()
+            return int(n) * size(int(elem))
+        return size(int(re.search(r"type_id=(\d+)", line).group(1)))  # typedef, const, ...
+
+    line = types[type_id]
+    while line.startswith(("TYPEDEF", "CONST", "VOLATILE")):
+        type_id = int(re.search(r"type_id=(\d+)", line).group(1))
+        line = types[type_id]
+    elems = re.search(r"nr_elems=(\d+)", line) if line.startswith("ARRAY") else None
+    return size(type_id), int(elems.group(1)) if elems else None
 
 
 def test_btf_offsets_match_bpftool() -> None:
@@ -212,6 +247,20 @@ def test_fuse_module_btf_offsets_match_bpftool() -> None:
         assert btf.member_offset(struct, member) == _bpftool_member_offset(struct, member, str(where)), (where, member)
     # in.h is fuse_in_header at a nested offset: unique 8 bytes after len (uapi layout)
     assert btf.member_offset("fuse_req", "in.h.unique") == btf.member_offset("fuse_req", "in.h.len") + 8
+    # what the send adds a request's length up from (FUSE_REQ_LEN_FROM_ARGS)
+    layout = _request_len_layout()
+    numargs_size, _ = _bpftool_member_size("fuse_args", "in_numargs", str(where))
+    in_args_size, in_args_max = _bpftool_member_size("fuse_args", "in_args", str(where))
+    assert {key: int(value) for key, value in layout.items()} == {
+        "REQ_IN_HEADER_SIZE": 40,  # sizeof(struct fuse_in_header), uapi
+        "REQ_ARGS_OFF": _bpftool_member_offset("fuse_req", "args", str(where)),
+        "ARGS_IN_NUMARGS_OFF": _bpftool_member_offset("fuse_args", "in_numargs", str(where)),
+        "ARGS_IN_NUMARGS_SIZE": numargs_size,
+        "ARGS_IN_ARGS_OFF": _bpftool_member_offset("fuse_args", "in_args", str(where)),
+        "IN_ARGS_MAX": in_args_max,
+        "IN_ARG_STRIDE": in_args_size // in_args_max,
+        "IN_ARG_SIZE_OFF": _bpftool_member_offset("fuse_in_arg", "size", str(where)),
+    }, where
 
 
 def test_fuse_kprobes_of_older_kernels_pass_the_verifier() -> None:

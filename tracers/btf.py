@@ -1,7 +1,7 @@
 """A small reader of the kernel's BTF (``/sys/kernel/btf/vmlinux``, and a module's split BTF such
-as ``/sys/kernel/btf/fuse`` on top of it): struct member offsets and function-prototype arities,
-the facts fusewb's BPF programs need and cannot take from the (other-version) header tree bcc
-compiles against.
+as ``/sys/kernel/btf/fuse`` on top of it): struct member offsets, sizes and array lengths, and
+function-prototype arities, the facts fusewb's BPF programs need and cannot take from the
+(other-version) header tree bcc compiles against.
 
 Only what the tracer asks for is decoded: the type section is walked once to index type records
 by id and by name; members are decoded on demand. Anonymous struct/union members are searched
@@ -119,25 +119,55 @@ class Btf:
                         return found
         return None
 
-    def member_offset(self, struct_name: str, member: str) -> int:
-        """Byte offset of ``member`` in ``struct struct_name`` (anonymous members searched);
-        a dotted path (``"in.h.unique"``) goes through nested struct members."""
+    def _walk(self, struct_name: str, member: str) -> tuple[int, int]:
+        """(byte offset, type id) of ``member`` in ``struct struct_name``; a dotted path goes
+        through nested struct members."""
         type_id = self.find(struct_name, (_KIND_STRUCT,))
-        total = 0
+        total, mtype = 0, type_id
         parts = member.split(".")
         for depth, part in enumerate(parts):
             bits = self._member_bits(type_id, part)
-            if bits is None:
+            inner = self._member_type(type_id, part)
+            if bits is None or inner is None:
                 raise BtfError(f"struct {struct_name} has no member {member!r} in BTF")
             if bits % 8:
                 raise BtfError(f"{struct_name}.{member} is a bitfield")
             total += bits // 8
+            mtype = self._strip(inner)
             if depth + 1 < len(parts):
-                inner = self._member_type(type_id, part)
-                type_id = self._strip(inner) if inner is not None else type_id
-                if self._record(type_id)[0] not in (_KIND_STRUCT, _KIND_UNION):
+                if self._record(mtype)[0] not in (_KIND_STRUCT, _KIND_UNION):
                     raise BtfError(f"{struct_name}.{'.'.join(parts[: depth + 1])} is not a struct")
-        return total
+                type_id = mtype
+        return total, mtype
+
+    def _size(self, type_id: int) -> int:
+        """Bytes of a (stripped) type: ints, enums, structs, unions, pointers and arrays."""
+        kind, _vlen, _kf, size_or_type, data_off = self._record(type_id)
+        if kind in (_KIND_INT, _KIND_ENUM, _KIND_STRUCT, _KIND_UNION):
+            return size_or_type
+        if kind == _KIND_PTR:
+            return 8
+        if kind == _KIND_ARRAY:
+            elem, _index, nelems = struct.unpack_from("<III", self._owner(type_id).data, data_off)
+            return nelems * self._size(self._strip(elem))
+        raise BtfError(f"BTF type {type_id} (kind {kind}) has no size fusewb can take")
+
+    def member_offset(self, struct_name: str, member: str) -> int:
+        """Byte offset of ``member`` in ``struct struct_name`` (anonymous members searched);
+        a dotted path (``"in.h.unique"``) goes through nested struct members."""
+        return self._walk(struct_name, member)[0]
+
+    def member_size(self, struct_name: str, member: str) -> int:
+        """Bytes of ``member`` (a dotted path as for member_offset); a whole array for one."""
+        return self._size(self._walk(struct_name, member)[1])
+
+    def array_length(self, struct_name: str, member: str) -> int:
+        """Elements of the array ``member``; BtfError when it is not an array."""
+        type_id = self._walk(struct_name, member)[1]
+        kind, _vlen, _kf, _size, data_off = self._record(type_id)
+        if kind != _KIND_ARRAY:
+            raise BtfError(f"{struct_name}.{member} is not an array")
+        return struct.unpack_from("<III", self._owner(type_id).data, data_off)[2]
 
     def func_proto_arity(self, typedef_name: str) -> int:
         """Parameter count of the function type a typedef (of a pointer) names, e.g.

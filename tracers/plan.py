@@ -71,6 +71,28 @@ _REQUEST_OFFSETS = [("REQ_FM_OFF", "fuse_req", "fm"), ("REQ_OPCODE_OFF", "fuse_r
                     ("REQ_ERROR_OFF", "fuse_req", "out.h.error"), ("FM_FC_OFF", "fuse_mount", "fc"),
                     ("FC_DEV_OFF", "fuse_conn", "dev"), ("FUD_FC_OFF", "fuse_dev", "fc")]
 
+
+def _request_len_layout() -> dict[str, str]:
+    """Defines to add up a request's length from its arguments as fuse_len_args() does
+    (``in.h`` plus each ``args->in_args[i].size``), for the send of kernels that assign
+    ``in.h.len`` only after queue_request_and_unlock's entry (before 6.18). BtfError when the
+    fuse module's BTF lacks a piece."""
+    btf = load_module_btf("fuse")
+    nargs = btf.array_length("fuse_args", "in_args")
+    numargs_size = btf.member_size("fuse_args", "in_numargs")
+    if numargs_size not in (1, 2, 4):
+        raise BtfError(f"fuse_args.in_numargs is {numargs_size} bytes")
+    return {
+        "REQ_IN_HEADER_SIZE": str(btf.member_size("fuse_req", "in.h")),
+        "REQ_ARGS_OFF": str(btf.member_offset("fuse_req", "args")),
+        "ARGS_IN_NUMARGS_OFF": str(btf.member_offset("fuse_args", "in_numargs")),
+        "ARGS_IN_NUMARGS_SIZE": str(numargs_size),
+        "ARGS_IN_ARGS_OFF": str(btf.member_offset("fuse_args", "in_args")),
+        "IN_ARGS_MAX": str(nargs),
+        "IN_ARG_STRIDE": str(btf.member_size("fuse_args", "in_args") // nargs),
+        "IN_ARG_SIZE_OFF": str(btf.member_offset("fuse_in_arg", "size")),
+    }
+
 # Optional tracepoints: (tracepoints, the define that compiles their programs).
 _OPTIONAL_TRACEPOINTS: list[tuple[list[str], str]] = [
     # FUSE requests (latency, opcode, errors, in-flight WRITEs, server threads)
@@ -310,6 +332,10 @@ def _fuse_requests(features: KernelFeatures, plan: ProbePlan) -> None:
         plan.defines[f"HAVE_FN_{fn.upper()}"] = "1"
         if names[fn] != fn:
             plan.symbols[fn] = names[fn]
+    try:
+        plan.defines.update(_request_len_layout(), FUSE_REQ_LEN_FROM_ARGS="1")
+    except BtfError as exc:
+        plan.notes.append(f"lengths of requests unanswered at the end may read 0 (BTF: {exc})")
     hooks = "raw tracepoints fuse_request_send/end" if plan.defines["FUSE_REQ_PTR"] == "2" else "kprobes"
     plan.notes.append(f"FUSE requests from {hooks}, keyed on the request pointer"
                       + (", server threads from fuse_dev_do_read" if "fuse_dev_do_read" in kprobe_fns else ""))
