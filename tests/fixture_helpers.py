@@ -11,9 +11,10 @@ from typing import Callable, Iterator
 from fusewb.fixtures.faults import Faults
 from fusewb.fixtures.manage import Fixture, mount_fixture, unmount_fixture
 from fusewb.tracers.mounts import mount_for_path
+from fusewb.tracers.procscan import read_frames
 from tests.support import TIMEOUT_SCALE, require, require_fuse
 
-__all__ = ["mounted", "wait_until", "in_thread"]
+__all__ = ["mounted", "wait_until", "in_thread", "asleep_in"]
 
 
 @contextlib.contextmanager
@@ -59,3 +60,12 @@ def in_thread(call: Callable[[], object]) -> tuple[threading.Thread, dict]:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread, outcome
+
+
+def asleep_in(pid: int, frame: str, states: str = "D") -> bool:
+    """Is ``pid`` asleep (a state of ``states``) with ``frame`` on its kernel stack (/proc)?"""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state in states and frame in (read_frames(pid, pid) or [])

@@ -16,7 +16,7 @@ from fusewb.fixtures.faults import Faults
 from fusewb.stuck import _require_proc, wait_kind
 from fusewb.tracers.mounts import FUSECTL, fusectl_mounted
 from fusewb.tracers.procscan import read_frames
-from tests.fixture_helpers import mounted, wait_until
+from tests.fixture_helpers import asleep_in, mounted, wait_until
 from tests.support import TIMEOUT_SCALE, require, require_fuse, require_root
 
 FUSEWB = [sys.executable, "-m", "fusewb.cli"]
@@ -37,14 +37,6 @@ STAT = "import os, sys; os.path.exists(sys.argv[1])  # a LOOKUP; ENOENT is its a
 
 def _child(code: str, path: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code, str(path)], start_new_session=True)
-
-
-def _asleep_in(pid: int, frame: str, states: str = "D") -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state in states and frame in (read_frames(pid, pid) or [])
 
 
 def _stuck_json() -> dict:
@@ -89,7 +81,7 @@ def test_a_stalled_fsync_is_reported_with_its_path_mount_bdi_and_connection(tmp_
     with mounted(tmp_path / "mnt", Faults(stall=True)) as fx:
         child = _child(FSYNC, tmp_path / "mnt" / "f")
         try:
-            assert wait_until(lambda: _asleep_in(child.pid, "fuse_fsync"), timeout=15), \
+            assert wait_until(lambda: asleep_in(child.pid, "fuse_fsync"), timeout=15), \
                 "the fsync child never slept in fuse_fsync"
             snap = _stuck_json()
             waiting = _fusectl_waiting(fx.mount.connection, tmp_path / "ctl")
@@ -134,12 +126,12 @@ def test_close_and_a_lookup_behind_a_single_threaded_server(tmp_path) -> None:
         closer = _child(CLOSE, tmp_path / "mnt" / "c")
         children = [closer]
         try:
-            assert wait_until(lambda: _asleep_in(closer.pid, "fuse_flush", "DS"), timeout=15), \
+            assert wait_until(lambda: asleep_in(closer.pid, "fuse_flush", "DS"), timeout=15), \
                 f"the close never slept in fuse_flush: {read_frames(closer.pid, closer.pid)}"
             close_stack = read_frames(closer.pid, closer.pid) or []
             stat = _child(STAT, tmp_path / "mnt" / "other")
             children.append(stat)
-            assert wait_until(lambda: _asleep_in(stat.pid, "request_wait_answer", "SD"),
+            assert wait_until(lambda: asleep_in(stat.pid, "request_wait_answer", "SD"),
                               timeout=15)
             snap = _stuck_json()
             closing, looking = _task(snap, closer.pid), _task(snap, stat.pid)

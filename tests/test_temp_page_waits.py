@@ -28,7 +28,7 @@ from fusewb.analysis.capture import load_capture
 from fusewb.fixtures.faults import Faults
 from fusewb.tracers.procscan import read_frames
 from fusewb.fixtures.manage import Fixture
-from tests.fixture_helpers import mounted, wait_until
+from tests.fixture_helpers import asleep_in, mounted, wait_until
 from tests.support import TIMEOUT_SCALE, require_bpf
 from tests.test_analysis_real import _stderr_lines, _wait_ready
 
@@ -95,14 +95,6 @@ os.fsync(fd)
 FUSE_IN_HEADER_BYTES, FUSE_WRITE_IN_BYTES = 40, 40
 
 
-def _asleep_in_fsync(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state == "D" and "fuse_fsync" in (read_frames(pid, pid) or [])
-
-
 def _trace_actions(fx: Fixture, cap: Path) -> dict[str, float]:
     """Trace the mount while each action runs on its own file, then stall the server and stop
     tracing while a fsync's WRITE is unanswered: seconds each action took."""
@@ -120,7 +112,7 @@ def _trace_actions(fx: Fixture, cap: Path) -> dict[str, float]:
         fx.stall()
         child = subprocess.Popen([sys.executable, "-c", FSYNC_64K, str(mnt / "unanswered.bin")])
         # asleep in fsync's wait: every WRITE of its range has been queued by then
-        assert wait_until(lambda: _asleep_in_fsync(child.pid), timeout=30), \
+        assert wait_until(lambda: asleep_in(child.pid, "fuse_fsync"), timeout=30), \
             read_frames(child.pid, child.pid)
         tracer.send_signal(signal.SIGINT)
         assert tracer.wait(timeout=120) == 0
