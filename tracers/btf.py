@@ -10,6 +10,7 @@ through, so ``member_offset("task_struct", "__state")`` works whatever the nesti
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,12 +215,23 @@ def parse_btf(data: bytes, base: Btf | None = None) -> Btf:
 
 
 def load_vmlinux_btf(path: Path = VMLINUX_BTF) -> Btf:
-    """The running kernel's BTF; BtfError when it is absent or unreadable."""
+    """The running kernel's BTF (or the vmlinux BTF at ``path``); BtfError when it is absent or
+    unreadable. The running kernel's is parsed once per process: it cannot change while it runs.
+    Callers must not modify the result."""
+    return _running_kernel_btf() if path == VMLINUX_BTF else _parse_file(path)
+
+
+@functools.cache
+def _running_kernel_btf() -> Btf:
+    return _parse_file(VMLINUX_BTF)
+
+
+def _parse_file(path: Path, base: Btf | None = None) -> Btf:
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise BtfError(f"cannot read {path}: {exc.strerror}") from None
-    return parse_btf(data)
+    return parse_btf(data, base)
 
 
 def load_module_btf(module: str) -> Btf:
@@ -228,8 +240,4 @@ def load_module_btf(module: str) -> Btf:
     path = BTF_DIR / module
     if not path.exists():
         return load_vmlinux_btf()
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BtfError(f"cannot read {path}: {exc.strerror}") from None
-    return parse_btf(data, base=load_vmlinux_btf())
+    return _parse_file(path, base=load_vmlinux_btf())
