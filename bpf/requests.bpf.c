@@ -190,11 +190,10 @@ static __always_inline u32 req_len_from_args(void *req)
     u32 len = REQ_IN_HEADER_SIZE;
 #pragma unroll
     for (int i = 0; i < IN_ARGS_MAX; i++) {
-        if (i >= numargs)
-            break;
         u32 size = 0;
-        bpf_probe_read_kernel(&size, sizeof(size),
-                              args + ARGS_IN_ARGS_OFF + i * IN_ARG_STRIDE + IN_ARG_SIZE_OFF);
+        if (i < numargs)
+            bpf_probe_read_kernel(&size, sizeof(size),
+                                  args + ARGS_IN_ARGS_OFF + i * IN_ARG_STRIDE + IN_ARG_SIZE_OFF);
         len += size;
     }
     return len;
