@@ -423,8 +423,10 @@ def _incomplete_rows(cap: Capture, scan: Scan, threshold_ms: float) -> pd.DataFr
 FLAGS: list[Flag] = [
     _wait_flag(
         "BLOCKED_WAIT", "a wait on FUSE writeback at or over the threshold",
-        "folio_wait_writeback sleeps until the FUSE server answers the WRITE covering the "
-        "folio, so the server's latency becomes this task's latency",
+        "the task sleeps until the FUSE server answers a WRITE (folio_wait_writeback on the "
+        "folio it covers; before 6.16 fuse.ko's waits for the inode's in-flight WRITEs, or for "
+        "a request the server reads only after them), so the server's latency becomes this "
+        "task's latency",
         lambda w, threshold_ms, servers: (w["duration_ms"] >= threshold_ms).to_numpy(dtype=bool),
         by_duration, note=" >= {threshold_ms:g} ms",
     ),

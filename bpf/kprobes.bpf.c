@@ -92,7 +92,8 @@ FN_PROBES(wait_sb_inodes, FN_WAIT_SB_INODES)
 /* Temp-page era (before 6.16): writeback of a FUSE page ends at once (the data is copied), so
  * folio_wait_writeback does not wait for the server; tasks wait inside fuse.ko on the inode's
  * page_waitq for its in-flight WRITEs: fuse_set_nowrite (all of the inode's: fsync, flush,
- * truncate) and fuse_wait_on_page_writeback (one page: page_mkwrite, write_begin, launder).
+ * truncate) and fuse_wait_on_page_writeback (one page: page_mkwrite, write_begin, launder),
+ * or for the answer to write_inode's SETATTR (fuse_flush_times), queued behind those WRITEs.
  * Entry opens the wait with its stack, inode and bdi; return emits it when the task slept in
  * between (its voluntary context switch count moved). */
 static __always_inline u64 task_nvcsw(void)
@@ -159,5 +160,12 @@ int kp_fuse_wait_on_page_writeback(struct pt_regs *ctx)
     return fuse_wait_enter(ctx, (void *)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx));
 }
 int kr_fuse_wait_on_page_writeback(struct pt_regs *ctx) { return fuse_wait_return(); }
+#endif
+#if HAVE_FN_FUSE_FLUSH_TIMES
+/* fuse_flush_times(struct inode *inode, struct fuse_file *ff): write_inode sends the inode's
+ * times (SETATTR) and waits for the answer, which a server busy with held WRITEs gives only
+ * after them: close (fuse_flush -> write_inode_now) with temp pages, and the flusher. */
+int kp_fuse_flush_times(struct pt_regs *ctx) { return fuse_wait_enter(ctx, (void *)PT_REGS_PARM1(ctx), 0); }
+int kr_fuse_flush_times(struct pt_regs *ctx) { return fuse_wait_return(); }
 #endif
 #endif /* FUSE_WAIT_KPROBES */

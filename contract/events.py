@@ -44,7 +44,7 @@ class VmKind:
 
 
 _WAIT_PROBES = ("folio_wait_writeback", "wait_on_page_writeback", "fuse_set_nowrite",
-                "fuse_wait_on_page_writeback")
+                "fuse_wait_on_page_writeback", "fuse_flush_times")
 
 EVENT_KINDS: tuple[EventKind, ...] = (
     EventKind("EV_WAIT", "wait_event", "waits", _WAIT_PROBES),

@@ -14,7 +14,7 @@ import pytest
 
 # Tests whose results depend on the kernel version, run again in each guest kernel (marker
 # ``guest``): whole files, or "file::test" for single tests of a file. Chosen to fit the guest
-# stage's 15 minutes under TCG (12-13 minutes with `fusewb run all`), where a compile of the BPF
+# stage's 15 minutes under TCG (8-13 minutes with `fusewb run all`), where a compile of the BPF
 # program takes ~20 s and a traced and analysed test a few minutes; the rest of test_doctor.py
 # and test_tracepoint_fields.py passes there too (4 minutes, 2026-11-21) but does not fit.
 GUEST_TESTS = frozenset({

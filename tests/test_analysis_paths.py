@@ -72,6 +72,20 @@ OLDER_AND_ODD: list[tuple[str, list[str]]] = [
     ("sync", ["folio_wait_writeback", "__filemap_fdatawait_range",
               "filemap_fdatawait_keep_errors", "wait_sb_inodes", "sync_inodes_sb",
               "sync_filesystem", "__do_sys_syncfs"]),
+    # temp pages (6.1): close behind a single-threaded server holding a WRITE waits for its
+    # SETATTR of the inode's times
+    ("close", ["request_wait_answer [fuse]", "fuse_simple_request [fuse]",
+               "fuse_flush_times [fuse]", "fuse_write_inode [fuse]", "__writeback_single_inode",
+               "writeback_single_inode", "write_inode_now", "fuse_flush [fuse]", "filp_close",
+               "__x64_sys_close"]),
+    # ... or the flusher took the inode first and waits for that SETATTR itself
+    ("flusher", ["fuse_flush_times [fuse]", "fuse_write_inode [fuse]",
+                 "__writeback_single_inode", "writeback_sb_inodes", "__writeback_inodes_wb",
+                 "wb_writeback", "wb_workfn", "process_one_work", "worker_thread", "kthread"]),
+    # the flusher writing for sync(2) (data integrity) waits on a folio under writeback
+    ("flusher", ["folio_wait_writeback", "write_cache_pages", "fuse_writepages [fuse]",
+                 "do_writepages", "__writeback_single_inode", "writeback_sb_inodes",
+                 "wb_writeback", "wb_do_writeback", "wb_workfn"]),
     # CMA reclaiming clean pages through shrink_folio_list: a CMA failure class, so migration
     ("migration", ["folio_wait_writeback", "shrink_folio_list", "reclaim_clean_pages_from_list",
                    "alloc_contig_range_noprof", "cma_alloc", "dma_alloc_contiguous"]),

@@ -7,7 +7,9 @@ requests come from kprobes keyed on the request pointer; on 6.16+ it waits in
 meets a page whose WRITE is in flight (started by sync_file_range): before 6.16 it waits in
 ``fuse_page_mkwrite -> fuse_wait_on_page_writeback``, from 6.16 in ``folio_wait_writeback``.
 Last the server is stalled and tracing stops while a fsync's WRITE is unanswered: the capture
-keeps that WRITE as ongoing, with its length."""
+keeps that WRITE as ongoing, with its length. Then a close behind a single-threaded server that
+holds its WRITE: with temp pages it waits for the SETATTR queued behind that WRITE
+(``fuse_flush_times``), or the flusher does."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from fusewb.analysis.capture import load_capture
+from fusewb.analysis import flags, load_capture
 from fusewb.fixtures.faults import Faults
 from fusewb.tracers.procscan import read_frames
 from fusewb.fixtures.manage import Fixture
@@ -165,3 +167,73 @@ def test_fsync_close_and_mkwrite_behind_slow_writes_are_waits_and_stalled_writes
     assert len(unanswered) >= 1, requests[["opcode_name", "ongoing", "len"]].to_string()
     data = unanswered["len"] - FUSE_IN_HEADER_BYTES - FUSE_WRITE_IN_BYTES
     assert (data > 0).all() and data.sum() == 65536, (kernel, unanswered["len"].tolist())
+
+
+CLOSE_4K = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY)
+os.write(fd, b"c" * 4096)
+os.close(fd)
+"""
+HOLD_S = 2.0
+
+
+@pytest.mark.timeout(150 * TIMEOUT_SCALE)
+def test_close_behind_a_single_threaded_server_holding_its_write_is_a_wait(tmp_path: Path) -> None:
+    """A close whose WRITE a single-threaded server holds for 2 s is a timed wait of about 2 s.
+
+    From 6.16 the close waits for the WRITE's writeback (``folio_wait_writeback``). With temp
+    pages the writeback ends at once and write_inode_now sends the inode's times, a SETATTR the
+    server reads only after the WRITE: the close waits in ``fuse_flush_times``; or the flusher
+    (woken by dirty throttling) took the inode first, waits there itself (path ``flusher``) and
+    the close waits for it (``inode_wait_for_writeback``, D). The close's stack, read here from
+    /proc, tells which."""
+    require_bpf()
+    mnt, cap = tmp_path / "mnt", tmp_path / "cap"
+    with mounted(mnt, Faults(stall=True), single_threaded=True) as fx:
+        tracer = subprocess.Popen(
+            [sys.executable, "-m", "fusewb.cli", "trace", "--mount", str(mnt), "--duration", "240",
+             "-o", str(cap)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        pump = child = None
+        try:
+            lines, pump = _stderr_lines(tracer)
+            _wait_ready(lines, tracer)
+            child = subprocess.Popen([sys.executable, "-c", CLOSE_4K, str(mnt / "c")])
+            assert wait_until(lambda: asleep_in(child.pid, "fuse_flush", "DS"), timeout=30), \
+                read_frames(child.pid, child.pid)
+            close_stack = read_frames(child.pid, child.pid) or []
+            time.sleep(HOLD_S)
+            fx.release()
+            assert child.wait(timeout=30 * TIMEOUT_SCALE) == 0
+            tracer.send_signal(signal.SIGINT)
+            assert tracer.wait(timeout=120) == 0
+        finally:
+            fx.release()
+            if child is not None and child.poll() is None:
+                child.kill()
+                child.wait(timeout=30)
+            if tracer.poll() is None:
+                tracer.kill()
+                tracer.wait(timeout=30)
+            if pump is not None:
+                pump.join(timeout=10)
+            tracer.stderr.close()
+        bdi = fx.mount.bdi
+    capture = load_capture(cap)  # analysed in this process: a second Python start costs ~30 s under TCG
+    raised = flags(capture)
+    kernel = platform.release()
+    held = raised[(raised["flag"] == "BLOCKED_WAIT") & (raised["bdi"].astype(object) == bdi)
+                  & (raised["duration_ms"] >= 0.9 * HOLD_S * 1000)]
+    flusher_has_it = any("inode_wait_for_writeback" in frame for frame in close_stack)
+    if flusher_has_it:
+        waits = held[held["path"].astype(object) == "flusher"]
+    else:
+        waits = held[(held["path"].astype(object) == "close") & (held["pid"] == child.pid)]
+    assert len(waits), (kernel, close_stack, raised[["flag", "path", "pid", "bdi", "duration_ms"]].to_string())
+    worst = waits.iloc[0]
+    assert not worst["ongoing"], worst.to_dict()
+    if "kprobe:fuse_flush_times" in capture.meta["probes"] and \
+            (flusher_has_it or any("request_wait_answer" in frame for frame in close_stack)):
+        assert "fuse_flush_times" in worst["evidence"], (kernel, close_stack, worst.to_dict())

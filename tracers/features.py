@@ -70,6 +70,7 @@ KERNEL_FUNCTIONS: list[str] = [
     # temp-page era (before 6.16): tasks wait in fuse.ko for the in-flight WRITEs of their range
     "fuse_set_nowrite",  # every WRITE of the inode: fsync, flush (close), truncate, fallocate
     "fuse_wait_on_page_writeback",  # one page: page_mkwrite, write_begin, launder, read (a .part.N clone)
+    "fuse_flush_times",  # write_inode's SETATTR, answered after the WRITEs a busy server holds
     # FUSE request lifecycle without fuse:* tracepoints (before 6.12)
     "queue_request_and_unlock",  # queued for the server (unique assigned)
     "fuse_dev_do_read",  # a server thread reads /dev/fuse

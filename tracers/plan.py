@@ -13,7 +13,8 @@ Two plans:
   the FUSE writeback and reclaim/migration functions present in kallsyms. Before 6.16 (temp
   pages) tasks wait for a server's WRITEs inside fuse.ko instead: entry and return of
   ``fuse_set_nowrite`` and ``fuse_wait_on_page_writeback`` (or the ``.part.N``/``.isra.N``
-  clone kallsyms has) time those waits into the same wait events. Without ``fuse:*``
+  clone kallsyms has) time those waits into the same wait events, and ``fuse_flush_times``
+  the wait for write_inode's SETATTR, which a busy server answers only after its WRITEs. Without ``fuse:*``
   tracepoints (before 6.12), FUSE requests come from kprobes on their lifecycle, keyed on the
   request pointer, fields at offsets from the fuse module's BTF.
 
@@ -52,9 +53,11 @@ KPROBE_FUNCTIONS: list[str] = [
     "wait_sb_inodes",
 ]
 
-# fuse.ko functions a task sleeps in waiting for in-flight WRITEs (temp-page era), each with
-# its define; probed at entry and return (bpf/kprobes.bpf.c, FUSE_WAIT_KPROBES).
-FUSE_WAIT_FUNCTIONS: list[str] = ["fuse_set_nowrite", "fuse_wait_on_page_writeback"]
+# fuse.ko functions a task sleeps in waiting for in-flight WRITEs (temp-page era), or for the
+# answer to write_inode's SETATTR that a server busy with held WRITEs gives after them (close
+# behind a single-threaded server, the flusher), each with its define; probed at entry and
+# return (bpf/kprobes.bpf.c, FUSE_WAIT_KPROBES). All take the inode first.
+FUSE_WAIT_FUNCTIONS: list[str] = ["fuse_set_nowrite", "fuse_wait_on_page_writeback", "fuse_flush_times"]
 
 # The request lifecycle without fuse:* tracepoints, probed at entry (bpf/requests.bpf.c):
 # queued (unique assigned), read by a server thread, answered. All three or none; with the
