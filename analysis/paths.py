@@ -5,9 +5,9 @@ functions whose presence in a stack puts a wait on that path, and one line on th
 :func:`attribute_path` returns the path of the first rule (in table order) that matches any frame,
 so the order is the priority when a stack holds several: migration (compaction, CMA, hot-unplug,
 NUMA balancing) before reclaim (CMA reclaims clean pages through ``shrink_folio_list``), reclaim
-before sync, sync before fsync (``msync`` lands in ``fuse_fsync``); the flusher (a kworker:
-its stacks hold none of the syscalls' frames) apart from sync(2), which only waits for it; then
-close; write before
+before the flusher, whose kworker waits for an inode's SETATTR (a rule's ``unless`` frames
+send its waits on folios, which are data-integrity writeback for sync(2), on to sync), sync
+before fsync (``msync`` lands in ``fuse_fsync``), then close; write before
 truncate (a direct write launders cached folios through ``invalidate_inode_pages2_range``); and
 page_mkwrite last because its ``folio_wait_stable`` also sits under buffered writes.
 
@@ -49,13 +49,15 @@ class PathRule:
     path: str
     frames: frozenset[str]
     mechanism: str
+    unless: frozenset[str] = frozenset()  # a stack holding one of these is not on this path
 
 
-def _rule(path: str, frames: str, mechanism: str) -> PathRule:
-    return PathRule(path, frozenset(frames.split()), mechanism)
+def _rule(path: str, frames: str, mechanism: str, unless: str = "") -> PathRule:
+    return PathRule(path, frozenset(frames.split()), mechanism, frozenset(unless.split()))
 
 
-# Ordered: the first rule with a matching frame wins. Names are normalised (see normalize_frame).
+# Ordered: the first rule with a matching frame (and none of its ``unless``) wins. Names are
+# normalised (see normalize_frame).
 PATH_RULES: list[PathRule] = [
     _rule(
         "migration",
@@ -86,22 +88,24 @@ PATH_RULES: list[PathRule] = [
         "6.16+ skips such folios via the mapping flag)",
     ),
     _rule(
+        "flusher",
+        "wb_workfn wb_do_writeback wb_writeback writeback_sb_inodes writeback_inodes_wb",
+        "the flusher (a kworker writing a bdi's dirty inodes back) sends each inode's times "
+        "(fuse_write_inode's SETATTR) and waits for the answer, which a server busy with held "
+        "WRITEs gives only after them; the bdi's other dirty inodes, and a close or fsync of "
+        "this one, wait behind it",
+        # a flusher waiting on a folio writes for sync(2)/syncfs(2) (data integrity): sync
+        unless="folio_wait_writeback wait_on_page_writeback folio_wait_stable write_cache_pages "
+        "writeback_iter",
+    ),
+    _rule(
         "sync",
         "sys_sync ksys_sync sync_inodes_sb sync_inodes_one_sb wait_sb_inodes sys_syncfs "
-        "sync_filesystem sync_fs_one_sb fuse_sync_fs fuse_syncfs iterate_supers "
-        "writeback_inodes_sb",
+        "sync_filesystem sync_fs_one_sb fuse_sync_fs fuse_syncfs iterate_supers wb_workfn "
+        "wb_writeback writeback_inodes_sb",
         "sync(2)/syncfs(2) wait for every folio under writeback on every filesystem, so one "
         "FUSE server that never answers hangs all syncs on the host: an unprivileged DoS "
         "(kernels 6.16 up to the fix that skips the integrity wait for FUSE)",
-    ),
-    _rule(
-        "flusher",
-        "wb_workfn wb_do_writeback wb_writeback writeback_sb_inodes writeback_inodes_wb "
-        "wb_check_background_flush wb_check_old_data_flush wb_check_start_all",
-        "the flusher (a kworker writing the bdi's dirty inodes back, in the background or for "
-        "sync(2)) waits for the server: for folios under writeback, or before 6.16 for the "
-        "SETATTR of an inode's times (fuse_write_inode), queued behind held WRITEs; the bdi's "
-        "other dirty inodes, and a close or fsync of this one, wait behind it",
     ),
     _rule(
         "fsync",
@@ -193,6 +197,8 @@ def matching_frame(frames: Iterable[str] | None) -> tuple[str, str | None]:
     readable = clean_frames(frames)
     keys = [normalize_frame(f) for f in readable]
     for rule in PATH_RULES:
+        if rule.unless and not rule.unless.isdisjoint(keys):
+            continue
         for key, name in zip(keys, readable):
             if key in rule.frames:
                 return rule.path, name

@@ -12,7 +12,7 @@
  *   WAIT_FN_START/END  address range of the wait function (0: no sleep-stack check)
  *   KPROBES, HAVE_FN_* kprobe plan and the functions present in kallsyms
  *   FUSE_WAIT_KPROBES  1: time the temp-page era's waits inside fuse.ko (fuse_set_nowrite,
- *                      fuse_wait_on_page_writeback) with INODE_SB_OFF, INODE_INO_OFF,
+ *                      fuse_wait_on_page_writeback, fuse_flush_times) with INODE_SB_OFF, INODE_INO_OFF,
  *                      SB_BDI_OFF, BDI_NAME_OFF, TASK_NVCSW_OFF from BTF
  *   FUSE_REQ_PTR       FUSE requests keyed on the request pointer, REQ_*_OFF from the fuse
  *                      module's BTF: 1 kprobes (queue_request_and_unlock, fuse_request_end),

@@ -83,7 +83,7 @@ OLDER_AND_ODD: list[tuple[str, list[str]]] = [
                  "__writeback_single_inode", "writeback_sb_inodes", "__writeback_inodes_wb",
                  "wb_writeback", "wb_workfn", "process_one_work", "worker_thread", "kthread"]),
     # the flusher writing for sync(2) (data integrity) waits on a folio under writeback
-    ("flusher", ["folio_wait_writeback", "write_cache_pages", "fuse_writepages [fuse]",
+    ("sync", ["folio_wait_writeback", "write_cache_pages", "fuse_writepages [fuse]",
                  "do_writepages", "__writeback_single_inode", "writeback_sb_inodes",
                  "wb_writeback", "wb_do_writeback", "wb_workfn"]),
     # CMA reclaiming clean pages through shrink_folio_list: a CMA failure class, so migration
