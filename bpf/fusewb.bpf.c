@@ -3,12 +3,14 @@
 #include <linux/types.h>
 #include <uapi/linux/ptrace.h>
 #include "fusewb.h"
+#include "hist.h"
 
 /* Sizes and options come from fusewb.tracers.program.BuildOptions (defaults in
  * contract/defaults.py) as -D defines; this file has no defaults of its own. */
 #if !defined(RING_PAGES) || !defined(MAX_PENDING) || !defined(MAX_INFLIGHT) || \
-    !defined(STACK_ENTRIES) || !defined(FILTER_TGID) || !defined(REQ_EVENTS_PER_SEC) || \
-    !defined(REQ_ALWAYS_NS) || !defined(WAIT_FN_START) || !defined(WAIT_FN_END)
+    !defined(STACK_ENTRIES) || !defined(FILTER_TGID) || !defined(ROW_REQ_NS) || \
+    !defined(ROW_WAIT_NS) || !defined(REQ_HIST_ENTRIES) || !defined(WAIT_HIST_ENTRIES) || \
+    !defined(HIST_BUCKETS) || !defined(WAIT_FN_START) || !defined(WAIT_FN_END)
 #error "compile through fusewb.tracers.program: it defines the sizes and options"
 #endif
 
@@ -33,6 +35,22 @@ static __always_inline void count_lost(u32 kind)
     u64 *slot = lost.lookup(&kind);
     if (slot)
         *slot += 1;
+}
+
+/* File one ended request or wait of ``took`` ns in its histogram entry (the caller's
+ * lookup_or_try_init of its key, bucket included; NULL: the map is full). Per-CPU: plain adds. */
+static __always_inline void hist_file(struct hist_value *hv, u64 took, s32 error, u64 nbytes)
+{
+    if (!hv) {
+        count(CNT_HIST_FULL, 1);
+        return;
+    }
+    hv->count += 1;
+    hv->total_ns += took;
+    if (took > hv->max_ns)
+        hv->max_ns = took;
+    hv->errors += error != 0;
+    hv->bytes += nbytes;
 }
 
 static __always_inline int tgid_selected(u32 tgid)

@@ -26,9 +26,12 @@
  *   TPF_<EVENT>_<FIELD> the name a tracepoint field has on this kernel (tracefs format);
  *                      undefined when it has none: the code reading it is left out
  *   FILTER_TGID        only this process's waits and throttling (0: all)
- *   MAX_PENDING, MAX_INFLIGHT, STACK_ENTRIES   map sizes (memory bound)
- *   REQ_EVENTS_PER_SEC per-CPU budget of streamed request events; requests faster than
- *                      REQ_ALWAYS_NS beyond it are only summed in opcode_stats
+ *   MAX_PENDING, MAX_INFLIGHT, STACK_ENTRIES, REQ_HIST_ENTRIES, WAIT_HIST_ENTRIES
+ *                      map sizes (memory bound)
+ *   ROW_REQ_NS, ROW_WAIT_NS  requests and waits this long or longer become rows (ring buffer
+ *                      events); every ended one is filed in its histogram (0: all are rows)
+ *   HIST_SUB_BITS, HIST_MAX_MSB, HIST_BUCKETS  the histograms' bucket layout (hist.h,
+ *                      fusewb/contract/histogram.py)
  */
 #ifndef FUSEWB_H
 #define FUSEWB_H
@@ -63,7 +66,7 @@
 #define CNT_SHRINK_RECLAIMED 9
 #define CNT_THROTTLE_OTHER 10     /* balance_dirty_pages on non-FUSE bdis */
 #define CNT_PENDING_FULL 11       /* wait/request state map full: entry not tracked */
-#define CNT_REQ_SUMMED 12         /* fast requests over the per-CPU event budget: only summed */
+#define CNT_HIST_FULL 12          /* histogram map full: an ended request or wait not filed */
 #define NR_COUNTERS 13
 
 /* Wait timing source. */
@@ -201,14 +204,16 @@ struct request_key {
 };
 
 /* A FUSE request sent and not yet ended; read at stop as ongoing requests. unique: as assigned
- * when it was queued (kprobes; 0 when not yet assigned). */
+ * when it was queued (0 when not yet assigned: 6.12-6.17 and the kprobes). */
 struct request_pending {
     u64 ts_ns;
     u64 unique;
+    u32 connection;
     u32 opcode;
     u32 len;
     u32 pid;
     u32 tgid;
+    u32 pad;
     char comm[COMM_LEN];
 };
 
@@ -231,12 +236,6 @@ struct inflight_writes {
     s64 max;
 };
 
-/* Per-CPU budget window of streamed request events. */
-struct event_budget {
-    u64 window_start_ns;
-    u64 sent;
-};
-
 struct vm_key {
     u32 pid;
     u32 vm_kind;
@@ -248,12 +247,27 @@ struct vm_pending {
     s32 reason;
 };
 
-/* Per-opcode request latency aggregate (all requests, streamed or not). */
-struct opcode_stats {
+/* In-kernel latency histograms (per-CPU hashes; buckets in hist.h): every ended request under
+ * (connection, opcode, bucket), every ended wait under (bdi, kernel stack, bucket). A value
+ * holds the exact count, sum and maximum of its bucket; errors and bytes for requests. */
+struct req_hist_key {
+    u32 connection;
+    u32 opcode;
+    u32 bucket;
+};
+
+struct wait_hist_key {
+    char bdi[BDI_NAME_LEN];
+    s32 stack_id;
+    u32 bucket;
+};
+
+struct hist_value {
     u64 count;
     u64 total_ns;
     u64 max_ns;
     u64 errors;
+    u64 bytes;
 };
 
 /* kprobe plan: per-function call count and latency. */

@@ -26,8 +26,8 @@ int kr_folio_wait_writeback(struct pt_regs *ctx)
     if (!w)
         return 0;
     if (w->asleep)
-        emit_wait(w, pid, bpf_ktime_get_ns(), SRC_KRETPROBE);
-    wait_pending.delete(&pid);
+        end_wait(w, pid, bpf_ktime_get_ns(), SRC_KRETPROBE);
+    close_wait(pid);
     return 0;
 }
 #endif
@@ -140,10 +140,10 @@ static __always_inline int fuse_wait_return(void)
     if (!w)
         return 0;
     if (task_nvcsw() != w->nvcsw)
-        emit_wait(w, pid, bpf_ktime_get_ns(), SRC_KRETPROBE);
+        end_wait(w, pid, bpf_ktime_get_ns(), SRC_KRETPROBE);
     else
         count(CNT_WAIT_NO_SLEEP, 1);
-    wait_pending.delete(&pid);
+    close_wait(pid);
     return 0;
 }
 

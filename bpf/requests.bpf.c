@@ -1,45 +1,25 @@
 /* requests.bpf.c: FUSE requests on the selected connections, send joined with end in the
  * kernel on the request pointer (FUSE_REQ_PTR: 1 kprobes before 6.12, 2 the raw fuse:*
  * tracepoints), else on (connection, unique) from the fuse:* tracepoints' fields, which do not
- * expose the request; the tasks that read or end requests are recorded as the server's threads. */
+ * expose the request; the tasks that read or end requests are recorded as the server's threads.
+ * Every ended request is filed in request_hist; only those of ROW_REQ_NS or more are streamed. */
 #include <uapi/linux/fuse.h>
 
 BPF_HASH(requests_pending, struct request_key, struct request_pending, MAX_INFLIGHT);
 BPF_HASH(server_threads, struct server_key, struct server_thread, 4096);
 BPF_HASH(writes_inflight, u32, struct inflight_writes, 1024);
-BPF_HASH(opcode_stats, u32, struct opcode_stats, 128);
-BPF_PERCPU_ARRAY(request_budget, struct event_budget, 1);
+BPF_PERCPU_HASH(request_hist, struct req_hist_key, struct hist_value, REQ_HIST_ENTRIES);
 
-/* Stream this ended request? Slow ones always; fast ones while this CPU's budget lasts. */
-static __always_inline int request_in_budget(u64 now, u64 took)
+/* A request queued for the server (connection already known to be selected). */
+static __always_inline int request_sent(struct request_key *key, u32 connection, u32 opcode,
+                                        u32 len, u64 unique)
 {
-    if (took >= REQ_ALWAYS_NS)
-        return 1;
-    u32 zero = 0;
-    struct event_budget *budget = request_budget.lookup(&zero);
-    if (!budget)
-        return 1;
-    if (now - budget->window_start_ns >= 1000000000ULL) {
-        budget->window_start_ns = now;
-        budget->sent = 0;
-    }
-    if (budget->sent >= REQ_EVENTS_PER_SEC)
-        return 0;
-    budget->sent += 1;
-    return 1;
-}
-
-/* A request queued for the server. */
-static __always_inline int request_sent(struct request_key *key, u32 opcode, u32 len, u64 unique)
-{
-    u32 connection = key->connection;
-    if (!fuse_conns.lookup(&connection))
-        return 0;
     count(CNT_REQ_SENT, 1);
     u64 id = bpf_get_current_pid_tgid();
     struct request_pending req = {};
     req.ts_ns = bpf_ktime_get_ns();
     req.unique = unique;
+    req.connection = connection;
     req.opcode = opcode;
     req.len = len;
     req.pid = id;
@@ -49,7 +29,7 @@ static __always_inline int request_sent(struct request_key *key, u32 opcode, u32
         count(CNT_PENDING_FULL, 1);
         return 0;
     }
-    if (req.opcode == FUSE_WRITE) {
+    if (opcode == FUSE_WRITE) {
         struct inflight_writes zero = {};
         struct inflight_writes *w = writes_inflight.lookup_or_try_init(&connection, &zero);
         if (w) {
@@ -61,7 +41,8 @@ static __always_inline int request_sent(struct request_key *key, u32 opcode, u32
     return 0;
 }
 
-/* A task of the server's: it read or answered a request of this connection. */
+/* A task of the server's: it read or answered a request of this connection. Only the thread
+ * itself counts its replies (the key holds its id), so a plain add. */
 static __always_inline void server_thread_seen(u32 connection, u64 id, u64 replies)
 {
     struct server_key skey = {};
@@ -69,7 +50,7 @@ static __always_inline void server_thread_seen(u32 connection, u64 id, u64 repli
     skey.pid = id;
     struct server_thread *thread = server_threads.lookup(&skey);
     if (thread) {
-        __sync_fetch_and_add(&thread->replies, replies);
+        thread->replies += replies;
     } else {
         struct server_thread fresh = {};
         fresh.replies = replies;
@@ -79,59 +60,45 @@ static __always_inline void server_thread_seen(u32 connection, u64 id, u64 repli
     }
 }
 
-/* A request answered (or aborted): joined with its send, streamed. unique and len as they are
- * at the end (0: take the send's). */
-static __always_inline int request_ended(struct request_key *key, u64 unique, u32 len, s32 error)
+/* A request answered (or aborted), found by its send's key: filed in its histogram, and
+ * streamed as a row from ROW_REQ_NS on (with the fields the caller reads only then). Returns the
+ * pending entry's row event, reserved, or NULL: the caller fills unique and len, then submits. */
+static __always_inline struct request_event *request_ended(struct request_key *key,
+                                                           struct request_pending *req,
+                                                           s32 error)
 {
-    u32 connection = key->connection;
-    if (!fuse_conns.lookup(&connection))
-        return 0;
-    count(CNT_REQ_ENDED, 1);
     u64 now = bpf_ktime_get_ns();
     u64 id = bpf_get_current_pid_tgid();
-    server_thread_seen(connection, id, 1);
-
-    struct request_pending *req = requests_pending.lookup(key);
-    if (!req) {
-        count(CNT_REQ_END_UNMATCHED, 1);
-        return 0;
-    }
+    u32 connection = req->connection;
     u32 opcode = req->opcode;
     u64 took = now - req->ts_ns;
+    count(CNT_REQ_ENDED, 1);
+    server_thread_seen(connection, id, 1);
     if (opcode == FUSE_WRITE) {
         struct inflight_writes *w = writes_inflight.lookup(&connection);
         if (w)
             __sync_fetch_and_add(&w->now, -1);
     }
-    struct opcode_stats zero = {};
-    struct opcode_stats *stats = opcode_stats.lookup_or_try_init(&opcode, &zero);
-    if (stats) {
-        __sync_fetch_and_add(&stats->count, 1);
-        __sync_fetch_and_add(&stats->total_ns, took);
-        if (took > stats->max_ns)
-            stats->max_ns = took;
-        if (error)
-            __sync_fetch_and_add(&stats->errors, 1);
-    }
-
-    if (!request_in_budget(now, took)) {
-        count(CNT_REQ_SUMMED, 1);
-        requests_pending.delete(key);
-        return 0;
-    }
+    struct req_hist_key hk = {};
+    hk.connection = connection;
+    hk.opcode = opcode;
+    hk.bucket = hist_bucket(took);
+    struct hist_value zero = {};
+    hist_file(request_hist.lookup_or_try_init(&hk, &zero), took, error, req->len);
+    if (took < ROW_REQ_NS)
+        return NULL;
     struct request_event *e = events.ringbuf_reserve(sizeof(struct request_event));
     if (!e) {
         count_lost(LOST_REQUEST);
-        requests_pending.delete(key);
-        return 0;
+        return NULL;
     }
     e->kind = EV_REQUEST;
     e->connection = connection;
-    e->unique = unique ? unique : (key->unique ? key->unique : req->unique);
+    e->unique = req->unique;
     e->send_ts_ns = req->ts_ns;
     e->end_ts_ns = now;
     e->opcode = opcode;
-    e->len = len ? len : req->len;
+    e->len = req->len;
     e->error = error;
     e->pid = req->pid;
     e->tgid = req->tgid;
@@ -140,9 +107,7 @@ static __always_inline int request_ended(struct request_key *key, u64 unique, u3
     e->pad = 0;
     __builtin_memcpy(e->comm, req->comm, sizeof(e->comm));
     bpf_get_current_comm(&e->end_comm, sizeof(e->end_comm));
-    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-    requests_pending.delete(key);
-    return 0;
+    return e;
 }
 
 #if FUSE_REQ_PTR
@@ -200,33 +165,68 @@ static __always_inline u32 req_len_from_args(void *req)
 }
 #endif
 
-/* The length at the send: in.h.len where the kernel has assigned it already (6.18+), else
- * added up from the arguments as the kernel is about to. */
-static __always_inline u32 req_len_at_send(void *req)
+/* len, opcode and unique of the request's in.h: one read where BTF puts them side by side. */
+struct req_in_header {
+    u32 len;
+    u32 opcode;
+    u64 unique;
+};
+
+static __always_inline void req_in_header(void *req, struct req_in_header *h)
 {
-    u32 len = req_u32(req, REQ_LEN_OFF);
-#if FUSE_REQ_LEN_FROM_ARGS
-    if (!len)
-        len = req_len_from_args(req);
+#if REQ_OPCODE_OFF == REQ_LEN_OFF + 4 && REQ_UNIQUE_OFF == REQ_LEN_OFF + 8
+    bpf_probe_read_kernel(h, sizeof(*h), req + REQ_LEN_OFF);
+#else
+    h->len = req_u32(req, REQ_LEN_OFF);
+    h->opcode = req_u32(req, REQ_OPCODE_OFF);
+    h->unique = req_unique(req);
 #endif
-    return len;
 }
 
 static __always_inline int req_sent_at(void *req)
 {
+    u32 connection = req_connection(req);
+    if (!fuse_conns.lookup(&connection))
+        return 0;
+    struct req_in_header h = {};
+    req_in_header(req, &h);
+#if FUSE_REQ_LEN_FROM_ARGS
+    if (!h.len)
+        h.len = req_len_from_args(req);
+#endif
     struct request_key key = {};
-    key.connection = req_connection(req);
     key.req = (u64)req;
-    return request_sent(&key, req_u32(req, REQ_OPCODE_OFF), req_len_at_send(req), req_unique(req));
+    return request_sent(&key, connection, h.opcode, h.len, h.unique);
 }
 
+/* Keyed on the request pointer alone: an end of a request not sent while tracing reads the
+ * connection only to tell whether it was one of ours. */
 static __always_inline int req_ended_at(void *req)
 {
     struct request_key key = {};
-    key.connection = req_connection(req);
     key.req = (u64)req;
-    return request_ended(&key, req_unique(req), req_u32(req, REQ_LEN_OFF),
-                         (s32)req_u32(req, REQ_ERROR_OFF));
+    struct request_pending *pending = requests_pending.lookup(&key);
+    if (!pending) {
+        u32 connection = req_connection(req);
+        if (fuse_conns.lookup(&connection)) {
+            count(CNT_REQ_ENDED, 1);
+            count(CNT_REQ_END_UNMATCHED, 1);
+            server_thread_seen(connection, bpf_get_current_pid_tgid(), 1);
+        }
+        return 0;
+    }
+    struct request_event *e = request_ended(&key, pending, (s32)req_u32(req, REQ_ERROR_OFF));
+    if (e) {
+        struct req_in_header h = {};
+        req_in_header(req, &h);
+        if (h.unique)
+            e->unique = h.unique;
+        if (h.len)
+            e->len = h.len;
+        events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    }
+    requests_pending.delete(&key);
+    return 0;
 }
 #endif
 
@@ -263,10 +263,13 @@ int kp_fuse_dev_do_read(struct pt_regs *ctx)
 #if !FUSE_REQ_PTR
 TRACEPOINT_PROBE(fuse, fuse_request_send)
 {
+    u32 connection = args->connection;
+    if (!fuse_conns.lookup(&connection))
+        return 0;
     struct request_key key = {};
-    key.connection = args->connection;
+    key.connection = connection;
     key.unique = args->unique;
-    return request_sent(&key, args->opcode, args->len, args->unique);
+    return request_sent(&key, connection, args->opcode, args->len, args->unique);
 }
 
 TRACEPOINT_PROBE(fuse, fuse_request_end)
@@ -274,6 +277,20 @@ TRACEPOINT_PROBE(fuse, fuse_request_end)
     struct request_key key = {};
     key.connection = args->connection;
     key.unique = args->unique;
-    return request_ended(&key, args->unique, 0, args->error);
+    struct request_pending *pending = requests_pending.lookup(&key);
+    if (!pending) {
+        u32 connection = args->connection;
+        if (fuse_conns.lookup(&connection)) {
+            count(CNT_REQ_ENDED, 1);
+            count(CNT_REQ_END_UNMATCHED, 1);
+            server_thread_seen(connection, bpf_get_current_pid_tgid(), 1);
+        }
+        return 0;
+    }
+    struct request_event *e = request_ended(&key, pending, args->error);
+    if (e)
+        events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    requests_pending.delete(&key);
+    return 0;
 }
 #endif

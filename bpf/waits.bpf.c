@@ -5,8 +5,19 @@
  * it, the tracepoint marks it as a FUSE wait, the return probe emits it (kprobes.bpf.c). */
 
 BPF_HASH(wait_pending, u32, struct wait_pending, MAX_PENDING);
+BPF_PERCPU_HASH(wait_hist, struct wait_hist_key, struct hist_value, WAIT_HIST_ENTRIES);
+/* Entries in wait_pending: sched_switch returns at once while there are none. */
+BPF_ARRAY(waits_open, s64, 1);
 
 #define TASK_UNINTERRUPTIBLE_BIT 0x2
+
+static __always_inline void waits_open_add(s64 by)
+{
+    u32 zero = 0;
+    s64 *open = waits_open.lookup(&zero);
+    if (open)
+        __sync_fetch_and_add(open, by);
+}
 
 /* Open the wait of task ``id``: the caller filled what it knows; tgid and comm are set here,
  * and a full pending map is counted. Every probe that opens a wait goes through here. */
@@ -15,12 +26,36 @@ static __always_inline void open_wait(u64 id, struct wait_pending *w)
     u32 pid = id;
     w->tgid = id >> 32;
     bpf_get_current_comm(&w->comm, sizeof(w->comm));
-    if (wait_pending.update(&pid, w))
+    struct wait_pending *old = wait_pending.lookup(&pid);
+    if (old) {
+        __builtin_memcpy(old, w, sizeof(*w));
+        return;
+    }
+    if (wait_pending.insert(&pid, w))
         count(CNT_PENDING_FULL, 1);
+    else
+        waits_open_add(1);
 }
 
-static __always_inline void emit_wait(struct wait_pending *w, u32 pid, u64 now, u32 source)
+/* Forget task ``pid``'s wait. */
+static __always_inline void close_wait(u32 pid)
 {
+    if (wait_pending.delete(&pid) == 0)
+        waits_open_add(-1);
+}
+
+/* A wait ended: filed in its histogram; a row (ring buffer event) from ROW_WAIT_NS on. */
+static __always_inline void end_wait(struct wait_pending *w, u32 pid, u64 now, u32 source)
+{
+    u64 took = now - w->ts_ns;
+    struct wait_hist_key hk = {};
+    __builtin_memcpy(hk.bdi, w->bdi, sizeof(hk.bdi));
+    hk.stack_id = w->stack_id;
+    hk.bucket = hist_bucket(took);
+    struct hist_value zero = {};
+    hist_file(wait_hist.lookup_or_try_init(&hk, &zero), took, 0, 0);
+    if (took < ROW_WAIT_NS)
+        return;
     struct wait_event *e = events.ringbuf_reserve(sizeof(struct wait_event));
     if (!e) {
         count_lost(LOST_WAIT);
@@ -31,7 +66,7 @@ static __always_inline void emit_wait(struct wait_pending *w, u32 pid, u64 now, 
     e->tgid = w->tgid;
     e->stack_id = w->stack_id;
     e->ts_ns = w->ts_ns;
-    e->duration_ns = now - w->ts_ns;
+    e->duration_ns = took;
     e->ino = w->ino;
     e->index = w->index;
     e->source = source;
@@ -109,6 +144,14 @@ static __always_inline int sleeping_in_wait_fn(void *ctx)
     return 0;
 }
 
+/* Whether any wait is open: the common case (none) costs sched_switch one array read. */
+static __always_inline int any_wait_open(void)
+{
+    u32 zero = 0;
+    s64 *open = waits_open.lookup(&zero);
+    return open && *open != 0;
+}
+
 static __always_inline int on_switch(void *ctx, u32 prev_pid, u64 prev_state, int preempted,
                                      u32 next_pid)
 {
@@ -119,15 +162,15 @@ static __always_inline int on_switch(void *ctx, u32 prev_pid, u64 prev_state, in
             w->sleep_ts_ns = bpf_ktime_get_ns();
         } else {
             count(CNT_WAIT_NO_SLEEP, 1);
-            wait_pending.delete(&prev_pid);
+            close_wait(prev_pid);
         }
     }
     if (next_pid == 0)
         return 0;
     w = wait_pending.lookup(&next_pid);
     if (w && w->asleep) {
-        emit_wait(w, next_pid, bpf_ktime_get_ns(), SRC_SCHED_SWITCH);
-        wait_pending.delete(&next_pid);
+        end_wait(w, next_pid, bpf_ktime_get_ns(), SRC_SCHED_SWITCH);
+        close_wait(next_pid);
     }
     return 0;
 }
@@ -137,6 +180,8 @@ static __always_inline int on_switch(void *ctx, u32 prev_pid, u64 prev_state, in
  *              [, unsigned int prev_state]); task_struct offsets from BTF. */
 RAW_TRACEPOINT_PROBE(sched_switch)
 {
+    if (!any_wait_open())
+        return 0;
     void *prev = (void *)ctx->args[1];
     void *next = (void *)ctx->args[2];
     u32 prev_pid = 0, next_pid = 0;
@@ -155,6 +200,8 @@ RAW_TRACEPOINT_PROBE(sched_switch)
 /* The tracepoint reports a preempted task as TASK_REPORT_MAX (0x100 and up) or running (0). */
 TRACEPOINT_PROBE(sched, sched_switch)
 {
+    if (!any_wait_open())
+        return 0;
     u64 state = args->prev_state;
     return on_switch(args, args->prev_pid, state, state == 0 || state >= 0x100, args->next_pid);
 }

@@ -66,6 +66,24 @@ META: tuple[MetaKey, ...] = (
     MetaKey("filter", None, "dict: mounts (list of mountpoints or null for all), pid (int or null)",
             {"mounts": None, "pid": None}),
     MetaKey("threshold_ms", None, "float, live-view threshold", defaults.THRESHOLD_MS),
+    MetaKey("row_threshold_ms", {"requests": float, "waits": float},
+            "dict: requests (float) and waits (float): from how long (ms) one became a row; "
+            "faster ones are only in the histograms (0: every one is a row); missing in "
+            "captures written before the histograms (schema_version 1), whose rows are all "
+            "there were, less the fast requests over the per-CPU event budget", LATER),
+    MetaKey("histograms", {"sub_bits": int, "max_msb": int,
+                           "requests": [{"connection": int, "opcode": int, "opcode_name": str,
+                                         "count": int, "errors": int, "bytes": int,
+                                         "total_ns": int, "max_ns": int, "buckets": [[int]]}],
+                           "waits": [{"bdi": str, "stack_id": int, "count": int,
+                                      "total_ns": int, "max_ns": int, "buckets": [[int]]}]},
+            "dict: the in-kernel latency histograms of every ended request and wait "
+            "(contract/histogram.py: sub_bits and max_msb give the bucket layout); requests: "
+            "per connection and opcode (connection, bdi, opcode, opcode_name, count, errors, "
+            "bytes, total_ns, max_ns, buckets); waits: per bdi and kernel stack (bdi, "
+            "stack_id -> stacks table, count, total_ns, max_ns, buckets); buckets: [index, "
+            "count] pairs. Refreshed at every flush; missing in captures written before it "
+            "(schema_version 1)", LATER),
     MetaKey("start_monotonic_ns", int, "int"),
     MetaKey("start_epoch_ns", None, "int"),
     MetaKey("end_monotonic_ns", int, "int or null while running", None),

@@ -5,11 +5,16 @@ fusewb::
 
     CAPTURE/
       meta.json                     keys in contract/meta.py; rewritten atomically (tmp + rename)
-      waits/part-000001.parquet     one row per wait on a folio under FUSE writeback
-      requests/part-000001.parquet  one row per FUSE request (send joined with end on unique)
+      waits/part-000001.parquet     one row per wait on a folio under FUSE writeback*
+      requests/part-000001.parquet  one row per FUSE request (send joined with end on unique)*
       throttle/part-000001.parquet  one row per balance_dirty_pages pause on a FUSE bdi
       vm/part-000001.parquet        reclaim, migration and compaction activity (not FUSE-filtered)
       stacks/part-000001.parquet    symbolized kernel stacks referenced by waits.stack_id
+
+\* From ``meta.json`` ``row_threshold_ms`` on (the threshold, 50 ms by default; ``fusewb trace
+--all-requests`` makes every request a row), and every one still going on at the end. Every
+ended request and wait, fast or slow, is counted in ``meta.json`` ``histograms`` (per connection
+and opcode, per bdi and kernel stack): counts, sums, maxima and percentiles come from there.
 
 Parts are numbered from 1, each written to a temporary name and renamed once complete, at least
 once a second while events arrive, so after ``kill -9`` of the tracer every renamed part reads
@@ -34,7 +39,9 @@ from fusewb.contract.events import VM_EVENT_KINDS
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "VM_KINDS", "FUSE_OPCODES", "PART_GLOB", "part_name"]
 
-SCHEMA_VERSION = 1
+# 2: rows only for requests and waits from row_threshold_ms on, every one in meta.json's
+# histograms; 1: rows for every wait and (within a per-CPU budget) every request.
+SCHEMA_VERSION = 2
 
 _task = [
     pa.field("pid", pa.int32()),  # thread id

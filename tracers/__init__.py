@@ -31,10 +31,12 @@ Limits worth knowing: a wait that began before tracing started is invisible to t
 reads the request, ``requests.pid`` is that reader, not the original requester.
 
 ``meta.json`` ``counters``: ``wait_tp_fuse``/``wait_tp_other`` (wait tracepoint hits on FUSE /
-filtered-out bdis), ``wait_no_sleep``, ``wait_emitted``, ``req_sent``/``req_ended``/
+filtered-out bdis), ``wait_no_sleep``, ``wait_emitted`` (rows: waits of the row threshold or more), ``req_sent``/``req_ended``/
 ``req_end_unmatched`` (ended requests sent before tracing), ``shrink_calls``/``_scanned``/
 ``_reclaimed`` (reclaim scans that met no dirty or writeback folio, summed instead of
-streamed), ``throttle_other``, ``pending_full`` (state maps full), ``req_summed`` (fast requests over the per-CPU event budget, only in the per-opcode sums), ``inflight_writes.<conn>``
-and ``inflight_writes_max.<conn>``, ``requests.<OPCODE>.count|total_ns|max_ns|errors``, and
-with kprobes ``kprobe.<function>.count|total_ns|max_ns``.
+streamed), ``throttle_other``, ``pending_full`` (state maps full), ``hist_full`` (histogram maps full: an
+ended request or wait not counted), ``inflight_writes.<conn>`` and ``inflight_writes_max.<conn>``,
+and with kprobes ``kprobe.<function>.count|total_ns|max_ns``. Every ended request and wait is
+in ``meta.json`` ``histograms`` (contract/histogram.py); only those of ``row_threshold_ms`` or
+more are rows.
 """

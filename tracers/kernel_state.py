@@ -8,11 +8,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from fusewb.contract import histogram
 from fusewb.contract.schema import FUSE_OPCODES
 from fusewb.tracers.events import cstr, header_defs
 from fusewb.tracers.plan import KPROBE_FUNCTIONS
 
-__all__ = ["has_map", "lost_events", "counters", "server_threads", "pending_waits",
+__all__ = ["has_map", "lost_events", "counter", "counters", "histograms", "server_threads", "pending_waits",
            "pending_requests", "VMSTAT_KEYS", "VMSTAT_MAX_SAMPLES", "vmstat_sample", "add_vmstat_sample"]
 
 # /proc/vmstat page counts sampled over a capture (meta.json "vmstat"): nr_writeback_temp counts
@@ -45,6 +46,12 @@ def lost_events(bpf: Any) -> dict[str, Any]:
             "by_kind": {name: sum(v) for name, v in per_kind.items()}}
 
 
+def counter(bpf: Any, name: str) -> int:
+    """One in-kernel counter (``CNT_<NAME>``), summed over the CPUs."""
+    index = {n: i for i, n in header_defs().names("CNT_").items()}[name]
+    return sum(_per_cpu(bpf, "counters", index))
+
+
 def counters(bpf: Any) -> dict[str, int]:
     """The in-kernel aggregates, named as documented in ``fusewb.tracers``."""
     out = {name: sum(_per_cpu(bpf, "counters", index))
@@ -53,11 +60,6 @@ def counters(bpf: Any) -> dict[str, int]:
         for key, value in bpf[b"writes_inflight"].items():
             out[f"inflight_writes.{key.value}"] = int(value.now)
             out[f"inflight_writes_max.{key.value}"] = int(value.max)
-    if has_map(bpf, "opcode_stats"):
-        for key, value in bpf[b"opcode_stats"].items():
-            op = FUSE_OPCODES.get(key.value, f"OP{key.value}")
-            for stat in ("count", "total_ns", "max_ns", "errors"):
-                out[f"requests.{op}.{stat}"] = int(getattr(value, stat))
     if has_map(bpf, "fn_stats"):
         table = bpf[b"fn_stats"]
         for index, fn in enumerate(KPROBE_FUNCTIONS):
@@ -66,6 +68,55 @@ def counters(bpf: Any) -> dict[str, int]:
                 for stat in ("count", "total_ns", "max_ns"):
                     out[f"kprobe.{fn}.{stat}"] = int(getattr(value, stat))
     return out
+
+
+def _summed(per_cpu: Any) -> dict[str, int]:
+    """A per-CPU hist_value summed over the CPUs (max: the largest)."""
+    return {"count": sum(int(v.count) for v in per_cpu),
+            "total_ns": sum(int(v.total_ns) for v in per_cpu),
+            "max_ns": max((int(v.max_ns) for v in per_cpu), default=0),
+            "errors": sum(int(v.errors) for v in per_cpu),
+            "bytes": sum(int(v.bytes) for v in per_cpu)}
+
+
+def _merged(bpf: Any, table: str, group: Callable[[Any], tuple]) -> dict[tuple, dict[str, Any]]:
+    """The entries of a histogram map merged by ``group(key)``: count, total_ns, max_ns,
+    errors, bytes and the buckets as {index: count}."""
+    out: dict[tuple, dict[str, Any]] = {}
+    if not has_map(bpf, table):
+        return out
+    for key, per_cpu in bpf[table.encode()].items():
+        value = _summed(per_cpu)
+        if not value["count"]:
+            continue
+        entry = out.setdefault(group(key), {"count": 0, "total_ns": 0, "max_ns": 0, "errors": 0,
+                                            "bytes": 0, "buckets": {}})
+        for stat in ("count", "total_ns", "errors", "bytes"):
+            entry[stat] += value[stat]
+        entry["max_ns"] = max(entry["max_ns"], value["max_ns"])
+        entry["buckets"][key.bucket] = entry["buckets"].get(key.bucket, 0) + value["count"]
+    return out
+
+
+def histograms(bpf: Any, bdi_of: Callable[[int], str | None]) -> dict[str, Any]:
+    """The in-kernel latency histograms (meta.json ``histograms``): every ended request per
+    connection and opcode, every ended wait per bdi and kernel stack."""
+    requests = []
+    for (connection, opcode), e in sorted(_merged(bpf, "request_hist",
+                                                  lambda k: (int(k.connection), int(k.opcode))).items()):
+        requests.append({"connection": connection, "bdi": bdi_of(connection), "opcode": opcode,
+                         "opcode_name": FUSE_OPCODES.get(opcode, f"OP{opcode}"),
+                         "count": e["count"], "errors": e["errors"], "bytes": e["bytes"],
+                         "total_ns": e["total_ns"], "max_ns": e["max_ns"],
+                         "buckets": [[i, n] for i, n in sorted(e["buckets"].items())]})
+    waits = []
+    for (bdi, stack_id), e in sorted(_merged(bpf, "wait_hist",
+                                             lambda k: (cstr(k.bdi), int(k.stack_id))).items()):
+        waits.append({"bdi": bdi, "stack_id": stack_id, "count": e["count"],
+                      "total_ns": e["total_ns"], "max_ns": e["max_ns"],
+                      "buckets": [[i, n] for i, n in sorted(e["buckets"].items())]})
+    return {"sub_bits": histogram.SUB_BITS, "max_msb": histogram.MAX_MSB,
+            "requests": requests, "waits": waits}
 
 
 def server_threads(bpf: Any, bdi_of: Callable[[int], str | None]) -> list[dict[str, Any]]:

@@ -161,7 +161,8 @@ class CaptureSummary:
             f"traced {self.seconds:.1f}s with the {self.plan} plan ({len(self.probes)} probes) "
             f"into {self.directory}",
             f"waits {t.get('waits', 0)} (ongoing {self.ongoing_waits}, max {self.max_wait_ms:.1f} ms), "
-            f"requests {t.get('requests', 0)} (ongoing {self.ongoing_requests}), "
+            f"requests {self.counters.get('req_ended', 0)} ended ({t.get('requests', 0)} rows, "
+            f"ongoing {self.ongoing_requests}), "
             f"throttle {t.get('throttle', 0)}, vm {t.get('vm', 0)}",
         ]
         if self.server_threads:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from fusewb.bpf import source_dir
-from fusewb.contract import defaults
+from fusewb.contract import defaults, histogram
 from fusewb.contract.errors import FusewbError
 from fusewb.tracers.plan import ProbePlan
 
@@ -37,16 +37,19 @@ _LOCAL_INCLUDE = re.compile(r'^#include "([\w.]+)"\s*$', re.M)
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """Compile-time options besides the plan: ring size, pid filter, map sizes, request budget
-    (defaults: :mod:`fusewb.contract.defaults`)."""
+    """Compile-time options besides the plan: ring size, pid filter, map sizes, from how long a
+    request or wait becomes a row (defaults: :mod:`fusewb.contract.defaults`; the histograms'
+    layout: :mod:`fusewb.contract.histogram`)."""
 
     ring_pages: int = defaults.RING_PAGES
     filter_tgid: int = 0
     max_pending: int = defaults.MAX_PENDING
     max_inflight: int = defaults.MAX_INFLIGHT
     stack_entries: int = defaults.STACK_ENTRIES
-    request_events_per_sec: int = defaults.REQUEST_EVENTS_PER_SEC
-    request_always_ns: int = defaults.REQUEST_ALWAYS_NS
+    req_hist_entries: int = defaults.REQ_HIST_ENTRIES
+    wait_hist_entries: int = defaults.WAIT_HIST_ENTRIES
+    row_request_ns: int = int(defaults.THRESHOLD_MS * 1e6)  # 0: every request is a row
+    row_wait_ns: int = int(defaults.THRESHOLD_MS * 1e6)  # 0: every wait is a row
 
     def defines(self) -> dict[str, str]:
         if self.ring_pages < 1 or self.ring_pages & (self.ring_pages - 1):
@@ -57,8 +60,11 @@ class BuildOptions:
             "MAX_PENDING": str(self.max_pending),
             "MAX_INFLIGHT": str(self.max_inflight),
             "STACK_ENTRIES": str(self.stack_entries),
-            "REQ_EVENTS_PER_SEC": str(self.request_events_per_sec),
-            "REQ_ALWAYS_NS": f"{self.request_always_ns}ULL",
+            "REQ_HIST_ENTRIES": str(self.req_hist_entries),
+            "WAIT_HIST_ENTRIES": str(self.wait_hist_entries),
+            "ROW_REQ_NS": f"{self.row_request_ns}ULL",
+            "ROW_WAIT_NS": f"{self.row_wait_ns}ULL",
+            **histogram.defines(),
         }
 
 

@@ -84,9 +84,9 @@ class TraceOptions:
     mounts: list[str] | None = None  # mountpoints to trace; None: every FUSE mount
     pid: int | None = None  # only this process's waits and throttling
     duration: float | None = None  # seconds; None: until stopped
-    threshold_ms: float = defaults.THRESHOLD_MS  # live view
+    threshold_ms: float = defaults.THRESHOLD_MS  # live view; requests and waits this long become rows
+    all_requests: bool = False  # every request a row, not only those of threshold_ms or more
     ring_pages: int = defaults.RING_PAGES
-    request_events_per_sec: int = defaults.REQUEST_EVENTS_PER_SEC  # per CPU; see contract/defaults.py
     plan: str | None = None  # force "tracepoint" or "kprobe"
     flush_interval: float = 1.0
     max_size: int | None = None  # bytes on disk; the oldest parts are dropped beyond it
@@ -96,8 +96,15 @@ class TraceOptions:
 
     def build_options(self) -> BuildOptions:
         """The compile-time options these trace options ask for."""
+        threshold_ns = int(self.threshold_ms * 1e6)
         return BuildOptions(ring_pages=self.ring_pages, filter_tgid=self.pid or 0,
-                            request_events_per_sec=self.request_events_per_sec)
+                            row_request_ns=0 if self.all_requests else threshold_ns,
+                            row_wait_ns=threshold_ns)
+
+    def row_thresholds_ms(self) -> dict[str, float]:
+        """From how long a request and a wait became rows (meta.json ``row_threshold_ms``)."""
+        return {"requests": 0.0 if self.all_requests else float(self.threshold_ms),
+                "waits": float(self.threshold_ms)}
 
 
 class Tracer:
@@ -198,6 +205,7 @@ class Tracer:
             mounts=self.mount_records,
             filter={"mounts": self.options.mounts, "pid": self.options.pid},
             threshold_ms=self.options.threshold_ms,
+            row_threshold_ms=self.options.row_thresholds_ms(),
             start_monotonic_ns=self.start_ns,
             start_epoch_ns=start_epoch_ns,
             ring_pages=self.options.ring_pages,
@@ -302,15 +310,24 @@ class Tracer:
     def _source(self) -> str:
         return "kretprobe" if self.plan and self.plan.name == "kprobe" else "sched_switch"
 
+    def _histograms(self) -> dict[str, Any]:
+        """The in-kernel histograms now, their waits' stacks added to the stacks table."""
+        histograms = kernel_state.histograms(self.bpf, self._bdi_of)
+        for entry in histograms["waits"]:
+            self._add_stack(entry["stack_id"])
+        return histograms
+
     def _flush(self) -> None:
         self._refresh_filter()
         self._report_ongoing()
         kernel_state.add_vmstat_sample(self.vmstat, monotonic_ns(), kernel_state.vmstat_sample())
+        histograms = self._histograms()
         self.capture.flush(
             vmstat=self.vmstat,
             mounts=self.mount_records,
             lost_events=kernel_state.lost_events(self.bpf),
             server_threads=kernel_state.server_threads(self.bpf, self._bdi_of),
+            histograms=histograms,
         )
 
     # ---- running ------------------------------------------------------------------------
@@ -384,9 +401,11 @@ class Tracer:
         """The status line: events, waits (over the threshold, max), requests, lost events,
         capture size and what --max-size dropped."""
         lost = kernel_state.lost_events(self.bpf)["total"]
+        ended = kernel_state.counter(self.bpf, "req_ended")
         text = (f"[{elapsed:.0f}s] events {self.events_seen}, waits {self.waits_seen} "
                 f"(over {self.options.threshold_ms:g} ms {self.waits_over}, max "
-                f"{self.max_wait_ms:.1f} ms), requests {self.rows_seen.get('requests', 0)}, lost {lost}, "
+                f"{self.max_wait_ms:.1f} ms), requests {ended} ({self.rows_seen.get('requests', 0)} "
+                f"rows), lost {lost}, "
                 f"capture {format_size(self.capture.size_on_disk())}")
         dropped = sum(self.capture.dropped["parts"].values())
         return text + (f" (dropped {dropped} oldest parts)" if dropped else "")
@@ -403,6 +422,7 @@ class Tracer:
         unseen: list[dict[str, Any]] = []
         counters: dict[str, int] = {}
         servers: list[dict[str, Any]] = []
+        histograms: dict[str, Any] | None = None
         try:
             if self.bpf is not None:
                 self.bpf.ring_buffer_consume()
@@ -418,6 +438,7 @@ class Tracer:
                     self._add("requests", row)
                     ongoing_requests += 1
                 lost = kernel_state.lost_events(self.bpf)
+                histograms = self._histograms()
                 counters = {**kernel_state.counters(self.bpf), "user_event_errors": self.event_errors}
                 servers = kernel_state.server_threads(self.bpf, self._bdi_of)
         finally:
@@ -432,6 +453,7 @@ class Tracer:
                     counters=counters,
                     server_threads=servers,
                     unseen_waiters=unseen,
+                    **({"histograms": histograms} if histograms is not None else {}),
                     first_event_error=self.first_event_error,
                     stopped_early=self.stopped_early,
                 )
