@@ -10,7 +10,7 @@
 #if !defined(RING_PAGES) || !defined(MAX_PENDING) || !defined(MAX_INFLIGHT) || \
     !defined(STACK_ENTRIES) || !defined(FILTER_TGID) || !defined(ROW_REQ_NS) || \
     !defined(ROW_WAIT_NS) || !defined(REQ_HIST_ENTRIES) || !defined(WAIT_HIST_ENTRIES) || \
-    !defined(HIST_BUCKETS) || !defined(WAIT_FN_START) || !defined(WAIT_FN_END)
+    !defined(HIST_BUCKETS) || !defined(REQ_SLOTS) || !defined(WAIT_FN_START) || !defined(WAIT_FN_END)
 #error "compile through fusewb.tracers.program: it defines the sizes and options"
 #endif
 
@@ -22,6 +22,7 @@ BPF_STACK_TRACE(stacks, STACK_ENTRIES);
 /* The FUSE filter, filled and refreshed by user space: bdi names and connections. */
 BPF_HASH(fuse_bdis, struct bdi_key, u8, 1024);
 BPF_HASH(fuse_conns, u32, u8, 1024);
+BPF_ARRAY(filter_generation, u64, 1);
 
 static __always_inline void count(u32 which, u64 by)
 {

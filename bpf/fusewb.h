@@ -26,8 +26,8 @@
  *   TPF_<EVENT>_<FIELD> the name a tracepoint field has on this kernel (tracefs format);
  *                      undefined when it has none: the code reading it is left out
  *   FILTER_TGID        only this process's waits and throttling (0: all)
- *   MAX_PENDING, MAX_INFLIGHT, STACK_ENTRIES, REQ_HIST_ENTRIES, WAIT_HIST_ENTRIES
- *                      map sizes (memory bound)
+ *   MAX_PENDING, MAX_INFLIGHT, STACK_ENTRIES, REQ_HIST_ENTRIES, WAIT_HIST_ENTRIES,
+ *   REQ_SLOTS          map sizes (memory bound; REQ_SLOTS a power of two)
  *   ROW_REQ_NS, ROW_WAIT_NS  requests and waits this long or longer become rows (ring buffer
  *                      events); every ended one is filed in its histogram (0: all are rows)
  *   HIST_SUB_BITS, HIST_MAX_MSB, HIST_BUCKETS  the histograms' bucket layout (hist.h,
@@ -203,9 +203,12 @@ struct request_key {
     u64 req;
 };
 
-/* A FUSE request sent and not yet ended; read at stop as ongoing requests. unique: as assigned
- * when it was queued (0 when not yet assigned: 6.12-6.17 and the kprobes). */
+/* A FUSE request sent and not yet ended; read at stop as ongoing requests. owner: what owns a
+ * request_slots entry (the request pointer, or from the tracepoints' fields a mix of connection
+ * and unique), 0 when the slot is free and in requests_pending. unique: as assigned when it was
+ * queued (0 when not yet: 6.12-6.17). */
 struct request_pending {
+    u64 owner;
     u64 ts_ns;
     u64 unique;
     u32 connection;
@@ -217,9 +220,27 @@ struct request_pending {
     char comm[COMM_LEN];
 };
 
+/* Per CPU: the connection of the last request's fuse_mount, valid while the filter's generation
+ * (filter_generation, bumped by user space when the selection or the mount table changes) is
+ * the one it was resolved under. Saves the fm -> fc -> dev reads and the filter lookup. */
+struct conn_cache {
+    u64 fm;
+    u64 generation;
+    u32 connection;
+    u32 selected;
+};
+
 struct server_key {
     u32 connection;
     u32 pid;
+};
+
+/* Per CPU: the server thread that answered this CPU's last request and its replies not yet
+ * added to server_threads (user space adds them when it reads the threads). */
+struct server_cache {
+    u32 connection;
+    u32 pid;
+    u64 replies;
 };
 
 /* A task that answered requests of a connection: a thread of that FUSE server. */

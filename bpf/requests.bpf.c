@@ -5,29 +5,53 @@
  * Every ended request is filed in request_hist; only those of ROW_REQ_NS or more are streamed. */
 #include <uapi/linux/fuse.h>
 
+/* Requests in flight: in the slot of request_slots their owner (the request pointer) hashes to,
+ * claimed by compare-and-swap (an array slot costs a fraction of a hash update); in
+ * requests_pending when that slot is taken. */
+BPF_ARRAY(request_slots, struct request_pending, REQ_SLOTS);
 BPF_HASH(requests_pending, struct request_key, struct request_pending, MAX_INFLIGHT);
 BPF_HASH(server_threads, struct server_key, struct server_thread, 4096);
 BPF_HASH(writes_inflight, u32, struct inflight_writes, 1024);
 BPF_PERCPU_HASH(request_hist, struct req_hist_key, struct hist_value, REQ_HIST_ENTRIES);
+BPF_PERCPU_ARRAY(server_cache, struct server_cache, 1);
+
+static __always_inline u32 request_slot(u64 owner)
+{
+    return ((owner >> 4) * 0x9E3779B97F4A7C15ULL >> 40) & (REQ_SLOTS - 1); /* Fibonacci hash */
+}
+
+static __always_inline void request_fill(struct request_pending *req, u64 id, u32 connection,
+                                         u32 opcode, u32 len, u64 unique)
+{
+    req->ts_ns = bpf_ktime_get_ns();
+    req->unique = unique;
+    req->connection = connection;
+    req->opcode = opcode;
+    req->len = len;
+    req->pid = id;
+    req->tgid = id >> 32;
+    bpf_get_current_comm(&req->comm, sizeof(req->comm));
+}
 
 /* A request queued for the server (connection already known to be selected). */
-static __always_inline int request_sent(struct request_key *key, u32 connection, u32 opcode,
-                                        u32 len, u64 unique)
+static __always_inline int request_sent(struct request_key *key, u64 owner, u32 connection,
+                                        u32 opcode, u32 len, u64 unique)
 {
     count(CNT_REQ_SENT, 1);
     u64 id = bpf_get_current_pid_tgid();
-    struct request_pending req = {};
-    req.ts_ns = bpf_ktime_get_ns();
-    req.unique = unique;
-    req.connection = connection;
-    req.opcode = opcode;
-    req.len = len;
-    req.pid = id;
-    req.tgid = id >> 32;
-    bpf_get_current_comm(&req.comm, sizeof(req.comm));
-    if (requests_pending.update(key, &req)) {
-        count(CNT_PENDING_FULL, 1);
-        return 0;
+    u32 index = request_slot(owner);
+    struct request_pending *slot = request_slots.lookup(&index);
+    if (slot && __sync_val_compare_and_swap(&slot->owner, 0, owner) != 0)
+        slot = NULL;
+    if (slot) {
+        request_fill(slot, id, connection, opcode, len, unique);
+    } else {
+        struct request_pending req = {};
+        request_fill(&req, id, connection, opcode, len, unique);
+        if (requests_pending.update(key, &req)) {
+            count(CNT_PENDING_FULL, 1);
+            return 0;
+        }
     }
     if (opcode == FUSE_WRITE) {
         struct inflight_writes zero = {};
@@ -41,8 +65,27 @@ static __always_inline int request_sent(struct request_key *key, u32 connection,
     return 0;
 }
 
-/* A task of the server's: it read or answered a request of this connection. Only the thread
- * itself counts its replies (the key holds its id), so a plain add. */
+/* The send of the request ending now: its slot (owner matches) or its entry in
+ * requests_pending; NULL when it was sent before tracing began (or not tracked). */
+static __always_inline struct request_pending *request_find(struct request_key *key, u64 owner)
+{
+    u32 index = request_slot(owner);
+    struct request_pending *slot = request_slots.lookup(&index);
+    if (slot && slot->owner == owner)
+        return slot;
+    return requests_pending.lookup(key);
+}
+
+/* Forget the send found by request_find (after everything of it was read). */
+static __always_inline void request_forget(struct request_key *key, struct request_pending *req)
+{
+    if (req->owner)
+        req->owner = 0; /* ours until this store: no other CPU's compare-and-swap succeeds */
+    else
+        requests_pending.delete(key);
+}
+
+/* A task of the server's: it read or answered a request of this connection. */
 static __always_inline void server_thread_seen(u32 connection, u64 id, u64 replies)
 {
     struct server_key skey = {};
@@ -50,13 +93,52 @@ static __always_inline void server_thread_seen(u32 connection, u64 id, u64 repli
     skey.pid = id;
     struct server_thread *thread = server_threads.lookup(&skey);
     if (thread) {
-        thread->replies += replies;
+        __sync_fetch_and_add(&thread->replies, replies);
     } else {
         struct server_thread fresh = {};
         fresh.replies = replies;
         fresh.tgid = id >> 32;
         bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
         server_threads.update(&skey, &fresh);
+    }
+}
+
+/* A reply from task ``id``: counted in this CPU's server_cache while the same thread answers the
+ * same connection (no hash lookup); a new thread's entry is made at once, with its comm. */
+static __always_inline void server_reply(u32 connection, u64 id)
+{
+    u32 zero = 0;
+    struct server_cache *c = server_cache.lookup(&zero);
+    if (!c) {
+        server_thread_seen(connection, id, 1);
+        return;
+    }
+    if (c->pid == (u32)id && c->connection == connection) {
+        c->replies += 1;
+        return;
+    }
+    if (c->replies) {
+        struct server_key old = {};
+        old.connection = c->connection;
+        old.pid = c->pid;
+        struct server_thread *thread = server_threads.lookup(&old);
+        if (thread)
+            __sync_fetch_and_add(&thread->replies, c->replies);
+    }
+    server_thread_seen(connection, id, 1);
+    c->connection = connection;
+    c->pid = id;
+    c->replies = 0;
+}
+
+/* An end whose send was not seen: counted, and its task noted as a server thread, if its
+ * connection is traced. */
+static __always_inline void request_end_unmatched(u32 connection)
+{
+    if (fuse_conns.lookup(&connection)) {
+        count(CNT_REQ_ENDED, 1);
+        count(CNT_REQ_END_UNMATCHED, 1);
+        server_thread_seen(connection, bpf_get_current_pid_tgid(), 1);
     }
 }
 
@@ -73,7 +155,7 @@ static __always_inline struct request_event *request_ended(struct request_key *k
     u32 opcode = req->opcode;
     u64 took = now - req->ts_ns;
     count(CNT_REQ_ENDED, 1);
-    server_thread_seen(connection, id, 1);
+    server_reply(connection, id);
     if (opcode == FUSE_WRITE) {
         struct inflight_writes *w = writes_inflight.lookup(&connection);
         if (w)
@@ -125,6 +207,34 @@ static __always_inline u32 req_connection(void *req)
         return 0;
     bpf_probe_read_kernel(&dev, sizeof(dev), fc + FC_DEV_OFF);
     return dev;
+}
+
+BPF_PERCPU_ARRAY(conn_cache, struct conn_cache, 1);
+
+/* Whether the request is of a traced connection (its dev_t in *connection): one read of req->fm
+ * while it is the same fuse_mount as this CPU's last request under the same filter. */
+static __always_inline int req_selected(void *req, u32 *connection)
+{
+    void *fm = NULL;
+    bpf_probe_read_kernel(&fm, sizeof(fm), req + REQ_FM_OFF);
+    u32 zero = 0;
+    u64 *generation = filter_generation.lookup(&zero);
+    struct conn_cache *c = conn_cache.lookup(&zero);
+    if (!fm || !generation || !c)
+        return 0;
+    if (c->fm != (u64)fm || c->generation != *generation) {
+        void *fc = NULL;
+        u32 dev = 0;
+        bpf_probe_read_kernel(&fc, sizeof(fc), fm + FM_FC_OFF);
+        if (fc)
+            bpf_probe_read_kernel(&dev, sizeof(dev), fc + FC_DEV_OFF);
+        c->fm = (u64)fm;
+        c->generation = *generation;
+        c->connection = dev;
+        c->selected = dev && fuse_conns.lookup(&dev) != NULL;
+    }
+    *connection = c->connection;
+    return c->selected;
 }
 
 static __always_inline u32 req_u32(void *req, u64 off)
@@ -185,8 +295,8 @@ static __always_inline void req_in_header(void *req, struct req_in_header *h)
 
 static __always_inline int req_sent_at(void *req)
 {
-    u32 connection = req_connection(req);
-    if (!fuse_conns.lookup(&connection))
+    u32 connection = 0;
+    if (!req_selected(req, &connection))
         return 0;
     struct req_in_header h = {};
     req_in_header(req, &h);
@@ -196,23 +306,18 @@ static __always_inline int req_sent_at(void *req)
 #endif
     struct request_key key = {};
     key.req = (u64)req;
-    return request_sent(&key, connection, h.opcode, h.len, h.unique);
+    return request_sent(&key, (u64)req, connection, h.opcode, h.len, h.unique);
 }
 
-/* Keyed on the request pointer alone: an end of a request not sent while tracing reads the
+/* Keyed on the request pointer: an end of a request not sent while tracing reads the
  * connection only to tell whether it was one of ours. */
 static __always_inline int req_ended_at(void *req)
 {
     struct request_key key = {};
     key.req = (u64)req;
-    struct request_pending *pending = requests_pending.lookup(&key);
+    struct request_pending *pending = request_find(&key, (u64)req);
     if (!pending) {
-        u32 connection = req_connection(req);
-        if (fuse_conns.lookup(&connection)) {
-            count(CNT_REQ_ENDED, 1);
-            count(CNT_REQ_END_UNMATCHED, 1);
-            server_thread_seen(connection, bpf_get_current_pid_tgid(), 1);
-        }
+        request_end_unmatched(req_connection(req));
         return 0;
     }
     struct request_event *e = request_ended(&key, pending, (s32)req_u32(req, REQ_ERROR_OFF));
@@ -225,7 +330,7 @@ static __always_inline int req_ended_at(void *req)
             e->len = h.len;
         events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     }
-    requests_pending.delete(&key);
+    request_forget(&key, pending);
     return 0;
 }
 #endif
@@ -261,6 +366,12 @@ int kp_fuse_dev_do_read(struct pt_regs *ctx)
 #endif
 
 #if !FUSE_REQ_PTR
+/* A slot owner from the tracepoints' fields: never 0, and unlike a kernel pointer. */
+static __always_inline u64 field_owner(u32 connection, u64 unique)
+{
+    return (unique << 20 ^ connection) | 1;
+}
+
 TRACEPOINT_PROBE(fuse, fuse_request_send)
 {
     u32 connection = args->connection;
@@ -269,28 +380,25 @@ TRACEPOINT_PROBE(fuse, fuse_request_send)
     struct request_key key = {};
     key.connection = connection;
     key.unique = args->unique;
-    return request_sent(&key, connection, args->opcode, args->len, args->unique);
+    return request_sent(&key, field_owner(connection, args->unique), connection, args->opcode,
+                        args->len, args->unique);
 }
 
 TRACEPOINT_PROBE(fuse, fuse_request_end)
 {
+    u32 connection = args->connection;
     struct request_key key = {};
-    key.connection = args->connection;
+    key.connection = connection;
     key.unique = args->unique;
-    struct request_pending *pending = requests_pending.lookup(&key);
+    struct request_pending *pending = request_find(&key, field_owner(connection, args->unique));
     if (!pending) {
-        u32 connection = args->connection;
-        if (fuse_conns.lookup(&connection)) {
-            count(CNT_REQ_ENDED, 1);
-            count(CNT_REQ_END_UNMATCHED, 1);
-            server_thread_seen(connection, bpf_get_current_pid_tgid(), 1);
-        }
+        request_end_unmatched(connection);
         return 0;
     }
     struct request_event *e = request_ended(&key, pending, args->error);
     if (e)
         events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-    requests_pending.delete(&key);
+    request_forget(&key, pending);
     return 0;
 }
 #endif

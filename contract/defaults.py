@@ -9,7 +9,7 @@ import errno
 
 __all__ = [
     "THRESHOLD_MS", "RING_PAGES", "MAX_PENDING", "MAX_INFLIGHT", "STACK_ENTRIES",
-    "REQ_HIST_ENTRIES", "WAIT_HIST_ENTRIES", "HIGH_SEVERITY_MS", "high_severity_ms",
+    "REQUEST_SLOTS", "REQ_HIST_ENTRIES", "WAIT_HIST_ENTRIES", "HIGH_SEVERITY_MS", "high_severity_ms",
     "MEDIUM_THROTTLE_MS", "STACK_NOISE_FRAMES", "WAIT_MACHINERY_PREFIXES",
     "KERNEL_ENDED_ERRORS", "TRACING_FRAME_PREFIXES",
 ]
@@ -25,7 +25,8 @@ RING_PAGES = 4096
 
 # BPF map sizes (the tracer's kernel memory bound).
 MAX_PENDING = 16384  # waits and requests begun and not yet ended
-MAX_INFLIGHT = 65536  # WRITE requests in flight, per connection sums
+MAX_INFLIGHT = 65536  # requests in flight without a slot (below), per connection sums
+REQUEST_SLOTS = 16384  # requests in flight by unique (a power of two): the cheap way in
 STACK_ENTRIES = 4096  # distinct kernel stacks
 # Histogram entries (per-CPU): (connection, opcode, bucket) of requests, (bdi, stack, bucket) of
 # waits. A busy connection fills some 40 buckets per opcode.

@@ -119,14 +119,28 @@ def histograms(bpf: Any, bdi_of: Callable[[int], str | None]) -> dict[str, Any]:
             "requests": requests, "waits": waits}
 
 
+def _cached_replies(bpf: Any) -> dict[tuple[int, int], int]:
+    """(connection, pid) -> replies still in the BPF side's per-CPU server_cache."""
+    out: dict[tuple[int, int], int] = {}
+    if has_map(bpf, "server_cache"):
+        table = bpf[b"server_cache"]
+        for cache in table.getvalue(table.Key(0)):
+            if cache.replies:
+                key = (int(cache.connection), int(cache.pid))
+                out[key] = out.get(key, 0) + int(cache.replies)
+    return out
+
+
 def server_threads(bpf: Any, bdi_of: Callable[[int], str | None]) -> list[dict[str, Any]]:
     """Tasks that answered FUSE requests, per connection (meta.json server_threads)."""
     if not has_map(bpf, "server_threads"):
         return []
+    cached = _cached_replies(bpf)
     return sorted(
         (
             {"connection": k.connection, "bdi": bdi_of(k.connection), "tgid": v.tgid,
-             "pid": k.pid, "comm": cstr(v.comm), "replies": int(v.replies)}
+             "pid": k.pid, "comm": cstr(v.comm),
+             "replies": int(v.replies) + cached.get((int(k.connection), int(k.pid)), 0)}
             for k, v in bpf[b"server_threads"].items()
         ),
         key=lambda s: (s["connection"], s["tgid"], s["pid"]),
@@ -141,10 +155,12 @@ def pending_waits(bpf: Any) -> Iterator[tuple[int, Any]]:
                 yield key.value, wait
 
 
-def pending_requests(bpf: Any) -> Iterator[tuple[Any, Any]]:
-    """(request_key, request_pending) of the FUSE requests not answered yet."""
+def pending_requests(bpf: Any) -> Iterator[Any]:
+    """The request_pending entries of the FUSE requests not answered yet (slots and hash)."""
+    if has_map(bpf, "request_slots"):
+        yield from (slot for slot in bpf[b"request_slots"].values() if slot.owner)
     if has_map(bpf, "requests_pending"):
-        yield from bpf[b"requests_pending"].items()
+        yield from bpf[b"requests_pending"].values()
 
 
 def vmstat_sample(path: Path = Path("/proc/vmstat")) -> dict[str, int]:

@@ -45,6 +45,7 @@ class BuildOptions:
     filter_tgid: int = 0
     max_pending: int = defaults.MAX_PENDING
     max_inflight: int = defaults.MAX_INFLIGHT
+    request_slots: int = defaults.REQUEST_SLOTS
     stack_entries: int = defaults.STACK_ENTRIES
     req_hist_entries: int = defaults.REQ_HIST_ENTRIES
     wait_hist_entries: int = defaults.WAIT_HIST_ENTRIES
@@ -59,6 +60,7 @@ class BuildOptions:
             "FILTER_TGID": str(self.filter_tgid),
             "MAX_PENDING": str(self.max_pending),
             "MAX_INFLIGHT": str(self.max_inflight),
+            "REQ_SLOTS": str(self.request_slots),
             "STACK_ENTRIES": str(self.stack_entries),
             "REQ_HIST_ENTRIES": str(self.req_hist_entries),
             "WAIT_HIST_ENTRIES": str(self.wait_hist_entries),

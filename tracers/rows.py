@@ -116,16 +116,16 @@ def pending_wait_row(pid: int, w: Any, now_ns: int, source: str) -> dict[str, An
     }
 
 
-def pending_request_row(key: Any, r: Any, now_ns: int, bdi: str | None) -> dict[str, Any]:
+def pending_request_row(r: Any, now_ns: int, bdi: str | None) -> dict[str, Any]:
     """A request not answered at stop: no end, duration is the time waited so far."""
     return {
         "send_ts_ns": r.ts_ns,
         "end_ts_ns": None,
         "duration_ns": max(0, now_ns - r.ts_ns),
         "ongoing": True,
-        "connection": key.connection,
+        "connection": r.connection,
         "bdi": bdi,
-        "unique": key.unique or r.unique,
+        "unique": r.unique,
         "opcode": r.opcode,
         "opcode_name": FUSE_OPCODES.get(r.opcode, f"OP{r.opcode}"),
         "len": r.len,

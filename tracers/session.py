@@ -216,6 +216,8 @@ class Tracer:
         mountpoints selected now."""
         bdis, conns = self.bpf[b"fuse_bdis"], self.bpf[b"fuse_conns"]
         selected = self._selected_mounts()
+        generation = self.bpf[b"filter_generation"]  # the BPF side's cached connections expire
+        generation[generation.Key(0)] = generation.Leaf(generation[generation.Key(0)].value + 1)
         for mount in selected:
             if (mount.bdi, mount.mountpoint) in self.mounts_seen:
                 continue
@@ -433,8 +435,8 @@ class Tracer:
                     tracked.add(pid)
                     ongoing_waits += 1
                 unseen = [t for t in blocked_in("folio_wait_writeback") if t["pid"] not in tracked]
-                for key, r in kernel_state.pending_requests(self.bpf):
-                    row = pending_request_row(key, r, end_ns, self._bdi_of(key.connection))
+                for r in kernel_state.pending_requests(self.bpf):
+                    row = pending_request_row(r, end_ns, self._bdi_of(r.connection))
                     self._add("requests", row)
                     ongoing_requests += 1
                 lost = kernel_state.lost_events(self.bpf)
