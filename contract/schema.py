@@ -5,13 +5,13 @@ fusewb::
 
     CAPTURE/
       meta.json                     keys in contract/meta.py; rewritten atomically (tmp + rename)
-      waits/part-000001.parquet     one row per wait on a folio under FUSE writeback*
-      requests/part-000001.parquet  one row per FUSE request (send joined with end on unique)*
+      waits/part-000001.parquet     one row per wait on a folio under FUSE writeback (*)
+      requests/part-000001.parquet  one row per FUSE request (send joined with end on unique) (*)
       throttle/part-000001.parquet  one row per balance_dirty_pages pause on a FUSE bdi
       vm/part-000001.parquet        reclaim, migration and compaction activity (not FUSE-filtered)
       stacks/part-000001.parquet    symbolized kernel stacks referenced by waits.stack_id
 
-\* From ``meta.json`` ``row_threshold_ms`` on (the threshold, 50 ms by default; ``fusewb trace
+(*) From ``meta.json`` ``row_threshold_ms`` on (the threshold, 50 ms by default; ``fusewb trace
 --all-requests`` makes every request a row), and every one still going on at the end. Every
 ended request and wait, fast or slow, is counted in ``meta.json`` ``histograms`` (per connection
 and opcode, per bdi and kernel stack): counts, sums, maxima and percentiles come from there.
