@@ -203,7 +203,9 @@ struct request_key {
     u64 req;
 };
 
-/* A FUSE request sent and not yet ended; read at stop as ongoing requests. owner: what owns a
+/* A FUSE request sent and not yet ended; read at stop as ongoing requests. task: the sender's
+ * task_struct, whose comm is read only for a request that becomes a row (TASK_COMM_OFF; without
+ * it comm is taken at every send). owner: what owns a
  * request_slots entry (the request pointer, or from the tracepoints' fields a mix of connection
  * and unique), 0 when the slot is free and in requests_pending. unique: as assigned when it was
  * queued (0 when not yet: 6.12-6.17). */
@@ -217,6 +219,7 @@ struct request_pending {
     u32 pid;
     u32 tgid;
     u32 pad;
+    u64 task;
     char comm[COMM_LEN];
 };
 

@@ -30,7 +30,28 @@ static __always_inline void request_fill(struct request_pending *req, u64 id, u3
     req->len = len;
     req->pid = id;
     req->tgid = id >> 32;
+#ifdef TASK_COMM_OFF
+    req->task = (u64)bpf_get_current_task();
+#else
     bpf_get_current_comm(&req->comm, sizeof(req->comm));
+#endif
+}
+
+/* The sender's comm for a row: from its task while that task still has the sender's pid (else
+ * empty: it exited); taken at the send where task_struct's offsets are not known. */
+static __always_inline void sender_comm(struct request_pending *req, char *comm)
+{
+#ifdef TASK_COMM_OFF
+    void *task = (void *)req->task;
+    u32 pid = 0;
+    bpf_probe_read_kernel(&pid, sizeof(pid), task + TASK_PID_OFF);
+    if (task && pid == req->pid)
+        bpf_probe_read_kernel(comm, COMM_LEN, task + TASK_COMM_OFF);
+    else
+        comm[0] = 0;
+#else
+    __builtin_memcpy(comm, req->comm, COMM_LEN);
+#endif
 }
 
 /* A request queued for the server (connection already known to be selected). */
@@ -187,7 +208,7 @@ static __always_inline struct request_event *request_ended(struct request_key *k
     e->end_pid = id;
     e->end_tgid = id >> 32;
     e->pad = 0;
-    __builtin_memcpy(e->comm, req->comm, sizeof(e->comm));
+    sender_comm(req, e->comm);
     bpf_get_current_comm(&e->end_comm, sizeof(e->end_comm));
     return e;
 }

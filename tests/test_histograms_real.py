@@ -21,8 +21,8 @@ from tests.fixture_helpers import mounted
 from tests.test_tracer import MSYNC_LOAD, WRITE_FSYNC_LOAD, _prepare, finish, load, read_table, tracing
 
 SLOW_MS = 100.0
-SLOW_FRACTION = 0.03
-WRITE_MIB = 4  # in 4 KiB write(2)s without writeback cache: 1024 WRITEs
+SLOW_FRACTION = 0.03  # of 512 WRITEs: 15 slow ones on average
+WRITE_MIB = 2  # in 4 KiB write(2)s without writeback cache: 512 WRITEs
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
 
 
@@ -58,54 +58,50 @@ def _write_load(mountpoint: str, name: str) -> None:
     finish(load(WRITE_FSYNC_LOAD, f"{mountpoint}/{name}", WRITE_MIB, 4096), timeout=240)
 
 
+def _traced_writes(fx, capture: Path, **options) -> tuple[int, int]:
+    """The write load traced into ``capture``: (WRITEs the server answered, those it delayed)."""
+    before = fx.status()["writes"]
+    with tracing(capture, fx.mountpoint, **options) as tracer:
+        _write_load(fx.mountpoint, capture.name)
+        tracer.stop()
+    after = fx.status()["writes"]
+    return after["completed"] - before["completed"], after["delayed"] - before["delayed"]
+
+
 def test_every_write_counted_rows_only_for_the_slow_ones(tmp_path: Path) -> None:
+    """Default: the histogram counts every WRITE, rows are the slow ones. --all-requests: a row
+    for each, and the histogram's percentiles within the stated error of the rows' exact ones."""
     _prepare()
     faults = Faults(latency_ms=SLOW_MS, latency_fraction=SLOW_FRACTION)
     with mounted(tmp_path / "mnt", faults, writeback_cache=False) as fx:
-        before = fx.status()["writes"]
-        capture = tmp_path / "slow-rows"
-        with tracing(capture, fx.mountpoint) as tracer:
-            _write_load(fx.mountpoint, "a.dat")
-            tracer.stop()
-        after = fx.status()["writes"]
-    meta = _meta(capture)
+        seen, delayed = _traced_writes(fx, tmp_path / "slow-rows")
+        all_seen, all_delayed = _traced_writes(fx, tmp_path / "all-rows", all_requests=True)
+
+    meta = _meta(tmp_path / "slow-rows")
     assert meta["row_threshold_ms"] == {"requests": 50.0, "waits": 50.0}
     writes = _write_histogram(meta)
-    seen = after["completed"] - before["completed"]
-    delayed = after["delayed"] - before["delayed"]
     assert seen >= 256 and delayed >= 1
     assert writes.count == seen  # every WRITE the server answered, fast or slow
-    rows = read_table(capture, "requests")
+    rows = read_table(tmp_path / "slow-rows", "requests")
     rows = rows[(rows.opcode_name == "WRITE") & ~rows.ongoing]
     assert (rows.duration_ns >= 50e6).all()
+    assert rows.comm.str.startswith("python").all()  # the writer: its comm read from its task
     assert (rows.duration_ns >= SLOW_MS * 1e6).sum() >= delayed  # every delayed one is a row
     threshold = int(50e6)
     assert _count_in(writes, threshold, 1 << 62) <= len(rows) <= writes.count - _count_in(writes, 0, threshold)
     assert writes.quantile_ns(0.5) < 50e6  # the median is a fast WRITE: not biased by the rows
     assert meta["counters"]["hist_full"] == 0 and meta["lost_events"]["total"] == 0
 
-
-def test_all_requests_rows_agree_with_the_histogram(tmp_path: Path) -> None:
-    _prepare()
-    faults = Faults(latency_ms=SLOW_MS, latency_fraction=SLOW_FRACTION)
-    with mounted(tmp_path / "mnt", faults, writeback_cache=False) as fx:
-        before = fx.status()["writes"]
-        capture = tmp_path / "all-rows"
-        with tracing(capture, fx.mountpoint, all_requests=True) as tracer:
-            _write_load(fx.mountpoint, "b.dat")
-            tracer.stop()
-        after = fx.status()["writes"]
-    meta = _meta(capture)
+    meta = _meta(tmp_path / "all-rows")
     assert meta["row_threshold_ms"]["requests"] == 0.0
-    rows = read_table(capture, "requests")
+    rows = read_table(tmp_path / "all-rows", "requests")
     assert not rows.ongoing.any()
     for entry in meta["histograms"]["requests"]:  # every opcode, every connection
         mine = rows[(rows.opcode == entry["opcode"]) & (rows.connection == entry["connection"])]
         _assert_within_error(Histogram.from_meta(entry), mine.duration_ns.to_numpy(np.int64))
         assert entry["errors"] == int((mine.error != 0).sum())
-    assert _write_histogram(meta).count == after["completed"] - before["completed"]
-    slow = (rows[rows.opcode_name == "WRITE"].duration_ns >= SLOW_MS * 1e6).sum()
-    assert slow >= after["delayed"] - before["delayed"] >= 1
+    assert _write_histogram(meta).count == all_seen
+    assert (rows[rows.opcode_name == "WRITE"].duration_ns >= SLOW_MS * 1e6).sum() >= all_delayed >= 1
 
 
 def test_wait_histogram_holds_every_wait_under_its_stack(tmp_path: Path) -> None:
@@ -113,8 +109,7 @@ def test_wait_histogram_holds_every_wait_under_its_stack(tmp_path: Path) -> None
     with mounted(tmp_path / "mnt", Faults(latency_ms=20)) as fx:
         capture = tmp_path / "waits"
         with tracing(capture, fx.mountpoint, threshold_ms=0) as tracer:
-            for i in range(3):
-                finish(load(MSYNC_LOAD, f"{fx.mountpoint}/m{i}.dat", 2))
+            finish(load(MSYNC_LOAD, f"{fx.mountpoint}/m.dat", 2))
             tracer.stop()
     meta = _meta(capture)
     assert meta["row_threshold_ms"] == {"requests": 0.0, "waits": 0.0}

@@ -72,7 +72,9 @@ _WAIT_OFFSETS = [("INODE_SB_OFF", "inode", "i_sb"), ("INODE_INO_OFF", "inode", "
 _REQUEST_OFFSETS = [("REQ_FM_OFF", "fuse_req", "fm"), ("REQ_OPCODE_OFF", "fuse_req", "in.h.opcode"),
                     ("REQ_UNIQUE_OFF", "fuse_req", "in.h.unique"), ("REQ_LEN_OFF", "fuse_req", "in.h.len"),
                     ("REQ_ERROR_OFF", "fuse_req", "out.h.error"), ("FM_FC_OFF", "fuse_mount", "fc"),
-                    ("FC_DEV_OFF", "fuse_conn", "dev"), ("FUD_FC_OFF", "fuse_dev", "fc")]
+                    ("FC_DEV_OFF", "fuse_conn", "dev"), ("FUD_FC_OFF", "fuse_dev", "fc"),
+                    # the sender's comm, read from its task only for requests that become rows
+                    ("TASK_PID_OFF", "task_struct", "pid"), ("TASK_COMM_OFF", "task_struct", "comm")]
 
 
 def _request_len_layout() -> dict[str, str]:

@@ -12,6 +12,7 @@ import ctypes
 import operator
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from fusewb.contract.defaults import TRACING_FRAME_PREFIXES
@@ -116,6 +117,14 @@ def pending_wait_row(pid: int, w: Any, now_ns: int, source: str) -> dict[str, An
     }
 
 
+def _comm_of(tgid: int, pid: int) -> str | None:
+    """A live thread's comm from /proc (None once it is gone)."""
+    try:
+        return Path(f"/proc/{tgid}/task/{pid}/comm").read_text().rstrip("\n")
+    except OSError:
+        return None
+
+
 def pending_request_row(r: Any, now_ns: int, bdi: str | None) -> dict[str, Any]:
     """A request not answered at stop: no end, duration is the time waited so far."""
     return {
@@ -132,7 +141,7 @@ def pending_request_row(r: Any, now_ns: int, bdi: str | None) -> dict[str, Any]:
         "error": None,
         "pid": r.pid,
         "tgid": r.tgid,
-        "comm": cstr(r.comm),
+        "comm": cstr(r.comm) or _comm_of(r.tgid, r.pid),
         "end_pid": None,
         "end_tgid": None,
         "end_comm": None,
