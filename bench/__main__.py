@@ -27,6 +27,7 @@ PARTS: dict[str, str] = {
     "analysis": "bench.analysis_speed",
     "fixture": "bench.fixture_speed",
     "stuck": "bench.stuck_speed",
+    "requests": "bench.requests",
 }
 
 
@@ -58,7 +59,8 @@ def _remove_scratch(scratch: Path) -> None:
 def main(parts: tuple[str, ...], quick: bool, repetitions: int | None, results_path: Path | None,
          workdir: Path | None) -> None:
     """Measure what fusewb costs: tracer overhead against perf and bpftrace, the event rate the
-    tracer records without loss, analysis time and memory, and the fixture against bindfs.
+    tracer records without loss, analysis time and memory, the fixture against bindfs, and
+    tracing FUSE requests of bindfs at ~100k/s against a bpftrace histogram script.
     Prints one table of every ratio; a full run of all parts records it in bench/RESULTS.md.
 
     \b

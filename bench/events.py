@@ -6,7 +6,8 @@ Events: FUSE STATFS requests (``fstatvfs`` on a file, never cached: one call = o
 one ``requests`` row) on a bindfs mount, since the pyfuse3 fixture answers far fewer than
 100,000 requests/s on 2 cores. The load counts its own calls; that count, not the tracer's, is
 the number of events offered. The tracer runs in its own process (:mod:`bench.tracer_proc`)
-with the per-CPU budget of streamed request events lifted, so every request is streamed.
+with every request a row (``all_requests``, as ``fusewb trace --all-requests``; by default only
+requests over the threshold are rows, the others go to the in-kernel histograms only).
 
 Steps: asked rates rise until one loses events (or the load offers under 80% of the ask: the
 2 cores are shared by the load, bindfs and the tracer); the step that offered the most without
@@ -30,12 +31,11 @@ from bench.peers import bench_tracer
 from bench.profile import PySpy
 from bench.stats import PartResult, Row, Spread, fmt_number
 from bench.system import Settings, require_tools
-from bench.workloads import StatfsLoad, bindfs_mount, statfs_load
+from bench.workloads import LoadCount, bindfs_mount, statfs_load
 
-__all__ = ["run", "Step", "measure", "default_ring_pages", "TARGET_RATE", "UNLIMITED_BUDGET"]
+__all__ = ["run", "Step", "measure", "default_ring_pages", "TARGET_RATE"]
 
 TARGET_RATE = 100_000
-UNLIMITED_BUDGET = 1_000_000_000
 STEPS_FULL = [25_000, 50_000, 100_000, 125_000, 150_000, 200_000]
 STEPS_QUICK = [25_000, 100_000, 150_000]
 SMALL_RING_PAGES = 256  # fusewb trace's default before this bench
@@ -53,7 +53,7 @@ class Step:
     """One traced run of the STATFS load."""
 
     offered_rate: float  # asked of the load
-    load: StatfsLoad
+    load: LoadCount
     recorded: int  # STATFS rows of the load's processes
     other_rows: int  # rows of anything else on the mount
     lost: int  # the tracer's reported lost request events
@@ -87,7 +87,7 @@ def _recorded(capture: Path, tgids: list[int]) -> tuple[int, int]:
 def measure(mount: str, path: Path, capture: Path, rate: float, seconds: float,
             ring_pages: int | None = None, profile: Path | None = None) -> Step:
     """Trace ``mount`` while the load issues ``rate`` STATFS/s on ``path`` for ``seconds``."""
-    tracer = bench_tracer(mount, capture, ring_pages or default_ring_pages(), UNLIMITED_BUDGET)
+    tracer = bench_tracer(mount, capture, ring_pages or default_ring_pages(), all_requests=True)
     try:
         spy = PySpy(tracer.pid, seconds, profile) if profile else None
         cpu0, t0 = tracer.cpu_seconds(), time.monotonic()
@@ -230,7 +230,7 @@ def _notes(steps: list[Step], attempts: list[Step], overflow: Step,
         f"Method: bindfs mount; {LOAD_PROCESSES} load processes issue fstatvfs (one FUSE "
         "STATFS request each) paced in 1 ms batches, counting their calls; the tracer "
         f"(`bench/tracer_proc.py`, ring {default_ring_pages()} pages as fusewb trace, "
-        "request-event budget lifted) runs "
+        "every request a row) runs "
         "in its own process. Recorded = STATFS rows of the load's processes in the capture; "
         "a step is loss-free when the tracer reports 0 lost and recorded = offered.",
         "Steps: " + "; ".join(s.describe() for s in steps) + ".",

@@ -14,22 +14,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from fusewb.fixtures.manage import Fixture, mount_fixture
 
 from bench.peers import (
-    TracerProcess, bpf_programs_of, bpftrace, cpu_seconds_of, fusewb_trace, perf_record,
+    TracerProcess, bpf_run_deltas, bpf_run_stats, bpf_stats_enabled, bpftrace, cpu_seconds_of,
+    fusewb_trace, perf_record,
 )
 from bench.stats import PartResult, Row, Spread, fmt_number, interleaved, paired_ratios
 from bench.system import Settings, require_tools
 from bench.workloads import fio_run, fio_write, tmpfs_mount
 
-__all__ = ["run", "VARIANTS", "CASES", "bpf_run_stats"]
+__all__ = ["run", "VARIANTS", "CASES"]
 
 UNTRACED = "untraced"
 FUSEWB = "fusewb trace"
@@ -42,7 +41,6 @@ CASES: dict[str, tuple[str, str, str]] = {
     "4 KiB writes": ("4k", "1g", "256m"),
     "1 MiB writes": ("1m", "2g", "256m"),
 }
-BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 WARM_UP = ("1m", "64m")  # fio run after attaching, before measuring: one-time costs out
 SETTLE_S = 1.2  # after the warm-up: the tracer's first flush (1 s) happens before measuring
 
@@ -91,37 +89,10 @@ def _recorded_rates(capture: Path) -> dict[str, float]:
     return {table: rows / seconds for table, rows in meta.get("tables", {}).items()}
 
 
-def bpf_run_stats(pid: int) -> dict[str, tuple[int, int]]:
-    """tracepoint -> (run_cnt, run_time_ns) summed over the BPF programs ``pid`` attached
-    (non-zero only while ``kernel.bpf_stats_enabled`` is 1)."""
-    out: dict[str, tuple[int, int]] = {}
-    for entry in bpf_programs_of(pid):
-        shown = subprocess.run(["bpftool", "prog", "show", "id", str(entry["prog_id"]), "--json"],
-                               capture_output=True, text=True, timeout=10, check=False)
-        try:
-            prog = json.loads(shown.stdout)
-        except json.JSONDecodeError:
-            continue
-        name = entry.get("tracepoint") or prog.get("name", "?")
-        cnt, ns = out.get(name, (0, 0))
-        out[name] = (cnt + prog.get("run_cnt", 0), ns + prog.get("run_time_ns", 0))
-    return out
-
-
-@contextmanager
-def _bpf_stats_enabled() -> Iterator[None]:
-    before = BPF_STATS.read_text().strip()
-    BPF_STATS.write_text("1")
-    try:
-        yield
-    finally:
-        BPF_STATS.write_text(before)
-
-
 def _profile(variant: str, fixture: Fixture, scratch: Path, block: str,
              size: str) -> tuple[float, str]:
     """One run of ``variant`` with BPF run statistics: where its kernel-side time goes."""
-    with _bpf_stats_enabled():
+    with bpf_stats_enabled():
         tracer = _start(variant, fixture, scratch, 999)
         assert tracer is not None
         try:
@@ -134,8 +105,8 @@ def _profile(variant: str, fixture: Fixture, scratch: Path, block: str,
         finally:
             tracer.stop()
             _clean(scratch)
-    costs = sorted(((after[k][1] - before.get(k, (0, 0))[1], after[k][0] - before.get(k, (0, 0))[0], k)
-                    for k in after), reverse=True)
+    costs = sorted(((ns, cnt, k) for k, (cnt, ns) in bpf_run_deltas(before, after).items()),
+                   reverse=True)
     total_ns = sum(ns for ns, _, _ in costs)
     parts = [f"{name} {cnt / seconds:,.0f} runs/s x {ns / cnt:.0f} ns" if cnt else f"{name} 0 runs"
              for ns, cnt, name in costs[:4]]

@@ -4,7 +4,9 @@ tracer runner (:mod:`bench.tracer_proc`, the Python API with options the CLI doe
 
 Attachment is confirmed from outside the tracer where possible: the ``tracing`` line of
 ``fusewb trace``, BPF programs of the process in ``bpftool perf show``, perf event descriptors
-in ``/proc/PID/fd``.
+in ``/proc/PID/fd``. What each BPF program of a tracer costs in the kernel: run counts and run
+time from ``bpftool prog show`` while ``kernel.bpf_stats_enabled`` is 1 (:func:`bpf_stats_enabled`,
+:func:`bpf_run_stats`, :func:`bpf_run_deltas`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from fusewb.contract.errors import FusewbError
@@ -24,9 +27,12 @@ from fusewb.contract.errors import FusewbError
 from bench.system import bench_env
 
 __all__ = ["TracerProcess", "cpu_seconds_of", "fusewb_trace", "perf_record", "bpftrace", "bench_tracer",
-           "bpf_programs_of", "FOLIO_WAIT_BT"]
+           "bpf_programs_of", "bpf_run_stats", "bpf_run_deltas", "bpf_stats_enabled",
+           "FOLIO_WAIT_BT", "FUSE_REQUESTS_BT"]
 
 FOLIO_WAIT_BT = Path(__file__).resolve().parent / "folio_wait.bt"
+FUSE_REQUESTS_BT = Path(__file__).resolve().parent / "fuse_requests.bt"
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 FUSEWB = Path(sys.executable).parent / "fusewb"
 ATTACH_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0
@@ -120,6 +126,42 @@ def bpf_programs_of(pid: int) -> list[dict]:
     return [e for e in entries if e.get("pid") == pid]
 
 
+def bpf_run_stats(pid: int) -> dict[str, tuple[int, int]]:
+    """tracepoint -> (run_cnt, run_time_ns) summed over the BPF programs ``pid`` attached
+    (non-zero only while ``kernel.bpf_stats_enabled`` is 1)."""
+    out: dict[str, tuple[int, int]] = {}
+    for entry in bpf_programs_of(pid):
+        shown = subprocess.run(["bpftool", "prog", "show", "id", str(entry["prog_id"]), "--json"],
+                               capture_output=True, text=True, timeout=10, check=False)
+        try:
+            prog = json.loads(shown.stdout)
+        except json.JSONDecodeError:
+            continue
+        name = entry.get("tracepoint") or prog.get("name", "?")
+        cnt, ns = out.get(name, (0, 0))
+        out[name] = (cnt + prog.get("run_cnt", 0), ns + prog.get("run_time_ns", 0))
+    return out
+
+
+def bpf_run_deltas(before: dict[str, tuple[int, int]],
+                   after: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    """tracepoint -> (runs, run time ns) between two :func:`bpf_run_stats` readings."""
+    return {name: (cnt - before.get(name, (0, 0))[0], ns - before.get(name, (0, 0))[1])
+            for name, (cnt, ns) in after.items()}
+
+
+@contextmanager
+def bpf_stats_enabled() -> Iterator[None]:
+    """``kernel.bpf_stats_enabled`` set to 1 for the block, its previous value restored after
+    (also when the block raises)."""
+    before = BPF_STATS.read_text().strip()
+    BPF_STATS.write_text("1")
+    try:
+        yield
+    finally:
+        BPF_STATS.write_text(before)
+
+
 def _perf_event_fds(pid: int) -> int:
     count = 0
     try:
@@ -134,10 +176,11 @@ def _perf_event_fds(pid: int) -> int:
     return count
 
 
-def fusewb_trace(mountpoint: str, capture: Path) -> TracerProcess:
-    """``fusewb trace --mount MOUNT -o CAPTURE``, attached (its ``tracing`` line seen)."""
+def fusewb_trace(mountpoint: str, capture: Path, *options: str) -> TracerProcess:
+    """``fusewb trace --mount MOUNT -o CAPTURE [OPTIONS...]``, attached (its ``tracing`` line
+    seen)."""
     tracer = TracerProcess("fusewb trace", [str(FUSEWB), "trace", "--mount", mountpoint,
-                                            "-o", str(capture)])
+                                            "-o", str(capture), *options])
     tracer.wait_until(lambda: any(line.startswith("tracing ") for line in tracer.stderr_lines))
     return tracer
 
@@ -151,22 +194,24 @@ def perf_record(output: Path) -> TracerProcess:
     return tracer
 
 
-def bpftrace(bdi: str, script: Path = FOLIO_WAIT_BT) -> TracerProcess:
-    """bpftrace running ``script`` with the FUSE bdi as $1, attached (every probe in bpftool)."""
+def bpftrace(argument: str, script: Path = FOLIO_WAIT_BT) -> TracerProcess:
+    """bpftrace running ``script`` with ``argument`` as $1 (folio_wait.bt: the FUSE bdi;
+    fuse_requests.bt: the connection), attached (every probe in bpftool)."""
     probes = sum(1 for line in script.read_text().splitlines()
                  if line.startswith(("tracepoint:", "rawtracepoint:")))
-    tracer = TracerProcess("bpftrace", ["bpftrace", str(script), bdi])
+    tracer = TracerProcess("bpftrace", ["bpftrace", str(script), argument])
     tracer.wait_until(lambda: len(bpf_programs_of(tracer.pid)) >= probes)
     return tracer
 
 
 def bench_tracer(mountpoint: str, capture: Path, ring_pages: int,
-                 request_events_per_sec: int) -> TracerProcess:
-    """:mod:`bench.tracer_proc` (fusewb's Tracer with bench options), attached."""
+                 all_requests: bool = True) -> TracerProcess:
+    """:mod:`bench.tracer_proc` (fusewb's Tracer with bench options), attached; with
+    ``all_requests`` every FUSE request is a row (else only those over the threshold)."""
     tracer = TracerProcess(
         "fusewb tracer (bench runner)",
         [sys.executable, "-m", "bench.tracer_proc", "--mount", mountpoint, "-o", str(capture),
-         "--ring-pages", str(ring_pages), "--request-events-per-sec", str(request_events_per_sec)],
+         "--ring-pages", str(ring_pages), "--all-requests" if all_requests else "--slow-requests"],
         env=bench_env(),
     )
     tracer.wait_until(lambda: any(line.startswith("tracing ") for line in tracer.stderr_lines))

@@ -1,5 +1,7 @@
-"""Workloads and mounts of the bench: fio sequential writes, a bindfs mount, and a paced load
-of FUSE STATFS requests whose count the load itself knows (one ``fstatvfs`` = one request).
+"""Workloads and mounts of the bench: fio sequential writes, a bindfs mount, a paced load of
+FUSE STATFS requests whose count the load itself knows (one ``fstatvfs`` = one request), and a
+C load of 4 KiB ``pwrite`` calls as fast as they go (``bench/pwrite_load.c``, compiled at bench
+time: Python's own cost per call would take CPU from the server on 2 cores).
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from fusewb.tracers.mounts import FuseMount, fuse_mounts
 
 from bench.system import bench_env
 
-__all__ = ["fio_write", "fio_run", "FioRun", "write_requests", "bindfs_mount", "tmpfs_mount", "StatfsLoad", "statfs_load", "MIB"]
+__all__ = ["fio_write", "fio_run", "FioRun", "write_requests", "bindfs_mount", "tmpfs_mount",
+           "LoadCount", "statfs_load", "compile_pwrite_load", "PwriteLoad", "finish_pwrite_loads",
+           "MIB"]
 
 MIB = 1024 * 1024
+PWRITE_LOAD_C = Path(__file__).resolve().parent / "pwrite_load.c"
 MOUNT_TIMEOUT = 10.0
 
 
@@ -132,8 +137,8 @@ def tmpfs_mount(path: Path, size_mib: int = 4096) -> Iterator[Path]:
 
 
 @dataclass(frozen=True)
-class StatfsLoad:
-    """What a paced STATFS load did: requests issued, over how long, by which processes."""
+class LoadCount:
+    """What a load did by its own count: calls made, over how long, by which processes."""
 
     calls: int
     seconds: float
@@ -144,7 +149,29 @@ class StatfsLoad:
         return self.calls / self.seconds if self.seconds else 0.0
 
 
-def statfs_load(path: Path, rate: float, seconds: float, processes: int = 2) -> StatfsLoad:
+def _outputs(workers: list[subprocess.Popen], timeout: float, what: str) -> list[dict]:
+    """The JSON each of ``workers`` prints, once all have exited within ``timeout`` seconds;
+    FusewbError (every worker killed) if one overruns or fails."""
+    results = []
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        try:
+            out, err = worker.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for w in workers:
+                w.kill()
+                w.wait(10)
+            raise FusewbError(f"{what} did not finish", "check the FUSE mount") from None
+        if worker.returncode != 0:
+            for w in workers:
+                w.kill()
+                w.wait(10)
+            raise FusewbError(f"{what} failed ({err.strip()[-200:]})", "check the FUSE mount")
+        results.append(json.loads(out))
+    return results
+
+
+def statfs_load(path: Path, rate: float, seconds: float, processes: int = 2) -> LoadCount:
     """``processes`` workers (:mod:`bench.statfs_load`) issuing ``fstatvfs`` on ``path`` at
     ``rate`` calls/s in total for ``seconds``, started together; their own count of calls."""
     start_at = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + 1_000_000_000  # after imports
@@ -156,22 +183,49 @@ def statfs_load(path: Path, rate: float, seconds: float, processes: int = 2) -> 
         )
         for _ in range(processes)
     ]
-    results = []
-    for worker in workers:
-        try:
-            out, err = worker.communicate(timeout=seconds + 60)
-        except subprocess.TimeoutExpired:
-            for w in workers:
-                w.kill()
-                w.wait(10)
-            raise FusewbError(f"the STATFS load on {path} did not finish",
-                              "check the FUSE mount") from None
-        if worker.returncode != 0:
-            raise FusewbError(f"the STATFS load on {path} failed ({err.strip()[-200:]})",
-                              "check the FUSE mount")
-        results.append(json.loads(out))
-    return StatfsLoad(
+    results = _outputs(workers, seconds + 60, f"the STATFS load on {path}")
+    return LoadCount(
         calls=sum(r["calls"] for r in results),
         seconds=max(r["seconds"] for r in results),
         tgids=[r["tgid"] for r in results],
     )
+
+
+def compile_pwrite_load(directory: Path) -> Path:
+    """``bench/pwrite_load.c`` compiled with gcc into ``directory``; the binary's path."""
+    binary = directory / "pwrite_load"
+    out = subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", str(binary), str(PWRITE_LOAD_C)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    if out.returncode != 0:
+        raise FusewbError(f"gcc could not build {PWRITE_LOAD_C.name} ({out.stderr.strip()[-300:]})",
+                          "apt-get install gcc libc6-dev")
+    return binary
+
+
+@dataclass(frozen=True)
+class PwriteLoad:
+    """One run of :func:`compile_pwrite_load`'s binary: ``processes`` x ``threads`` writers,
+    each pwrite(2)ing 4 KiB blocks into a file of its own under ``prefix`` as fast as it can."""
+
+    binary: Path
+    prefix: Path
+    processes: int
+    threads: int = 1
+
+    def start(self, seconds: float, start_at_ns: int = 0) -> subprocess.Popen:
+        """The writers, started (beginning at ``start_at_ns`` CLOCK_MONOTONIC, 0: now)."""
+        return subprocess.Popen(
+            [str(self.binary), str(self.prefix), str(self.processes), str(self.threads),
+             str(seconds), str(start_at_ns)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def run(self, seconds: float) -> LoadCount:
+        """Run for ``seconds``; the calls the writers made."""
+        return finish_pwrite_loads([self.start(seconds)], seconds)[0]
+
+
+def finish_pwrite_loads(started: list[subprocess.Popen], seconds: float) -> list[LoadCount]:
+    """What each of the started :class:`PwriteLoad` runs did, once all have ended."""
+    return [LoadCount(calls=r["ops"], seconds=r["seconds"], tgids=r["pids"])
+            for r in _outputs(started, seconds + 60, "the pwrite load")]

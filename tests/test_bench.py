@@ -54,3 +54,58 @@ def test_quick_analysis_part_prints_and_records_the_table_of_ratios(tmp_path) ->
         in text
     assert "kernel:" in text and "cpu:" in text
     assert "analysis: building a synthetic capture" in done.stderr  # progress shown
+
+
+BPFTRACE_HIST = """Attaching 3 probes...
+
+
+@ns[16]:
+[0]                    3 |                                                    |
+[1]                    1 |                                                    |
+[8K, 16K)          28594 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@                  |
+[16K, 32K)         43519 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
+
+@ns[22]:
+[4K, 8K)            4015 |@@@@                                                |
+[64M, 128M)           12 |                                                    |
+"""
+
+
+def test_request_bench_reads_bpftrace_histograms_per_opcode() -> None:
+    from bench.requests import bpftrace_counts
+
+    assert bpftrace_counts(BPFTRACE_HIST) == {16: 3 + 1 + 28594 + 43519, 22: 4015 + 12}
+    assert bpftrace_counts("Attaching 3 probes...\n") == {}
+
+
+def test_request_bench_runs_count_every_request_and_each_slow_one_as_a_row(tmp_path) -> None:
+    """The requests part's machinery on this kernel, one short run each: bpftrace's join on
+    (connection, unique) and fusewb's in-kernel histograms both count the 2 requests of every
+    pwrite on the bindfs connection (none of the fixture's behind it), and in the 1% slow case
+    fusewb writes a row for each slow WRITE and none for the fast ones."""
+    import platform
+    import shutil
+
+    from tests.support import require, require_bpf, require_fuse
+
+    require_fuse()
+    require_bpf()
+    for tool in ("bindfs", "bpftrace", "bpftool", "gcc"):
+        require(shutil.which(tool) is not None, f"needs {tool}")
+    release = tuple(int(x) for x in platform.release().split("-")[0].split(".")[:2])
+    require(release >= (6, 18), "bpftrace's join needs unique set at fuse_request_send (6.18+)")
+    from bench.requests import BPFTRACE, FUSEWB, measure, mounted_cases, with_slow_threads
+    from bench.system import ensure_tracefs
+    from bench.workloads import compile_pwrite_load
+
+    ensure_tracefs()
+    binary = compile_pwrite_load(tmp_path)
+    with mounted_cases(tmp_path / "mounts", binary) as (fast, slow):
+        peer = measure(fast, BPFTRACE, tmp_path / "unused", 1.0)
+        traced = measure(with_slow_threads(slow, 8), FUSEWB, tmp_path / "capture", 1.0)
+    assert peer.fast.calls > 1000 and peer.tracer_cpu is not None
+    assert 1.99 <= peer.requests_per_pwrite <= 2.05, peer
+    assert 1.99 <= traced.requests_per_pwrite <= 2.05, traced
+    assert traced.slow is not None and traced.session_calls[1] >= 50, traced
+    assert 0.98 <= traced.rows_per_slow_pwrite <= 1.05, traced
+    assert traced.lost == 0
