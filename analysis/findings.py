@@ -15,12 +15,14 @@ evidence are the worst one's). Flags whose events the capture lacks are listed i
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from fusewb.analysis.capture import Capture, CaptureSource
+from fusewb.analysis.histograms import bdi_of_connection, row_thresholds
 from fusewb.analysis.partials import inflight_partial
 from fusewb.analysis.requests import WRITE
 from fusewb.analysis.rules import (
@@ -142,23 +144,56 @@ def _stall_evidence(rows: pd.DataFrame, threshold_ms: float) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class _Slowest:
+    """The WRITEs of a host as the kernel counted them: how many, the slowest, and its bdi
+    (None when only known per host) and why it may have no row."""
+
+    count: int
+    max_ms: float
+    bdi: str | None
+    why: str
+
+
+def _slowest_write(src: CaptureSource) -> _Slowest | None:
+    """The kernel's count and maximum of ``src``'s WRITEs: from the histograms, or from the
+    per-opcode counters of captures written before them; None when it has neither."""
+    thresholds = row_thresholds(src)
+    if thresholds is not None:
+        entries = [e for e in src.meta["histograms"].get("requests") or []
+                   if e.get("opcode_name") == WRITE and e.get("count")]
+        if not entries:
+            return None
+        worst = max(entries, key=lambda e: int(e.get("max_ns") or 0))
+        connection = int(worst.get("connection") or 0)
+        return _Slowest(sum(int(e["count"]) for e in entries), int(worst.get("max_ns") or 0)
+                        / 1e6, str(worst.get("bdi") or bdi_of_connection(connection)),
+                        f"no row: under the capture's row threshold of "
+                        f"{thresholds['requests']:g} ms, or its event was lost")
+    counters = src.meta.get("counters") or {}
+    if not isinstance(counters, dict) or f"requests.{WRITE}.max_ns" not in counters:
+        return None
+    return _Slowest(int(counters.get(f"requests.{WRITE}.count", 0) or 0),
+                    float(counters[f"requests.{WRITE}.max_ns"] or 0) / 1e6, None,
+                    "its event was lost or only summed")
+
+
 def _kernel_max(cap: Capture, out: pd.DataFrame, threshold_ms: float) -> pd.DataFrame:
-    """STALLED_REQUEST corrected by the kernel's per-opcode maximum when the slowest WRITE's
-    event was lost or only summed."""
+    """STALLED_REQUEST corrected by the kernel's maximum of the WRITEs (histograms, or the
+    per-opcode counters before them) when the slowest WRITE has no row."""
     extra = []
     high = high_severity_ms(threshold_ms)
+    mounts = cap.mount_of()
     for src in cap.sources:
-        counters = src.meta.get("counters") or {}
-        if not isinstance(counters, dict):
+        slowest = _slowest_write(src)
+        if slowest is None or slowest.max_ms < threshold_ms:
             continue
-        kernel_max = float(counters.get(f"requests.{WRITE}.max_ns", 0) or 0) / 1e6
-        if kernel_max < threshold_ms:
-            continue
+        kernel_max = slowest.max_ms
         mine = out.index[out["host"] == src.host]
         if len(mine) and out.loc[mine, "duration_ms"].max() >= kernel_max:
             continue
-        note = (f"the kernel counted {counters.get(f'requests.{WRITE}.count', '?')} WRITEs, the "
-                f"slowest answered after {_ms(kernel_max)} (its event was lost or only summed)")
+        note = (f"the kernel counted {slowest.count} WRITEs, the slowest answered after "
+                f"{_ms(kernel_max)} ({slowest.why})")
         if len(mine) == 1:
             at = mine[0]
             out.loc[at, "evidence"] = f"{out.loc[at, 'evidence']}; {note}"
@@ -166,12 +201,15 @@ def _kernel_max(cap: Capture, out: pd.DataFrame, threshold_ms: float) -> pd.Data
             if out.loc[at, "severity"] == "medium" and kernel_max >= high:
                 out.loc[at, "severity"] = "high"
             continue
-        mounts = [m for m in src.meta.get("mounts") or [] if isinstance(m, dict)]
-        only = mounts[0] if len(mounts) == 1 else {}
+        bdi, mount = slowest.bdi, mounts.get((src.host, str(slowest.bdi)))
+        if bdi is None:
+            listed = [m for m in src.meta.get("mounts") or [] if isinstance(m, dict)]
+            only = listed[0] if len(listed) == 1 else {}
+            bdi, mount = only.get("bdi"), only.get("mountpoint")
         extra.append({
             "flag": "STALLED_REQUEST", "severity": "high" if kernel_max >= high else "medium",
             "host": src.host, "path": None, "pid": None, "tgid": None, "comm": None,
-            "mount": only.get("mountpoint"), "bdi": only.get("bdi"), "ino": None,
+            "mount": mount, "bdi": bdi, "ino": None,
             "duration_ms": kernel_max, "ongoing": False, "count": 1, "total_ms": kernel_max,
             "evidence": note, "mechanism": FLAG_KINDS["STALLED_REQUEST"].mechanism,
         })
@@ -313,15 +351,25 @@ def _reclaim_throttle_rows(cap: Capture, scan: Scan, threshold_ms: float) -> pd.
         "bdi": worst["bdi"].astype(object), "duration_ms": total, "total_ms": total,
         "count": grouped.size().to_numpy().astype(np.int64), "ongoing": False,
         "peak": grouped["inflight"].max().to_numpy(), "first_s": grouped["t_s"].min().to_numpy(),
+        "rows_from": [_request_rows_from(cap, str(h)) for h in worst["host"].astype(object)],
     })
+
+
+def _request_rows_from(cap: Capture, host: str) -> str:
+    """`` of N ms or more`` when ``host``'s requests have rows only from N ms on, else ""."""
+    thresholds = row_thresholds(cap.source(host))
+    if thresholds is None or thresholds["requests"] <= 0:
+        return ""
+    return f" of {thresholds['requests']:g} ms or more"
 
 
 def _reclaim_throttle_evidence(rows: pd.DataFrame, threshold_ms: float) -> list[str]:
     return [
         f"{n} reclaim throttle{_s(n)} on WRITEBACK, {_ms(tt)} delayed, while up"
-        f" to {pk} FUSE WRITEs were in flight on this bdi (first at {t:.1f}s; throttling is"
+        f" to {pk} FUSE WRITEs{rf} were in flight on this bdi (first at {t:.1f}s; throttling is"
         f" node-wide, the task need not use this mount)"
-        for n, tt, pk, t in zip(rows["count"], rows["total_ms"], rows["peak"], rows["first_s"])
+        for n, tt, pk, t, rf in zip(rows["count"], rows["total_ms"], rows["peak"],
+                                    rows["first_s"], rows["rows_from"])
     ]
 
 
@@ -389,11 +437,12 @@ def _incomplete_rows(cap: Capture, scan: Scan, threshold_ms: float) -> pd.DataFr
         short = _missing_rows(scan.rows, src.host, src.meta.get("tables"))
         counters = src.meta.get("counters") or {}
         untracked = int(counters.get("pending_full", 0) or 0) if isinstance(counters, dict) else 0
+        uncounted = int(counters.get("hist_full", 0) or 0) if isinstance(counters, dict) else 0
         skipped = scan.damage.get(src.host, [])
         dropped = _dropped(src)
         early = src.meta.get("stopped_early")
-        if lost <= 0 and complete and not short and untracked <= 0 and not skipped \
-                and dropped is None and not early:
+        if lost <= 0 and complete and not short and untracked <= 0 and uncounted <= 0 \
+                and not skipped and dropped is None and not early:
             continue
         parts = []
         if lost > 0:
@@ -410,11 +459,15 @@ def _incomplete_rows(cap: Capture, scan: Scan, threshold_ms: float) -> pd.DataFr
             parts.append("parts missing: " + ", ".join(short))
         if untracked > 0:
             parts.append(f"{untracked} waits or requests not tracked (tracer state maps full)")
+        if uncounted > 0:
+            parts.append(f"{uncounted} ended waits or requests not counted in the histograms "
+                         "(histogram maps full)")
         if skipped:
             parts.append(_skipped_parts(skipped))
         rows.append({"host": src.host, "count": max(lost, 1), "ongoing": False,
                      "what": "; ".join(parts),
-                     "serious": bool(lost > 0 or short or untracked > 0 or skipped)})
+                     "serious": bool(lost > 0 or short or untracked > 0 or uncounted > 0
+                                     or skipped)})
     return pd.DataFrame(rows)
 
 
@@ -494,7 +547,7 @@ FLAGS: list[Flag] = [
     Flag(
         "INCOMPLETE_CAPTURE",
         "lost events, a tracer that did not stop cleanly or stopped early, parts missing, "
-        "unreadable or dropped by --max-size, or full maps", (),
+        "unreadable or dropped by --max-size, or full maps (tracer state or histograms)", (),
         "the ring buffer dropped events, the tracer did not flush at exit or parts of the "
         "capture were lost, damaged or dropped to keep it within --max-size: counts are "
         "lower bounds and ongoing waits may be missing",

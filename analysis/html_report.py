@@ -1,8 +1,10 @@
 """The HTML report: one self-contained file, plots embedded as base64 PNG (matplotlib, Agg).
 
-Plots: wait-duration histogram per path on a log scale, a timeline of in-flight FUSE WRITEs
-against waits, the tasks and the inodes that waited longest. Tables: capture summary, waits per
-path, flags with evidence and mechanism, kernel notes.
+Plots: wait-duration histogram per path on a log scale (every wait: the in-kernel histograms
+where the capture has them), a timeline of in-flight FUSE WRITEs against waits, the tasks and the
+inodes that waited longest (these three from the rows). Tables: capture summary, what has rows,
+waits per path, flags with evidence and mechanism, kernel notes; percentiles from buckets are
+stated with their error.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from matplotlib.figure import Figure
 
 from fusewb.analysis.capture import Capture
 from fusewb.analysis.findings import FLAG_KINDS
+from fusewb.analysis.histograms import array_histogram
 from fusewb.analysis.paths import PATH_MECHANISMS, PATHS
 from fusewb.analysis.requests import inflight_writeback
-from fusewb.analysis.waiting import waits
+from fusewb.analysis.waiting import wait_counts, waits
+from fusewb.contract.histogram import ERROR_TEXT, Histogram, bucket_bounds
 
-__all__ = ["render_html", "FLAG_ROWS_SHOWN"]
+__all__ = ["render_html", "path_histograms", "FLAG_ROWS_SHOWN"]
 
 FLAG_ROWS_SHOWN = 500
 SCATTER_POINTS = 5000  # most waits drawn on the timeline
@@ -35,28 +39,49 @@ def _png(fig: Figure) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{data}">'
 
 
-def _histogram(w: pd.DataFrame) -> Figure | None:
-    durations = w["duration_ms"].to_numpy(dtype="float64")
-    positive = durations[durations > 0]
-    if not len(positive):
+def path_histograms(cap: Capture, w: pd.DataFrame) -> dict[str, Histogram]:
+    """Every wait per path: the in-kernel histograms and the ongoing rows of the hosts that have
+    them, every row of the others."""
+    counts = wait_counts(cap)
+    out: dict[str, Histogram] = {}
+    for key, tally in counts.groups.items():
+        out.setdefault(key[-1], Histogram())
+        out[key[-1]] += tally.hist
+    if len(w):
+        counted = w["host"].astype(object).isin(counts.hosts).to_numpy(dtype=bool)
+        rows = w[~counted | w["ongoing"].to_numpy(dtype=bool)]
+        for path, durations in rows.groupby(rows["path"].astype(object))["duration_ns"]:
+            out.setdefault(path, Histogram())
+            out[path] += array_histogram(durations.to_numpy())
+    return out
+
+
+def _histogram(histograms: dict[str, Histogram]) -> Figure | None:
+    """Waits per path by duration, from each path's buckets (placed at their midpoints)."""
+    points = {}
+    for path, hist in histograms.items():
+        filed = [(sum(bucket_bounds(i)) / 2 / 1e6, n) for i, n in hist.buckets.items() if i]
+        if filed:
+            points[path] = np.array(filed, dtype="float64")
+    if not points:
         return None
+    values = np.concatenate([p[:, 0] for p in points.values()])
     # whole decades, at least two, so one wait or a narrow spread still reads on a log axis
-    low = np.floor(np.log10(max(positive.min(), 1e-3)))
-    high = max(np.ceil(np.log10(max(positive.max(), 1e-3) * 1.01)), low + 2)
+    low = np.floor(np.log10(max(values.min(), 1e-3)))
+    high = max(np.ceil(np.log10(max(values.max(), 1e-3) * 1.01)), low + 2)
     bins = np.logspace(low, high, int(10 * (high - low)) + 1)
     fig = Figure(figsize=(9, 4))
     ax = fig.subplots()
     for path in PATHS:
-        values = w.loc[(w["path"] == path).to_numpy() & (durations > 0), "duration_ms"]
-        if len(values):
-            ax.hist(values.to_numpy(), bins=bins, histtype="step", linewidth=1.6,
-                    label=f"{path} ({len(values)})")
+        if path in points:
+            ax.hist(points[path][:, 0], bins=bins, weights=points[path][:, 1], histtype="step",
+                    linewidth=1.6, label=f"{path} ({histograms[path].count})")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylim(bottom=0.8)
     ax.set_xlabel("wait on FUSE writeback (ms, log)")
     ax.set_ylabel("waits")
-    ax.set_title("Wait duration per kernel path")
+    ax.set_title("Wait duration per kernel path (every wait)")
     ax.legend(fontsize=8)
     return fig
 
@@ -73,7 +98,7 @@ def _timeline(cap: Capture, w: pd.DataFrame, threshold_ms: float) -> Figure | No
             top.step(group["t_s"], group["inflight_writes"], where="post", label=label)
         top.legend(fontsize=7, loc="upper right")
     top.set_ylabel("WRITEs in flight")
-    top.set_title("In-flight FUSE WRITEs against waits on writeback")
+    top.set_title("In-flight FUSE WRITEs against waits on writeback (rows)")
     shown = w
     if len(w) > SCATTER_POINTS:
         # keep every wait over the threshold, thin out the short ones evenly
@@ -114,7 +139,7 @@ def _top_tasks(w: pd.DataFrame) -> Figure | None:
         return None
     totals = w.groupby(["comm", "pid"], observed=True)["duration_ms"].sum().nlargest(10)
     labels = [f"{comm}[{pid}]" for comm, pid in totals.index]
-    return _top_bar(labels, totals.to_numpy(), "Tasks that waited longest")
+    return _top_bar(labels, totals.to_numpy(), "Tasks that waited longest (rows)")
 
 
 def _top_inodes(w: pd.DataFrame) -> Figure | None:
@@ -122,7 +147,7 @@ def _top_inodes(w: pd.DataFrame) -> Figure | None:
         return None
     totals = w.groupby(["mount", "ino"], observed=True)["duration_ms"].sum().nlargest(10)
     labels = [f"{mount} ino {ino}" for mount, ino in totals.index]
-    return _top_bar(labels, totals.to_numpy(), "Inodes waited on longest")
+    return _top_bar(labels, totals.to_numpy(), "Inodes waited on longest (rows)")
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -137,6 +162,16 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+_LATENCIES = ["mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms"]
+
+
+def _error_note(rows: list[dict[str, Any]]) -> str:
+    """The stated error under a table whose percentiles (some of them) come from buckets."""
+    if any(row.get("percentile_error") for row in rows):
+        return f"<p>{html.escape(ERROR_TEXT)} (max exact)</p>"
+    return ""
+
+
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; max-width: 80em; }
 table { border-collapse: collapse; font-size: 0.85em; margin-bottom: 1em; }
@@ -149,9 +184,11 @@ img { max-width: 100%; display: block; margin: 1em 0; }
 def render_html(cap: Capture, report: dict[str, Any]) -> str:
     """The whole HTML document for ``report`` (from ``build_report``) of ``cap``."""
     w = waits(cap) if cap.recorded("waits") else pd.DataFrame(
-        columns=["duration_ms", "path", "t_s", "comm", "pid", "mount", "ino"])
+        columns=["host", "duration_ns", "duration_ms", "ongoing", "path", "t_s", "comm", "pid",
+                 "mount", "ino"])
     threshold = report["threshold_ms"]
-    figures = [_histogram(w), _timeline(cap, w, threshold), _top_tasks(w), _top_inodes(w)]
+    figures = [_histogram(path_histograms(cap, w)), _timeline(cap, w, threshold), _top_tasks(w),
+               _top_inodes(w)]
     images = "".join(_png(f) for f in figures if f is not None) or "<p>no waits to plot</p>"
     capture = report["capture"]
     sources = [
@@ -183,16 +220,20 @@ def render_html(cap: Capture, report: dict[str, Any]) -> str:
         _table(mechanisms, ["flag", "mechanism"]),
         "".join(f"<p>not checked: {html.escape(k)} ({html.escape(v)})</p>"
                 for k, v in report["not_checked"].items()),
+        "<h2>What has rows</h2>",
+        "".join(f"<p>{html.escape(note)}</p>" for note in report.get("row_notes", [])),
         "<h2>Waits per path</h2>",
-        _table(report["waits_by_path"], ["host", "path", "count", "ongoing", "p50_ms", "p99_ms",
-                                         "max_ms", "total_ms", "tasks", "inodes"]),
+        _table(report["waits_by_path"], ["host", "mount", "path", "count", "rows", "ongoing",
+                                         *_LATENCIES, "total_ms", "tasks", "inodes"]),
+        _error_note(report["waits_by_path"]),
         _table(path_notes, ["path", "mechanism"]),
         "<h2>Plots</h2>", images,
         "<h2>FUSE requests per opcode</h2>",
-        _table(report["requests_by_opcode"], ["host", "mount", "opcode_name", "count", "ongoing",
-                                              "errors", "bytes", "p50_ms", "p99_ms", "max_ms"]),
+        _table(report["requests_by_opcode"], ["host", "mount", "opcode_name", "count", "rows",
+                                              "ongoing", "errors", "bytes", *_LATENCIES]),
+        _error_note(report["requests_by_opcode"]),
         _table(report["request_totals"], ["host", "opcode_name", "count", "errors", "mean_ms",
-                                          "max_ms", "streamed", "summed"])
+                                          "max_ms", "rows", "counted_only"])
         if report["request_totals"] else "",
         "<h2>Asleep in writeback since before tracing (bdi unknown)</h2>",
         _table(report["unseen_waiters"], ["host", "comm", "pid", "path", "fuse", "duration_ms",

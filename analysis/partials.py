@@ -12,10 +12,15 @@ part of a partial that grows with the rows; the rest grows with the groups and t
 values), so p50/p99 are computed on all of them. Ties go to the first row in table order, as
 with the whole table.
 
+Where a host's capture has in-kernel histograms (:mod:`fusewb.analysis.histograms`), the
+combine step takes every ended event's count, sum, maximum and percentiles (bucket midpoints,
+within :data:`~fusewb.contract.histogram.RELATIVE_ERROR`) from them, and from the rows only what is
+still going on at the end; the rows' own count is then ``rows``.
+
 Partials:
 
-- :func:`stats_partial` / :func:`combine_stats`: count, duration percentiles, max, total, sums
-  and distinct counts per group (``wait_paths``, ``requests_by_opcode``).
+- :func:`stats_partial` / :func:`combine_stats`: count, duration percentiles, mean, max, total,
+  sums and distinct counts per group (``wait_paths``, ``requests_by_opcode``).
 - :func:`worst_partial` / :func:`combine_worst`: per group the count, total, ongoing rows and
   the worst row (flags).
 - :func:`inflight_partial` / :func:`combine_inflight`: WRITEs sent and ended by given times
@@ -25,14 +30,21 @@ Partials:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from fusewb.analysis.histograms import KernelCounts, Tally, array_histogram, copy_histogram
+from fusewb.contract.histogram import RELATIVE_ERROR, Histogram
 
 __all__ = [
     "ORDER",
     "FIRST",
     "WORST",
+    "QUANTILES",
+    "STATS",
     "with_order",
     "stats_partial",
     "combine_stats",
@@ -47,6 +59,10 @@ ORDER = ["_oh", "_ot", "_os"]  # host index, time, sequence in table order
 FIRST = ["_fh", "_ft", "_fs"]  # order of a group's first row
 WORST = ["_wh", "_wt", "_ws"]  # order of a group's worst row
 _NS_PER_MS = 1_000_000
+QUANTILES = (0.5, 0.9, 0.99)  # p50_ms, p90_ms, p99_ms
+# What combine_stats gives each group, after its keys and before its sums and distinct counts.
+STATS = ["count", "rows", "ongoing", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms",
+         "total_ms", "percentile_error"]
 
 
 def with_order(frame: pd.DataFrame, hosts: Sequence[str], time: str, first_seq: int | None = 0,
@@ -82,13 +98,15 @@ def _split(values: np.ndarray, groups: np.ndarray, count: int) -> list[np.ndarra
 
 def stats_partial(frame: pd.DataFrame, keys: list[str], sums: dict[str, str] | None = None,
                   distinct: Iterable[str] = ()) -> pd.DataFrame:
-    """Per group of ``keys``: first row's order, count, ongoing, max_ns, total_ns, every
-    ``duration_ns`` (``durations``), ``sums`` (output name -> column, nulls as 0) and the
-    distinct values of the ``distinct`` columns (arrays named after them)."""
+    """Per group of ``keys``: first row's order, count (rows), ongoing, every ``duration_ns``
+    of the ended rows (``durations``) and of the ongoing ones (``ongoing_durations``), ``sums``
+    (output name -> column, nulls as 0) of the ended rows and of the ongoing ones (named
+    ``ongoing_<name>``), and the distinct values of the ``distinct`` columns (arrays named after
+    them)."""
     sums = sums or {}
     distinct = list(distinct)
-    columns = keys + FIRST + ["count", "ongoing", "max_ns", "total_ns", "durations",
-                              *sums, *distinct]
+    columns = keys + FIRST + ["count", "ongoing", "durations", "ongoing_durations", *sums,
+                              *(f"ongoing_{name}" for name in sums), *distinct]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     used = list(dict.fromkeys([*keys, *ORDER, "duration_ns", "ongoing", *sums.values(),
@@ -98,58 +116,137 @@ def stats_partial(frame: pd.DataFrame, keys: list[str], sums: dict[str, str] | N
     count = int(groups.max()) + 1
     first = np.unique(groups, return_index=True)[1]
     duration = frame["duration_ns"].to_numpy(dtype=np.int64)
+    ongoing = frame["ongoing"].fillna(False).to_numpy(dtype=bool)
     out = _object_keys(frame.iloc[first][keys], keys).reset_index(drop=True)
     for mine, theirs in zip(FIRST, ORDER):
         out[mine] = frame[theirs].to_numpy()[first]
     out["count"] = np.bincount(groups, minlength=count).astype(np.int64)
-    ongoing = frame["ongoing"].fillna(False).to_numpy(dtype=bool)
     out["ongoing"] = np.bincount(groups, weights=ongoing, minlength=count).astype(np.int64)
-    out["max_ns"] = pd.Series(duration).groupby(groups).max().to_numpy()
-    out["total_ns"] = pd.Series(duration).groupby(groups).sum().to_numpy()
-    out["durations"] = _split(duration, groups, count)
+    out["durations"] = _split(duration[~ongoing], groups[~ongoing], count)
+    out["ongoing_durations"] = _split(duration[ongoing], groups[ongoing], count)
     for name, column in sums.items():
-        values = pd.Series(frame[column].to_numpy()).fillna(0).astype(np.int64)
-        out[name] = values.groupby(groups).sum().to_numpy()
+        values = pd.Series(frame[column].to_numpy()).fillna(0).astype(np.int64).to_numpy()
+        out[name] = np.bincount(groups[~ongoing], weights=values[~ongoing],
+                                minlength=count).astype(np.int64)
+        out[f"ongoing_{name}"] = np.bincount(groups[ongoing], weights=values[ongoing],
+                                             minlength=count).astype(np.int64)
     for column in distinct:
         values = frame[column].to_numpy()
         out[column] = [np.unique(part) for part in _split(values, groups, count)]
     return out[columns]
 
 
-def combine_stats(partials: list[pd.DataFrame], keys: list[str],
-                  sums: Iterable[str] = (), distinct: Iterable[str] = ()) -> pd.DataFrame:
-    """Merge :func:`stats_partial` frames: one row per group in table order of its first row,
-    columns keys, count, ongoing, p50_ms, p99_ms, max_ms, total_ms, the sums, and the number of
-    distinct values of each ``distinct`` column."""
+def _rows_stats(ended: np.ndarray, ongoing: np.ndarray) -> dict[str, Any]:
+    """count, mean, percentiles (exact: numpy's linear interpolation), max and total of rows."""
+    values = np.concatenate([ended, ongoing])
+    if not len(values):
+        return {"count": 0, "mean_ms": np.nan, "p50_ms": np.nan, "p90_ms": np.nan,
+                "p99_ms": np.nan, "max_ms": np.nan, "total_ms": 0.0, "percentile_error": 0.0}
+    total = int(values.sum())
+    quantiles = np.quantile(values.astype("float64") / _NS_PER_MS, QUANTILES)
+    return {"count": len(values), "mean_ms": total / len(values) / _NS_PER_MS,
+            **dict(zip(STATS[4:7], quantiles)), "max_ms": float(values.max()) / _NS_PER_MS,
+            "total_ms": total / _NS_PER_MS, "percentile_error": 0.0}
+
+
+def _histogram_stats(hist: Histogram, ongoing: np.ndarray) -> dict[str, Any]:
+    """The same of every ended event (``hist``) and the ``ongoing`` rows (time so far)."""
+    everything = copy_histogram(hist)
+    for value in ongoing:
+        everything.add(int(value))
+    count = everything.count
+    return {"count": count,
+            "mean_ms": everything.total_ns / count / _NS_PER_MS if count else np.nan,
+            **dict(zip(STATS[4:7], everything.quantiles_ms(QUANTILES))),
+            "max_ms": everything.max_ns / _NS_PER_MS if count else np.nan,
+            "total_ms": everything.total_ns / _NS_PER_MS, "percentile_error": RELATIVE_ERROR}
+
+
+@dataclass
+class _Group:
+    """What the partials of every slice hold of one group."""
+
+    key: tuple[Any, ...]
+    rows: int = 0
+    ongoing: int = 0
+    durations: list[np.ndarray] = field(default_factory=list)
+    ongoing_durations: list[np.ndarray] = field(default_factory=list)
+    sums: dict[str, int] = field(default_factory=dict)
+    ongoing_sums: dict[str, int] = field(default_factory=dict)
+    distinct: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def answer(self, kernel: KernelCounts, sums: list[str], distinct: list[str]
+               ) -> dict[str, Any]:
+        """The group's row of :func:`combine_stats`."""
+        ended = _concat(self.durations)
+        ongoing = _concat(self.ongoing_durations)
+        out: dict[str, Any] = {"rows": self.rows, "ongoing": self.ongoing}
+        if self.key[0] in kernel.hosts:
+            tally = kernel.groups.get(self.key, Tally())
+            if len(ended) > tally.hist.count:  # histograms written before these rows (kill -9)
+                tally = Tally(array_histogram(ended), dict(self.sums))
+            out.update(_histogram_stats(tally.hist, ongoing))
+            out.update({name: tally.sums.get(name, 0) + self.ongoing_sums.get(name, 0)
+                        for name in sums})
+        else:
+            out.update(_rows_stats(ended, ongoing))
+            out.update({name: self.sums.get(name, 0) + self.ongoing_sums.get(name, 0)
+                        for name in sums})
+        for column in distinct:
+            seen = self.distinct.get(column, [])
+            out[column] = len(pd.unique(np.concatenate(seen))) if seen else 0
+        return out
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, dtype=np.int64)
+
+
+def combine_stats(partials: list[pd.DataFrame], keys: list[str], sums: Iterable[str] = (),
+                  distinct: Iterable[str] = (), kernel: KernelCounts | None = None
+                  ) -> pd.DataFrame:
+    """Merge :func:`stats_partial` frames with the in-kernel histograms of the groups
+    (``kernel``, keyed by the values of ``keys``): one row per group, first the groups with rows
+    in table order of their first row, then those only in the histograms. Columns: keys,
+    :data:`STATS`, the sums, and the number of distinct values of each ``distinct`` column.
+
+    A group of a host with histograms: count, mean, percentiles (bucket midpoints:
+    ``percentile_error`` is :data:`RELATIVE_ERROR`), max, total and sums of every ended event
+    (the histogram) and of the rows still going on at the end (their time so far); else of its
+    rows (exact percentiles, error 0). ``rows``: the group's rows; ``ongoing``: those going on."""
     sums, distinct = list(sums), list(distinct)
-    columns = keys + ["count", "ongoing", "p50_ms", "p99_ms", "max_ms", "total_ms", *sums,
-                      *distinct]
+    kernel = kernel or KernelCounts()
+    columns = keys + STATS + sums + distinct
+    groups: dict[tuple[Any, ...], _Group] = {}
     partials = [p for p in partials if len(p)]
-    if not partials:
+    if partials:
+        frame = pd.concat(partials, ignore_index=True).sort_values(FIRST, kind="stable")
+        for row in frame.to_dict("records"):
+            key = tuple(None if _missing(row[k]) else row[k] for k in keys)
+            group = groups.setdefault(key, _Group(key))
+            group.rows += int(row["count"])
+            group.ongoing += int(row["ongoing"])
+            group.durations.append(row["durations"])
+            group.ongoing_durations.append(row["ongoing_durations"])
+            for name in sums:
+                group.sums[name] = group.sums.get(name, 0) + int(row[name])
+                group.ongoing_sums[name] = (group.ongoing_sums.get(name, 0)
+                                            + int(row[f"ongoing_{name}"]))
+            for column in distinct:
+                group.distinct.setdefault(column, []).append(row[column])
+    for key in sorted(set(kernel.groups) - set(groups), key=lambda k: tuple(map(str, k))):
+        groups[key] = _Group(key)
+    if not groups:
         return pd.DataFrame(columns=columns)
-    frame = pd.concat(partials, ignore_index=True).sort_values(FIRST, kind="stable")
-    frame = frame.reset_index(drop=True)
-    groups = _group_ids(frame, keys)
-    count = int(groups.max()) + 1
-    first = np.unique(groups, return_index=True)[1]
-    out = frame.iloc[first][keys].reset_index(drop=True)
-    grouped = frame.groupby(groups, sort=True)
-    for name in ["count", "ongoing", "total_ns", *sums]:
-        out[name] = grouped[name].sum().to_numpy(dtype=np.int64)
-    out["max_ms"] = grouped["max_ns"].max().to_numpy(dtype="float64") / _NS_PER_MS
-    out["total_ms"] = out.pop("total_ns").to_numpy(dtype="float64") / _NS_PER_MS
-    everything = [[] for _ in range(count)]
-    for group, durations in zip(groups, frame["durations"]):
-        everything[group].append(durations)
-    quantiles = np.array([np.quantile(np.concatenate(d).astype("float64") / _NS_PER_MS,
-                                      [0.5, 0.99]) for d in everything])
-    out["p50_ms"], out["p99_ms"] = quantiles[:, 0], quantiles[:, 1]
-    for column in distinct:
-        seen = [[] for _ in range(count)]
-        for group, values in zip(groups, frame[column]):
-            seen[group].append(values)
-        out[column] = np.array([len(pd.unique(np.concatenate(v))) for v in seen], dtype=np.int64)
-    return out[columns]
+    out = pd.DataFrame([{**dict(zip(keys, key)), **group.answer(kernel, sums, distinct)}
+                        for key, group in groups.items()], columns=columns)
+    integers = ["count", "rows", "ongoing", *sums, *distinct]
+    return out.astype({**{c: np.int64 for c in integers},
+                       **{c: "float64" for c in STATS if c not in integers}})
 
 
 def worst_partial(frame: pd.DataFrame, keys: list[str], carry: list[str]) -> pd.DataFrame:

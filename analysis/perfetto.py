@@ -10,14 +10,17 @@ reads a trace back with the same messages (:func:`read_trace`), for tests and pi
 What is in it, for one host of the capture:
 
 * a process track per tgid and a thread track per task (pid = thread id) holding the task's
-  waits on FUSE writeback as slices named by the wait's path (``fsync``, ``reclaim``, ...;
+  waits on FUSE writeback (rows: in a capture with in-kernel histograms those from its row
+  threshold on and those going on at the end; the trace holds no count or percentile) as slices named by the wait's path (``fsync``, ``reclaim``, ...;
   ``(ongoing)`` when tracing stopped first) with arguments path, stack (summary), frame,
   inode, index, bdi, mount, duration_ms and ongoing;
-* per FUSE connection, its requests as slices named by opcode (arguments unique, len,
+* per FUSE connection, its requests (rows) as slices named by opcode (arguments unique, len,
   error, sender and answering server thread), on as many lanes (tracks of the same name)
   as requests were in flight at once;
 * counter tracks: WRITEs in flight and the pages they carry (bytes / 4096: the folios
-  under writeback that the server holds) per connection; and, where the task was throttled
+  under writeback that the server holds) per connection, from the rows (in a capture with
+  in-kernel histograms only requests from its row threshold on have rows: the tracks are then
+  named for them, e.g. ``WRITEs of 50 ms or more in flight``); and, where the task was throttled
   (``balance_dirty_pages``), the kernel's dirty count (dirty + writeback pages, global), its
   limit, and the bdi's dirty + writeback pages. The capture has no other sample of dirty or
   writeback pages, so these counters only move when some task is throttled.
@@ -41,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from fusewb.analysis.capture import Capture
+from fusewb.analysis.histograms import row_thresholds
 from fusewb.contract.errors import FusewbError
 
 __all__ = ["export_perfetto", "read_trace", "ExportSummary", "TraceContents", "PAGE_BYTES"]
@@ -234,8 +238,8 @@ def _add_requests(build: _Builder, cap: Capture, host: str) -> tuple[int, int]:
         writes = (group["opcode_name"] == WRITE).to_numpy()
         if writes.any():
             counters += _inflight_counters(
-                build, root, label, begins[positions][writes], ends[positions][writes],
-                group["len"].fillna(0).to_numpy(dtype=np.int64)[writes])
+                build, root, f"{label} {_writes_with_rows(cap, host)}", begins[positions][writes],
+                ends[positions][writes], group["len"].fillna(0).to_numpy(dtype=np.int64)[writes])
     columns = {name: frame[name].tolist() for name in
                ("opcode_name", "unique", "len", "error", "ongoing", "duration_ms", "pid", "comm",
                 "end_pid", "end_comm")}
@@ -251,11 +255,20 @@ def _add_requests(build: _Builder, cap: Capture, host: str) -> tuple[int, int]:
     return len(frame), counters
 
 
+def _writes_with_rows(cap: Capture, host: str) -> str:
+    """``WRITEs``, or ``WRITEs of N ms or more`` when only those have rows."""
+    thresholds = row_thresholds(cap.source(host))
+    if thresholds is None or thresholds["requests"] <= 0:
+        return "WRITEs"
+    return f"WRITEs of {thresholds['requests']:g} ms or more"
+
+
 def _inflight_counters(build: _Builder, parent: int, label: str, begins: np.ndarray,
                        ends: np.ndarray, lengths: np.ndarray) -> int:
-    """Counter tracks of WRITEs in flight and their pages, one value per change."""
-    count = build.track(parent=parent, name=f"{label} WRITEs in flight", counter={})
-    pages = build.track(parent=parent, name=f"{label} WRITE pages in flight", counter={})
+    """Counter tracks of the WRITEs (``label``: connection and which WRITEs) in flight and their
+    pages, one value per change."""
+    count = build.track(parent=parent, name=f"{label} in flight", counter={})
+    pages = build.track(parent=parent, name=f"{label} in flight (pages)", counter={})
     times = np.concatenate([begins, ends])
     steps = np.concatenate([np.ones(len(begins)), -np.ones(len(ends))])
     sizes = np.concatenate([lengths, -lengths]).astype("float64")

@@ -2,15 +2,26 @@
 
 The JSON schema (``REPORT_VERSION``) is stable: top-level ``report_version``, ``generator``,
 ``threshold_ms``, ``capture`` (path, hosts, kernel_release, plan, duration_s, complete,
-``lost_events`` (int, total over hosts), sources[] with per-host detail), ``waits_by_path``,
-``requests_by_opcode``, ``request_totals`` (kernel counts), ``unseen_waiters`` (asleep since
-before tracing), ``dirty_throttling``, ``page_states`` (peak /proc/vmstat page counts per host,
-``nr_writeback_temp`` before 6.16), ``writeback_functions`` (kprobe plan: calls and latency of
-``fuse_writepage(s)`` and others), ``reclaim``, ``migration``, ``flags`` (items with
-flag, severity, host, path, bdi, mount, pid, tgid, comm, ino, duration_ms, ongoing, count,
-total_ms, evidence, mechanism), ``flag_counts``, ``not_checked``, ``not_recorded`` (the events a full report reads,
-:func:`report_needs`, that no probe of the capture produces), ``kernel_notes`` and
-``host_totals`` (per host: waits, ongoing_waits, requests, flags, worst_severity, lost_events).
+``lost_events`` (int, total over hosts), sources[] with per-host detail, ``row_threshold_ms``
+(requests, waits: from how long one has a row; null before the in-kernel histograms) among
+them), ``histograms`` (hosts whose counts come from the in-kernel histograms,
+``percentile_error`` (relative) and ``error_text``, the stated error of their percentiles),
+``row_notes`` (what has rows, per host), ``waits_by_path`` (per host, bdi and path: count, rows,
+ongoing, mean, p50, p90, p99, max, total, percentile_error, tasks, inodes),
+``requests_by_opcode`` (per host, connection and opcode: the same with errors and bytes),
+``request_totals`` (completed requests as the kernel counted them, with how many have rows),
+``unseen_waiters`` (asleep since before tracing), ``dirty_throttling``, ``page_states`` (peak
+/proc/vmstat page counts per host, ``nr_writeback_temp`` before 6.16), ``writeback_functions``
+(kprobe plan: calls and latency of ``fuse_writepage(s)`` and others), ``reclaim``,
+``migration``, ``flags`` (items with flag, severity, host, path, bdi, mount, pid, tgid, comm,
+ino, duration_ms, ongoing, count, total_ms, evidence, mechanism), ``flag_counts``,
+``not_checked``, ``not_recorded`` (the events a full report reads, :func:`report_needs`, that
+no probe of the capture produces), ``kernel_notes`` and ``host_totals`` (per host: waits,
+ongoing_waits, requests, flags, worst_severity, lost_events).
+
+Every count, mean, maximum and percentile of waits and requests comes from the in-kernel
+histograms where the capture has them (schema_version 2), whose rows hold only the slow ones;
+percentiles read from buckets are stated with :data:`~fusewb.contract.histogram.ERROR_TEXT`.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ import pandas as pd
 from fusewb import __version__
 from fusewb.analysis.capture import Capture, load_capture
 from fusewb.analysis.findings import FLAG_KINDS, FLAG_NAMES, FLAGS, SEVERITIES, flags
+from fusewb.analysis.histograms import histogram_hosts, row_thresholds
 from fusewb.analysis.paths import PATH_MECHANISMS
 from fusewb.analysis.requests import request_totals, requests_by_opcode
 from fusewb.analysis.rules import flag_needs
@@ -44,12 +56,13 @@ from fusewb.analysis.vm import (
 from fusewb.analysis.waiting import stack_paths, unseen_waits, wait_paths
 from fusewb.contract import defaults
 from fusewb.contract.errors import FusewbError
+from fusewb.contract.histogram import ERROR_TEXT, RELATIVE_ERROR
 
 __all__ = ["REPORT_VERSION", "FORMATS", "REPORT_QUESTIONS", "build_report", "render_text",
            "render_json", "records", "kernel_version", "render_report", "RenderedReport",
            "report_needs"]
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: counts from the in-kernel histograms, rows counted apart
 FORMATS = ("text", "json", "html")
 FLAGS_PER_KIND = 8  # text report: rows shown per flag kind before "... N more"
 
@@ -112,6 +125,7 @@ def _capture_summary(cap: Capture) -> dict[str, Any]:
             "plan": meta.get("plan"),
             "fusewb_version": meta.get("fusewb_version"),
             "schema_version": meta.get("schema_version"),
+            "row_threshold_ms": row_thresholds(src),
             "duration_s": round((end - src.start_ns) / 1e9, 3) if end else None,
             "complete": bool(meta.get("complete", False)),
             "lost_events": meta.get("lost_events") or {"total": 0},
@@ -142,7 +156,8 @@ def _kernel_notes(cap: Capture, paths: pd.DataFrame) -> list[str]:
             continue
         prefix = f"{src.host} ({src.meta.get('kernel_release')}): " if len(cap.sources) > 1 else ""
         mine = paths[paths["host"].astype(object) == src.host] if len(paths) else paths
-        counts = dict(zip(mine["path"].astype(object), mine["count"])) if len(mine) else {}
+        counts = mine.groupby(mine["path"].astype(object))["count"].sum().to_dict() \
+            if len(mine) else {}
         if cap.recorded("vm") and cap.recorded("waits"):
             vm = cap.table("vm")
             vm = vm[(vm["host"].astype(object) == src.host) & (vm["kind"] == "shrink_inactive")]
@@ -174,9 +189,44 @@ def _kernel_notes(cap: Capture, paths: pd.DataFrame) -> list[str]:
     return notes
 
 
+def _which(one: str, many: str, ms: float) -> str:
+    return f"every {one}" if ms <= 0 else f"{many} of {ms:g} ms or more"
+
+
+def _row_notes(cap: Capture, threshold_ms: float) -> list[str]:
+    """Per host, which waits and requests have rows (and so flags and timelines), so that no
+    one takes the rows for all of them."""
+    notes = []
+    for src in cap.sources:
+        prefix = f"{src.host}: " if len(cap.sources) > 1 else ""
+        thresholds = row_thresholds(src)
+        if thresholds is None:
+            notes.append(f"{prefix}captured before the in-kernel histograms (capture schema "
+                         f"{src.meta.get('schema_version')}): counts and percentiles come from "
+                         "the rows (requests over the event budget only in request_totals)")
+            continue
+        waits, requests = thresholds["waits"], thresholds["requests"]
+        notes.append(f"{prefix}rows (flags, single waits and requests, timelines) exist for "
+                     f"{_which('wait', 'waits', waits)}, {_which('request', 'requests', requests)}"
+                     " and those still going on at the end; counts, means, maxima and "
+                     "percentiles cover every one (in-kernel histograms)")
+        if threshold_ms < max(waits, requests):
+            notes.append(f"{prefix}the threshold {threshold_ms:g} ms is under the capture's row "
+                         "threshold: waits and requests between have no row and raise no flag")
+    return notes
+
+
+def _histogram_summary(cap: Capture) -> dict[str, Any]:
+    """The hosts whose counts come from histograms and the stated error of their percentiles."""
+    hosts = [h for h in cap.hosts if h in histogram_hosts(cap)]
+    return {"hosts": hosts, "percentile_error": RELATIVE_ERROR if hosts else None,
+            "error_text": ERROR_TEXT if hosts else None}
+
+
 def _host_totals(cap: Capture, paths: pd.DataFrame, by_opcode: pd.DataFrame,
                  raised: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per host: waits, ongoing waits, streamed requests, flags raised and the worst severity."""
+    """Per host: waits, ongoing waits, requests (every one counted), flags raised and the worst
+    severity."""
     out = []
     for src in cap.sources:
         mine = paths[paths["host"].astype(object) == src.host] if len(paths) else paths
@@ -221,6 +271,8 @@ def build_report(
         "generator": f"fusewb {__version__}",
         "threshold_ms": float(threshold_ms),
         "capture": _capture_summary(cap),
+        "histograms": _histogram_summary(cap),
+        "row_notes": _row_notes(cap, threshold_ms),
         "waits_by_path": records(paths),
         "requests_by_opcode": records(by_opcode),
         "request_totals": _optional(cap, request_totals, scan.by_opcode),
@@ -248,6 +300,22 @@ def _fmt_ms(value: Any) -> str:
     if value is None:
         return "-"
     return f"{value:.0f}" if value >= 100 else f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+_LATENCY_HEAD = "".join(f"{name:>9}" for name in ("mean ms", "p50 ms", "p90 ms", "p99 ms",
+                                                   "max ms"))
+
+
+def _latencies(row: dict[str, Any]) -> str:
+    return "".join(f"{_fmt_ms(row[c]):>9}" for c in ("mean_ms", "p50_ms", "p90_ms", "p99_ms",
+                                                     "max_ms"))
+
+
+def _error_line(rows: list[dict[str, Any]]) -> list[str]:
+    """The stated error under a table whose percentiles (some of them) come from buckets."""
+    if any(row.get("percentile_error") for row in rows):
+        return [f"  {ERROR_TEXT} (max exact)"]
+    return []
 
 
 def _task(item: dict[str, Any]) -> str:
@@ -296,36 +364,39 @@ def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) ->
             lines.append(f"  {host(row['host'])}{row['waits']:>9}{row['ongoing_waits']:>9}"
                          f"{row['requests']:>10}{row['flags']:>7}{row['lost_events']:>8}  "
                          f"{row['worst_severity'] or '-'}")
+    if report.get("row_notes"):
+        lines.append("")
+        lines.extend(f"  {note}" for note in report["row_notes"])
     lines.append("")
     lines.append("Waits on FUSE writeback, per path")
     if report["waits_by_path"]:
-        lines.append(f"  {host('host')}{'path':<13}{'count':>8}{'ongoing':>9}"
-                     f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'tasks':>7}")
+        lines.append(f"  {host('host')}{'path':<13}{'count':>8}{'rows':>7}{'ongoing':>8}"
+                     f"{_LATENCY_HEAD}{'tasks':>7}  mount")
         for row in report["waits_by_path"]:
             lines.append(
-                f"  {host(row['host'])}{row['path']:<13}{row['count']:>8}"
-                f"{row['ongoing']:>9}{_fmt_ms(row['p50_ms']):>9}{_fmt_ms(row['p99_ms']):>9}"
-                f"{_fmt_ms(row['max_ms']):>9}{row['tasks']:>7}"
+                f"  {host(row['host'])}{row['path']:<13}{row['count']:>8}{row['rows']:>7}"
+                f"{row['ongoing']:>8}{_latencies(row)}{row['tasks']:>7}  {row['mount']}"
             )
+        lines.extend(_error_line(report["waits_by_path"]))
     else:
         lines.append("  none")
     if report["requests_by_opcode"]:
         lines.append("")
         lines.append("FUSE requests, per opcode (most time first)")
-        lines.append(f"  {host('host')}{'opcode':<12}{'count':>9}{'ongoing':>9}{'errors':>8}"
-                     f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}  mount")
+        lines.append(f"  {host('host')}{'opcode':<12}{'count':>9}{'rows':>7}{'ongoing':>8}"
+                     f"{'errors':>7}{_LATENCY_HEAD}  mount")
         for row in report["requests_by_opcode"][:8]:
             lines.append(
-                f"  {host(row['host'])}{row['opcode_name']:<12}{row['count']:>9}{row['ongoing']:>9}"
-                f"{row['errors']:>8}{_fmt_ms(row['p50_ms']):>9}{_fmt_ms(row['p99_ms']):>9}"
-                f"{_fmt_ms(row['max_ms']):>9}  {row['mount']}"
+                f"  {host(row['host'])}{row['opcode_name']:<12}{row['count']:>9}{row['rows']:>7}"
+                f"{row['ongoing']:>8}{row['errors']:>7}{_latencies(row)}  {row['mount']}"
             )
-    summed = [r for r in report["request_totals"] if r["summed"]]
-    if summed:
-        lines.append("  the kernel counted more (fast requests over the event budget are only "
-                     "summed): " + ", ".join(f"{host(r['host'])}{r['opcode_name']} {r['count']} "
-                                             f"(mean {_fmt_ms(r['mean_ms'])} ms)"
-                                             for r in summed[:6]))
+        lines.extend(_error_line(report["requests_by_opcode"][:8]))
+    counted_only = [r for r in report["request_totals"] if r["counted_only"]]
+    if counted_only:
+        lines.append("  completed requests without a row, counted in the kernel: "
+                     + ", ".join(f"{host(r['host'])}{r['opcode_name']} {r['counted_only']} of "
+                                 f"{r['count']} (mean {_fmt_ms(r['mean_ms'])} ms)"
+                                 for r in counted_only[:6]))
     if report.get("page_states") or report.get("writeback_functions"):
         lines.append("")
         lines.append("Page cache and writeback functions during the capture")

@@ -1,4 +1,9 @@
-"""Questions about FUSE requests: each one, per opcode, and in-flight WRITEs over time."""
+"""Questions about FUSE requests: each one, per opcode, and in-flight WRITEs over time.
+
+Captures with in-kernel histograms (schema_version 2, :mod:`fusewb.analysis.histograms`) have
+rows only for requests from ``row_threshold_ms`` on and those unanswered at the end: the counts,
+sums, maxima and percentiles per opcode come from the histograms, which count every one.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,12 @@ import numpy as np
 import pandas as pd
 
 from fusewb.analysis.capture import Capture
+from fusewb.analysis.histograms import (
+    KernelCounts,
+    Tally,
+    bdi_of_connection,
+    kernel_counts,
+)
 from fusewb.analysis.partials import (
     combine_stats,
     end_times,
@@ -28,6 +39,7 @@ __all__ = [
     "REQUEST_COLUMNS",
     "by_opcode_partial",
     "combine_by_opcode",
+    "request_counts",
     "WRITE",
     "LAST_NS",
     "MAX_BINS",
@@ -70,10 +82,25 @@ def fuse_requests(cap: Capture) -> pd.DataFrame:
     return cap.derived("requests", build)
 
 
-_OPCODE_KEYS = ["host", "bdi", "mount", "opcode_name"]
+_OPCODE_KEYS = ["host", "connection", "bdi", "mount", "opcode_name"]
 _OPCODE_SUMS = {"errors": "failed", "bytes": "len"}
-_OPCODE_COLUMNS = ["host", "bdi", "mount", "opcode_name", "count", "ongoing", "errors", "bytes",
-                   "p50_ms", "p99_ms", "max_ms", "total_ms"]
+_OPCODE_COLUMNS = ["host", "connection", "bdi", "mount", "opcode_name", "count", "rows", "ongoing",
+                   "errors", "bytes", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms",
+                   "total_ms", "percentile_error"]
+
+
+def request_counts(cap: Capture) -> KernelCounts:
+    """The request histograms of ``cap``'s hosts that have them, per host, connection, bdi,
+    mount and opcode (:data:`_OPCODE_KEYS`), with their errors and bytes."""
+    mounts = cap.mount_of()
+
+    def key_of(host: str, entry: dict) -> tuple:
+        connection = int(entry.get("connection") or 0)
+        bdi = str(entry.get("bdi") or bdi_of_connection(connection))
+        return (host, connection, bdi, mounts.get((host, bdi), "?"),
+                str(entry.get("opcode_name") or entry.get("opcode")))
+
+    return kernel_counts(cap, "requests", key_of, sums=list(_OPCODE_SUMS))
 
 
 def by_opcode_partial(r: pd.DataFrame) -> pd.DataFrame:
@@ -83,9 +110,11 @@ def by_opcode_partial(r: pd.DataFrame) -> pd.DataFrame:
     return stats_partial(r.assign(failed=failed), _OPCODE_KEYS, sums=_OPCODE_SUMS)
 
 
-def combine_by_opcode(partials: list[pd.DataFrame]) -> pd.DataFrame:
-    """:func:`requests_by_opcode` from the partials of every slice of the requests."""
-    out = combine_stats(partials, _OPCODE_KEYS, sums=list(_OPCODE_SUMS))
+def combine_by_opcode(cap: Capture, partials: list[pd.DataFrame]) -> pd.DataFrame:
+    """:func:`requests_by_opcode` from the partials of every slice of the requests and the
+    capture's histograms."""
+    out = combine_stats(partials, _OPCODE_KEYS, sums=list(_OPCODE_SUMS),
+                        kernel=request_counts(cap))
     if out.empty:
         return pd.DataFrame(columns=_OPCODE_COLUMNS)
     out = out.sort_values("total_ms", ascending=False, kind="stable")
@@ -94,59 +123,90 @@ def combine_by_opcode(partials: list[pd.DataFrame]) -> pd.DataFrame:
 
 @requires("requests")
 def requests_by_opcode(cap: Capture) -> pd.DataFrame:
-    """FUSE requests per host, bdi and opcode, most time first (streamed requests: past the
-    tracer's per-CPU event budget fast ones are only counted in the kernel, see request_totals).
+    """FUSE requests per host, connection (bdi, mount) and opcode, most time first.
 
-    Columns: host, bdi, mount, opcode_name, count, ongoing, errors (replies with error != 0),
-    bytes (sum of len), p50_ms, p99_ms, max_ms, total_ms.
+    Columns: host, connection, bdi, mount, opcode_name, count (every request: those the kernel
+    counted in its histograms plus the rows unanswered at the end; captures without histograms:
+    the rows), rows (rows of the requests table), ongoing (rows unanswered at the end), errors
+    (replies with error != 0), bytes (sum of len), mean_ms, p50_ms, p90_ms, p99_ms (from the
+    histograms' buckets, within percentile_error of the true value; exact without histograms),
+    max_ms (exact), total_ms, percentile_error (relative; 0 when exact). Unanswered requests
+    count with the time they waited so far.
     """
     whole = with_order(fuse_requests(cap), cap.hosts, "send_ts_ns")
-    return combine_by_opcode([by_opcode_partial(whole)])
+    return combine_by_opcode(cap, [by_opcode_partial(whole)])
+
+
+_TOTAL_COLUMNS = ["host", "opcode_name", "count", "errors", "total_ms", "mean_ms", "max_ms",
+                  "rows", "counted_only"]
+
+
+def _counter_totals(counters: dict) -> dict[str, dict[str, float]]:
+    """opcode -> count, errors, total_ns, max_ns from a capture's counters (schema_version 1)."""
+    opcodes = sorted({key.split(".")[1] for key in counters
+                      if key.startswith("requests.") and key.count(".") == 2})
+    return {op: {stat: counters.get(f"requests.{op}.{stat}", 0)
+                 for stat in ("count", "errors", "total_ns", "max_ns")} for op in opcodes}
+
+
+def _histogram_totals(counts: KernelCounts, host: str) -> dict[str, dict[str, float]]:
+    """opcode -> count, errors, total_ns, max_ns of ``host``'s request histograms."""
+    merged: dict[str, Tally] = {}
+    for key, tally in counts.groups.items():
+        if key[0] == host:
+            merged.setdefault(key[-1], Tally())
+            merged[key[-1]] += tally
+    return {op: {"count": t.hist.count, "errors": t.sums.get("errors", 0),
+                 "total_ns": t.hist.total_ns, "max_ns": t.hist.max_ns}
+            for op, t in sorted(merged.items())}
 
 
 @requires("requests")
 def request_totals(cap: Capture, by_opcode: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Completed FUSE requests per host and opcode as counted in the kernel (every connection
-    traced, none lost to the event budget), next to how many were streamed as rows
+    """Completed FUSE requests per host and opcode as counted in the kernel (its histograms;
+    in captures written before them, its per-opcode counters), next to how many are rows
     (``by_opcode``: :func:`requests_by_opcode`, computed when not given).
 
-    Columns: host, opcode_name, count, errors, total_ms, mean_ms, max_ms, streamed (completed
-    rows in the requests table), summed (counted but not streamed). Empty without counters.
+    Columns: host, opcode_name, count, errors, total_ms, mean_ms, max_ms, rows (completed
+    requests with a row in the requests table), counted_only (counted in the kernel, no row:
+    faster than the row threshold, or past the event budget of captures before histograms).
+    Empty without histograms or counters.
     """
-    columns = ["host", "opcode_name", "count", "errors", "total_ms", "mean_ms", "max_ms",
-               "streamed", "summed"]
     by_opcode = requests_by_opcode(cap) if by_opcode is None else by_opcode
-    done = by_opcode.assign(done=by_opcode["count"] - by_opcode["ongoing"]).astype(
+    done = by_opcode.assign(done=by_opcode["rows"] - by_opcode["ongoing"]).astype(
         {"host": object, "opcode_name": object})
-    streamed = done.groupby(["host", "opcode_name"])["done"].sum()
+    with_rows = done.groupby(["host", "opcode_name"])["done"].sum()
+    counts = request_counts(cap)
     rows = []
     for src in cap.sources:
-        counters = src.meta.get("counters") or {}
-        opcodes = sorted({key.split(".")[1] for key in counters
-                          if key.startswith("requests.") and key.count(".") == 2})
-        for op in opcodes:
-            count = int(counters.get(f"requests.{op}.count", 0))
-            total = counters.get(f"requests.{op}.total_ns", 0) / NS_PER_MS
+        if src.host in counts.hosts:
+            totals = _histogram_totals(counts, src.host)
+        else:
+            totals = _counter_totals(src.meta.get("counters") or {})
+        for op, stats in totals.items():
+            count, total = int(stats["count"]), stats["total_ns"] / NS_PER_MS
             rows.append({
                 "host": src.host, "opcode_name": op, "count": count,
-                "errors": int(counters.get(f"requests.{op}.errors", 0)), "total_ms": total,
+                "errors": int(stats["errors"]), "total_ms": total,
                 "mean_ms": total / count if count else float("nan"),
-                "max_ms": counters.get(f"requests.{op}.max_ns", 0) / NS_PER_MS,
-                "streamed": int(streamed.get((src.host, op), 0)),
+                "max_ms": stats["max_ns"] / NS_PER_MS,
+                "rows": int(with_rows.get((src.host, op), 0)),
             })
-    out = pd.DataFrame(rows, columns=columns[:-1])
-    out["summed"] = (out["count"] - out["streamed"]).clip(lower=0)
+    out = pd.DataFrame(rows, columns=_TOTAL_COLUMNS[:-1])
+    out["counted_only"] = (out["count"] - out["rows"]).clip(lower=0)
     out["host"] = pd.Categorical(out["host"], categories=cap.hosts)
     out["opcode_name"] = out["opcode_name"].astype("category")
-    out = out.astype({"count": np.int64, "errors": np.int64, "streamed": np.int64,
-                      "summed": np.int64, "total_ms": "float64", "mean_ms": "float64",
+    out = out.astype({"count": np.int64, "errors": np.int64, "rows": np.int64,
+                      "counted_only": np.int64, "total_ms": "float64", "mean_ms": "float64",
                       "max_ms": "float64"})
     return out.sort_values(["host", "total_ms"], ascending=[True, False]).reset_index(drop=True)
 
 
 @requires("requests")
 def inflight_writeback(cap: Capture, bin_ms: float = 100.0) -> pd.DataFrame:
-    """FUSE WRITE requests in flight over time, per host and bdi, with waits in progress.
+    """FUSE WRITE requests in flight over time, per host and bdi, with waits in progress, from
+    the rows (in captures with histograms only requests and waits from the capture's row
+    threshold on have rows: then these are the slow ones in flight).
 
     Columns: host, bdi, mount, t_s (bin start, seconds since capture start), inflight_writes (most
     WRITEs in flight at once during the bin), inflight_bytes (bytes of WRITEs in flight at the bin

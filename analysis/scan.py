@@ -13,6 +13,9 @@ step (:mod:`fusewb.analysis.partials`), so their answers are equal:
   engine); a slice is dropped once its partials are made. Memory: about two slices decoded,
   the small tables (stacks, throttle, vm, read whole) and the partials (8 bytes per wait and
   per request for exact percentiles, plus one row per group).
+
+Every engine reads the in-kernel histograms (``meta.json``) in the same combine step, in this
+process, so captures with histograms get the same counts and percentiles from each.
 - ``dask``: each part as a task on a Dask cluster (a local one of ``LOCAL_WORKERS`` processes,
   or ``scheduler``, whose workers must have fusewb and read the capture at the same path); the
   partials come back to this process, which combines them.
@@ -78,8 +81,8 @@ BIG_TABLES = ("requests", "waits")
 SMALL_TABLES = ("stacks", "throttle", "vm")
 # The columns the questions read of each big table (capture.read_part adds the required ones).
 READ_COLUMNS: dict[str, tuple[str, ...]] = {
-    "requests": ("send_ts_ns", "end_ts_ns", "duration_ns", "ongoing", "bdi", "unique",
-                 "opcode_name", "len", "error", "pid", "tgid", "comm", "end_tgid"),
+    "requests": ("send_ts_ns", "end_ts_ns", "duration_ns", "ongoing", "connection", "bdi",
+                 "unique", "opcode_name", "len", "error", "pid", "tgid", "comm", "end_tgid"),
     "waits": ("ts_ns", "duration_ns", "ongoing", "pid", "tgid", "comm", "bdi", "ino", "stack_id"),
 }
 _TIME = {"requests": "send_ts_ns", "waits": "ts_ns"}
@@ -315,11 +318,11 @@ def _scan(cap: Capture, threshold_ms: float, declared: tuple[Flag, ...], run: Ru
         damage = {host: sorted(lines, key=lambda line: order.index(line.split("/", 1)[0]))
                   for host, lines in damage.items()}
     return Scan(
-        wait_paths=combine_wait_paths(cap.hosts, [p["paths"] for p in waits_partials]),
+        wait_paths=combine_wait_paths(cap, [p["paths"] for p in waits_partials]),
         flag_rows=combine_flag_partials(
             _merge(requests, "flags") + [p["flags"] for p in waits_partials] + [unseen_partials],
             declared),
-        by_opcode=combine_by_opcode(_merge(requests, "opcodes")),
+        by_opcode=combine_by_opcode(cap, _merge(requests, "opcodes")),
         servers=servers,
         inflight=combine_inflight(_merge(requests, "inflight")),
         rows=rows,

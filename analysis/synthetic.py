@@ -2,6 +2,10 @@
 
 :func:`write_capture` builds a capture directory from columns (a mapping of column name to numpy
 array, list or pyarrow array) or a list of row dicts per table; missing columns get defaults.
+Captures of the current schema get ``meta.json`` ``histograms`` of their ended rows plus the
+fast events the tracer counts without rows (``counted_only``), as the tracer does, and
+``row_threshold_ms`` (every event a row unless given); ``make_meta(schema_version=1)`` writes a
+capture as fusewb wrote them before the histograms (rows and counters only).
 :func:`synthetic_capture` makes a large random but realistic capture (modern stacks of every
 path, WRITE requests, throttling, reclaim and compaction) with numpy and pyarrow only, fast enough
 for 10M-event benchmarks. :data:`EXAMPLE_STACKS` holds the kernel stacks seen on 6.18.
@@ -17,8 +21,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from fusewb.analysis.histograms import array_histogram
+from fusewb.contract.histogram import MAX_MSB, SUB_BITS
 from fusewb.contract.meta import initial_meta
 from fusewb.contract.schema import FUSE_OPCODES, SCHEMA_VERSION, TABLES, part_name
 
@@ -28,6 +35,7 @@ __all__ = [
     "EXAMPLE_STACKS",
     "make_meta",
     "table_from",
+    "histograms_of",
     "write_capture",
     "synthetic_capture",
 ]
@@ -125,7 +133,9 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def make_meta(**overrides: Any) -> dict[str, Any]:
-    """A complete ``meta.json`` for a synthetic capture; keyword arguments replace keys."""
+    """A complete ``meta.json`` for a synthetic capture; keyword arguments replace keys. Of the
+    current schema, every event a row (``row_threshold_ms`` 0) unless given; with
+    ``schema_version=1`` without the keys of later schemas."""
     meta = initial_meta(
         schema_version=SCHEMA_VERSION,
         host="synthetic",
@@ -140,6 +150,8 @@ def make_meta(**overrides: Any) -> dict[str, Any]:
         lost_events={"total": 0, "per_cpu": [0, 0], "by_kind": {}},
         tables={},
     )
+    if overrides.get("schema_version", SCHEMA_VERSION) >= 2:
+        meta["row_threshold_ms"] = {"requests": 0.0, "waits": 0.0}
     meta.update(overrides)
     return meta
 
@@ -196,30 +208,90 @@ def table_from(name: str, data: TableData) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def _histogram(durations: np.ndarray) -> dict[str, Any]:
+    """count, total_ns, max_ns and buckets of exact durations, as meta.json holds them."""
+    hist = array_histogram(durations)
+    return {"count": hist.count, "total_ns": hist.total_ns, "max_ns": hist.max_ns,
+            "buckets": hist.meta_buckets()}
+
+
+def _ended(tables: list[pa.Table], columns: list[str]) -> dict[str, np.ndarray]:
+    """``columns`` of the rows that are not ongoing in ``tables`` (of one schema)."""
+    table = pa.concat_tables(tables)
+    ended = ~np.asarray(table.column("ongoing").fill_null(False).to_numpy(zero_copy_only=False),
+                        dtype=bool)
+    return {c: table.column(c).to_numpy(zero_copy_only=False)[ended] for c in columns}
+
+
+def _groups(keys: list[np.ndarray]) -> list[tuple[tuple[Any, ...], np.ndarray]]:
+    """(key values, row positions) of each distinct combination of ``keys``, sorted."""
+    if not len(keys[0]):
+        return []
+    codes = [np.unique(k.astype(str), return_inverse=True)[1] for k in keys]
+    combined = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+    out = []
+    for group in range(int(combined.max()) + 1):
+        rows = np.flatnonzero(combined == group)
+        out.append((tuple(k[rows[0]] for k in keys), rows))
+    return sorted(out, key=lambda item: tuple(map(str, item[0])))
+
+
+def histograms_of(requests: list[pa.Table], waits: list[pa.Table]) -> dict[str, Any]:
+    """``meta.json`` ``histograms`` of the ended rows of ``requests`` and ``waits`` tables (rows
+    written to the capture and fast events counted without rows), as the tracer writes them."""
+    out: dict[str, Any] = {"sub_bits": SUB_BITS, "max_msb": MAX_MSB, "requests": [], "waits": []}
+    if requests:
+        r = _ended(requests, ["connection", "bdi", "opcode", "opcode_name", "duration_ns", "len",
+                              "error"])
+        for (connection, bdi, opcode, name), rows in _groups(
+                [r["connection"], r["bdi"], r["opcode"], r["opcode_name"]]):
+            errors = np.asarray([e is not None and e == e and e != 0 for e in r["error"][rows]])
+            out["requests"].append({
+                "connection": int(connection), "bdi": str(bdi), "opcode": int(opcode),
+                "opcode_name": str(name), "errors": int(errors.sum()),
+                "bytes": int(np.nansum(r["len"][rows].astype("float64"))),
+                **_histogram(r["duration_ns"][rows].astype(np.int64))})
+    if waits:
+        w = _ended(waits, ["bdi", "stack_id", "duration_ns"])
+        for (bdi, stack_id), rows in _groups([w["bdi"], w["stack_id"]]):
+            out["waits"].append({"bdi": str(bdi), "stack_id": int(stack_id),
+                                 **_histogram(w["duration_ns"][rows].astype(np.int64))})
+    return out
+
+
 def write_capture(
     path: str | os.PathLike,
     meta: Mapping[str, Any] | None = None,
     *,
     part_rows: int | None = None,
     write_meta: bool = True,
+    counted_only: Mapping[str, TableData] | None = None,
     **tables: TableData,
 ) -> Path:
     """Write a capture directory: ``write_capture(dir, meta, waits=..., requests=..., ...)``.
 
     Tables left out are not written (as when no such event happened). ``part_rows`` splits each
-    table into Parquet parts of that many rows. ``meta["tables"]`` gets the row counts.
+    table into Parquet parts of that many rows. ``meta["tables"]`` gets the row counts. Of the
+    current schema (``meta`` without ``schema_version`` 1) and without ``histograms`` given,
+    ``meta["histograms"]`` counts the ended requests and waits of the tables and of
+    ``counted_only`` (table -> rows counted in the kernel that have no row, e.g. the fast ones).
     """
-    unknown = set(tables) - set(TABLES)
+    unknown = (set(tables) | set(counted_only or {})) - set(TABLES)
     if unknown:
         raise ValueError(f"unknown tables: {sorted(unknown)}")
     folder = Path(path)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     full_meta = make_meta(**dict(meta or {}))
     counts: dict[str, int] = {}
+    written: dict[str, list[pa.Table]] = {"requests": [], "waits": []}
+    for name, data in (counted_only or {}).items():
+        if name in written and data is not None:
+            written[name].append(table_from(name, data))
     for name, data in tables.items():
         if data is None:
             continue
         table = table_from(name, data)
+        written.get(name, []).append(table)
         counts[name] = table.num_rows
         (folder / name).mkdir(mode=0o700, exist_ok=True)
         step = part_rows or max(table.num_rows, 1)
@@ -227,6 +299,8 @@ def write_capture(
             pq.write_table(table.slice(offset, step), folder / part_name(name, number))
     if not full_meta.get("tables"):
         full_meta["tables"] = counts
+    if full_meta["schema_version"] >= 2 and "histograms" not in full_meta:
+        full_meta["histograms"] = histograms_of(written["requests"], written["waits"])
     if write_meta:
         (folder / "meta.json").write_text(json.dumps(full_meta, indent=1))
     return folder
@@ -248,11 +322,15 @@ def synthetic_capture(
     duration_s: float = 60.0,
     host: str = "synthetic",
     part_rows: int = 1_000_000,
+    row_threshold_ms: float = 0.0,
+    schema_version: int = SCHEMA_VERSION,
 ) -> Path:
     """A large random capture: ``n_waits`` waits over every path, ``n_requests`` WRITEs and more.
 
     Vectorised (numpy/pyarrow); a few seconds for 10M events. Durations are log-normal, a small
     share of waits and requests are ongoing at the end, the server answers from 2 threads.
+    Waits and requests that ended faster than ``row_threshold_ms`` are only in the histograms,
+    as the tracer leaves them; ``schema_version`` 1: every one a row, no histograms.
     """
     rng = np.random.default_rng(seed)
     n_requests = n_waits if n_requests is None else n_requests
@@ -311,6 +389,7 @@ def synthetic_capture(
     }
     meta = make_meta(
         host=host,
+        schema_version=schema_version,
         end_monotonic_ns=START_NS + span,
         server_threads=[
             {"connection": 52, "bdi": "0:52", "tgid": 3000, "pid": 3000 + i,
@@ -318,7 +397,21 @@ def synthetic_capture(
             for i in range(2)
         ],
     )
+    if schema_version >= 2:
+        meta["row_threshold_ms"] = {"requests": float(row_threshold_ms),
+                                    "waits": float(row_threshold_ms)}
+    rows, fast = {}, {}
+    for name, data in (("waits", waits), ("requests", requests)):
+        rows[name], fast[name] = _split_at(table_from(name, data), row_threshold_ms)
     return write_capture(
-        path, meta, part_rows=part_rows, waits=waits, requests=requests, throttle=throttle,
-        vm=vm, stacks=stacks,
+        path, meta, part_rows=part_rows, counted_only=fast, throttle=throttle, vm=vm,
+        stacks=stacks, **rows,
     )
+
+
+def _split_at(table: pa.Table, threshold_ms: float) -> tuple[pa.Table, pa.Table]:
+    """The rows of ``table`` the tracer writes at a row threshold of ``threshold_ms`` (ongoing
+    ones and those that took that long) and the others (only counted in the histograms)."""
+    kept = pc.or_(table.column("ongoing"), pc.greater_equal(
+        table.column("duration_ns"), int(threshold_ms * 1_000_000)))
+    return table.filter(kept), table.filter(pc.invert(kept))

@@ -1,5 +1,11 @@
 """Questions about waits on FUSE writeback: every wait with its path, waits per path, and tasks
-already asleep in writeback when tracing began."""
+already asleep in writeback when tracing began.
+
+Captures with in-kernel histograms (schema_version 2, :mod:`fusewb.analysis.histograms`) have
+rows only for waits from ``row_threshold_ms`` on and those going on at the end: the counts, sums,
+maxima and percentiles per path come from the histograms (per bdi and kernel stack, the stack
+attributed to a path by the same rules as the rows' stacks), which count every one.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from fusewb.analysis.common import (
     requires,
     seconds_since_start,
 )
+from fusewb.analysis.histograms import KernelCounts, kernel_counts
 from fusewb.analysis.partials import combine_stats, stats_partial, with_order
 from fusewb.analysis.paths import (
     PATH_MECHANISMS,
@@ -23,7 +30,7 @@ from fusewb.analysis.paths import (
 )
 
 __all__ = ["waits", "wait_paths", "stack_paths", "unseen_waits", "derive_waits", "WAIT_COLUMNS",
-           "wait_paths_partial", "combine_wait_paths"]
+           "wait_paths_partial", "combine_wait_paths", "wait_counts"]
 
 
 @requires("stacks")
@@ -99,25 +106,49 @@ def waits(cap: Capture) -> pd.DataFrame:
     return cap.derived("waits", build)
 
 
-_PATH_COLUMNS = ["host", "path", "count", "ongoing", "p50_ms", "p99_ms", "max_ms", "total_ms",
-                 "tasks", "inodes", "mechanism"]
+_PATH_KEYS = ["host", "bdi", "mount", "path"]
+_PATH_COLUMNS = ["host", "bdi", "mount", "path", "count", "rows", "ongoing", "mean_ms", "p50_ms",
+                 "p90_ms", "p99_ms", "max_ms", "total_ms", "percentile_error", "tasks", "inodes",
+                 "mechanism"]
+
+
+def wait_counts(cap: Capture) -> KernelCounts:
+    """The wait histograms of ``cap``'s hosts that have them, per host, bdi, mount and path
+    (the path of the entry's stack in the stacks table, as :func:`stack_paths` attributes it;
+    ``other`` when the stack is unknown)."""
+    mounts = cap.mount_of()
+    attributed = stack_paths(cap) if cap.recorded("stacks") else None
+    path_of: dict[tuple[str, int], str] = {}
+    if attributed is not None:
+        path_of = {(str(h), int(s)): str(p) for h, s, p in zip(
+            attributed["host"].astype(object), attributed["stack_id"],
+            attributed["path"].astype(object))}
+
+    def key_of(host: str, entry: dict) -> tuple:
+        bdi = str(entry.get("bdi"))
+        stack_id = int(entry.get("stack_id", -1))
+        return (host, bdi, mounts.get((host, bdi), "?"), path_of.get((host, stack_id), "other"))
+
+    return kernel_counts(cap, "waits", key_of)
 
 
 def wait_paths_partial(w: pd.DataFrame) -> pd.DataFrame:
     """:func:`wait_paths` of a slice of :func:`waits` rows with order columns (see
     :mod:`fusewb.analysis.partials`), to merge with :func:`combine_wait_paths`."""
-    return stats_partial(w, ["host", "path"], distinct=["pid", "ino"])
+    return stats_partial(w, _PATH_KEYS, distinct=["pid", "ino"])
 
 
-def combine_wait_paths(hosts: list[str], partials: list[pd.DataFrame]) -> pd.DataFrame:
-    """:func:`wait_paths` from the partials of every slice of the waits."""
-    out = combine_stats(partials, ["host", "path"], distinct=["pid", "ino"])
+def combine_wait_paths(cap: Capture, partials: list[pd.DataFrame]) -> pd.DataFrame:
+    """:func:`wait_paths` from the partials of every slice of the waits and the capture's
+    histograms."""
+    out = combine_stats(partials, _PATH_KEYS, distinct=["pid", "ino"], kernel=wait_counts(cap))
     if out.empty:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in _PATH_COLUMNS}).astype(
-            {"host": "category", "path": "category", "mechanism": "object"}
+            {"host": "category", "bdi": "object", "mount": "object", "path": "category",
+             "mechanism": "object"}
         )
     out = out.rename(columns={"pid": "tasks", "ino": "inodes"})
-    out["host"] = pd.Categorical(out["host"], categories=hosts)
+    out["host"] = pd.Categorical(out["host"], categories=cap.hosts)
     out["path"] = pd.Categorical(out["path"], categories=PATHS)
     out = out.sort_values(["host", "path"], kind="stable")
     out["mechanism"] = out["path"].astype(object).map(PATH_MECHANISMS)
@@ -127,13 +158,18 @@ def combine_wait_paths(hosts: list[str], partials: list[pd.DataFrame]) -> pd.Dat
 
 @requires("waits")
 def wait_paths(cap: Capture) -> pd.DataFrame:
-    """Waits per host and path, worst path first.
+    """Waits per host, bdi (mount) and kernel path, worst path first.
 
-    Columns: host, path, count, ongoing, p50_ms, p99_ms, max_ms, total_ms, tasks (distinct pids),
-    inodes (distinct inodes), mechanism (one line on the kernel mechanism of that path).
+    Columns: host, bdi, mount, path, count (every wait: those the kernel counted in its
+    histograms plus the rows going on at the end; captures without histograms: the rows), rows
+    (rows of the waits table), ongoing (rows going on at the end), mean_ms, p50_ms, p90_ms, p99_ms
+    (from the histograms' buckets, within percentile_error of the true value; exact without
+    histograms), max_ms (exact), total_ms, percentile_error (relative; 0 when exact), tasks
+    (distinct pids in the rows), inodes (distinct inodes in the rows), mechanism (one line on
+    the kernel mechanism of that path). Ongoing waits count with the time waited so far.
     """
     whole = with_order(waits(cap), cap.hosts, "ts_ns")
-    return combine_wait_paths(cap.hosts, [wait_paths_partial(whole)])
+    return combine_wait_paths(cap, [wait_paths_partial(whole)])
 
 
 @requires()

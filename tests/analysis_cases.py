@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fusewb.analysis.synthetic import EXAMPLE_STACKS, START_NS, make_meta, write_capture
+from fusewb.contract.schema import SCHEMA_VERSION
 
 __all__ = ["MS", "STACK_IDS", "SERVER_TGID", "everything_capture", "clean_capture", "at"]
 
@@ -42,8 +43,9 @@ def _request(ms_at: float, duration_ms: float, opcode: int = 16, ongoing: bool =
             "end_comm": None if ongoing else "fusewb-server"}
 
 
-def everything_capture(folder: Path, **meta: Any) -> Path:
-    """A capture raising every flag once, with known figures (see the test that reads it)."""
+def everything_capture(folder: Path, version: int = SCHEMA_VERSION, **meta: Any) -> Path:
+    """A capture raising every flag once, with known figures (see the test that reads it), of
+    capture schema ``version`` (1: before the in-kernel histograms)."""
     waits = [
         _wait(100, 120, "fsync", ino=11),                      # BLOCKED_WAIT
         _wait(300, 10, "fsync", ino=11),                       # nothing
@@ -86,18 +88,28 @@ def everything_capture(folder: Path, **meta: Any) -> Path:
         lost_events={"total": 3, "per_cpu": [3, 0], "by_kind": {"waits": 3}},
         server_threads=[{"connection": 52, "bdi": "0:52", "tgid": SERVER_TGID,
                          "pid": SERVER_TGID + 1, "comm": "fusewb-server", "replies": 3}],
-        # 40 WRITEs counted in the kernel, 2 completed ones streamed
-        counters={"req_summed": 38, "requests.WRITE.count": 40, "requests.WRITE.errors": 0,
-                  "requests.WRITE.total_ns": 240 * MS, "requests.WRITE.max_ns": 200 * MS,
-                  "requests.GETATTR.count": 1, "requests.GETATTR.total_ns": 300 * MS,
-                  "requests.GETATTR.max_ns": 300 * MS, "requests.GETATTR.errors": 0},
         # asleep before tracing on another filesystem: listed, not flagged
         unseen_waiters=[{"pid": 77, "tgid": 77, "comm": "jbd2/vda1-8",
                          "frames": ["folio_wait_writeback", "ext4_sync_file", "do_fsync"]}],
+        **_kernel_counts(version),
         **meta,
     )
+    # 40 WRITEs ended in the kernel, 2 of them with rows: 38 fast ones only counted
+    fast = [_request(1300 + i, 0.5, unique=100 + 2 * i) for i in range(38)]
     return write_capture(folder, full_meta, waits=waits, requests=requests, throttle=throttle,
-                         vm=vm, stacks=_stacks())
+                         vm=vm, stacks=_stacks(), counted_only={"requests": fast})
+
+
+def _kernel_counts(version: int) -> dict[str, Any]:
+    """meta.json keys of a capture of ``version``: 2, histograms (write_capture's, of the rows
+    and the fast WRITEs) and requests rows from 1 ms on; 1, the per-opcode counters."""
+    if version >= 2:
+        return {"row_threshold_ms": {"requests": 1.0, "waits": 0.0}}
+    return {"schema_version": 1, "counters": {
+        "req_summed": 38, "requests.WRITE.count": 40, "requests.WRITE.errors": 0,
+        "requests.WRITE.total_ns": 240 * MS, "requests.WRITE.max_ns": 200 * MS,
+        "requests.GETATTR.count": 1, "requests.GETATTR.total_ns": 300 * MS,
+        "requests.GETATTR.max_ns": 300 * MS, "requests.GETATTR.errors": 0}}
 
 
 def clean_capture(folder: Path, **meta: Any) -> Path:

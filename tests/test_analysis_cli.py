@@ -37,7 +37,10 @@ def test_text_report(everything: Path) -> None:
     assert "kernel 6.18.0-synthetic" in out and "lost events 3" in out
     assert "migration" in out and "MIGRATION_WAIT (1)" in out and "why: migration" in out
     assert "fuse_fsync" in out
-    assert "the kernel counted more" in out and "WRITE 40" in out
+    assert "completed requests without a row, counted in the kernel: WRITE 38 of 40" in out
+    assert "rows (flags, single waits and requests, timelines) exist for every wait, requests " \
+        "of 1 ms or more" in out
+    assert out.count("percentiles from in-kernel histograms, within ±6.25% (max exact)") == 2
     assert "Asleep in writeback since before tracing" in out and "jbd2/vda1-8[77]" in out
     assert "What this kernel did" in out
     assert "reclaim waited on FUSE writeback although 6.16+" in out
@@ -68,7 +71,10 @@ def test_json_report_schema(everything: Path, tmp_path: Path) -> None:
     result = _run(everything, "--format", "json", "-o", out)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert report["report_version"] == 1 and report["threshold_ms"] == 50
+    assert report["report_version"] == 2 and report["threshold_ms"] == 50
+    assert report["histograms"]["hosts"] == ["synthetic"]
+    assert report["histograms"]["percentile_error"] == 0.0625
+    assert report["capture"]["sources"][0]["row_threshold_ms"] == {"requests": 1.0, "waits": 0.0}
     assert report["capture"]["lost_events"] == 3 and report["capture"]["hosts"] == ["synthetic"]
     assert len(report["flags"]) == sum(report["flag_counts"].values()) == 11
     for item in report["flags"]:

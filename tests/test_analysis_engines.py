@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -19,6 +20,7 @@ from fusewb.analysis.capture import load_capture
 from fusewb.analysis.report import render_report
 from fusewb.analysis.scan import scan
 from fusewb.analysis.synthetic import synthetic_capture
+from fusewb.contract.histogram import RELATIVE_ERROR
 from tests.analysis_cases import clean_capture, everything_capture
 
 DASK_TIMEOUT = 240
@@ -79,23 +81,51 @@ def test_a_part_bad_in_a_late_batch_counts_for_nothing(tmp_path: Path,
     assert _json(cap, "streaming") == pandas
 
 
-def test_percentiles_are_exact(tmp_path: Path) -> None:
-    """p50/p99 per path equal numpy's on every duration read straight from the Parquet parts."""
-    cap_path = synthetic_capture(tmp_path / "cap", n_waits=12_000, part_rows=2500)
-    cap = load_capture(cap_path)
-    result = scan(cap, engine="streaming")
-    raw = pq.read_table(cap_path / "waits").to_pandas()
-    stacks = pq.read_table(cap_path / "stacks").to_pandas()
+def _raw_waits(cap_path: Path, with_ongoing: bool = True) -> pd.DataFrame:
+    """The waits read straight from the Parquet parts, with the path of their stack."""
     from fusewb.analysis.paths import attribute_path
 
+    raw = pq.read_table(cap_path / "waits").to_pandas()
+    stacks = pq.read_table(cap_path / "stacks").to_pandas()
     path_of = {int(s): attribute_path(list(f)) for s, f in zip(stacks["stack_id"],
                                                                  stacks["frames"])}
     raw["path"] = raw["stack_id"].map(path_of)
+    return raw if with_ongoing else raw[~raw["ongoing"]]
+
+
+def test_percentiles_are_exact_without_histograms(tmp_path: Path) -> None:
+    """p50/p90/p99 per path equal numpy's on every duration read straight from the Parquet
+    parts of a capture written before the histograms."""
+    cap_path = synthetic_capture(tmp_path / "cap", n_waits=12_000, part_rows=2500,
+                                 schema_version=1)
+    result = scan(load_capture(cap_path), engine="streaming")
+    raw = _raw_waits(cap_path)
     for row in result.wait_paths.itertuples():
         ms = raw.loc[raw["path"] == row.path, "duration_ns"].to_numpy() / 1e6
-        assert row.count == len(ms)
-        assert row.p50_ms == np.quantile(ms, 0.5) and row.p99_ms == np.quantile(ms, 0.99)
+        assert row.count == row.rows == len(ms) and row.percentile_error == 0
+        assert (row.p50_ms, row.p90_ms, row.p99_ms) == tuple(np.quantile(ms, [0.5, 0.9, 0.99]))
         assert row.max_ms == ms.max()
+
+
+def test_percentiles_from_histograms_are_within_the_stated_error(tmp_path: Path) -> None:
+    """With histograms and rows only from 20 ms on, every wait is counted and the percentiles
+    are within RELATIVE_ERROR of numpy's nearest rank on every duration, on every engine."""
+    every = synthetic_capture(tmp_path / "every", n_waits=12_000, part_rows=2500,
+                              schema_version=1)
+    cap_path = synthetic_capture(tmp_path / "cap", n_waits=12_000, part_rows=2500,
+                                 row_threshold_ms=20)
+    raw = _raw_waits(every)
+    assert len(pq.read_table(cap_path / "waits")) < len(raw) / 5
+    for engine in ("pandas", "streaming"):
+        result = scan(load_capture(cap_path), engine=engine)
+        for row in result.wait_paths.itertuples():
+            ms = raw.loc[raw["path"] == row.path, "duration_ns"].to_numpy() / 1e6
+            assert row.count == len(ms) > row.rows and row.percentile_error == RELATIVE_ERROR
+            for q, got in zip((0.5, 0.9, 0.99), (row.p50_ms, row.p90_ms, row.p99_ms)):
+                assert got == pytest.approx(np.quantile(ms, q, method="inverted_cdf"),
+                                            rel=RELATIVE_ERROR)
+            assert row.max_ms == ms.max()
+            assert row.total_ms == pytest.approx(ms.sum())
 
 
 def test_multi_host_capture_same_flags_on_every_engine(tmp_path: Path) -> None:

@@ -86,19 +86,38 @@ def test_stalled_request(raised: pd.DataFrame) -> None:
     assert "1 never completed" in row["evidence"] and "unique=6" in row["evidence"]
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("streamed_ms", [60, 1])
-def test_stalled_write_known_only_to_kernel_counters(tmp_path: Path, streamed_ms: int) -> None:
-    """The slowest WRITE's event was lost: the kernel's per-opcode maximum still raises it."""
-    counters = {"requests.WRITE.count": 50, "requests.WRITE.max_ns": 12_000 * MS}
+def test_stalled_write_known_only_to_kernel_counts(tmp_path: Path, streamed_ms: int,
+                                                    version: int) -> None:
+    """The slowest WRITE has no row (its event was lost): the kernel's maximum still raises it,
+    from the histograms (version 2) or from the per-opcode counters before them (version 1)."""
     requests = {"send_ts_ns": [at(1)], "end_ts_ns": [at(1 + streamed_ms)],
                 "duration_ns": [streamed_ms * MS], "end_tgid": [SERVER_TGID]}
-    folder = write_capture(tmp_path / "c", make_meta(counters=counters), requests=requests)
+    if version == 1:
+        meta = make_meta(schema_version=1, counters={"requests.WRITE.count": 50,
+                                                     "requests.WRITE.max_ns": 12_000 * MS})
+        counted_only = None
+    else:
+        meta = make_meta(row_threshold_ms={"requests": 50.0, "waits": 50.0})
+        counted_only = {"requests": {"send_ts_ns": [at(2)] * 49,
+                                     "duration_ns": [MS] * 48 + [12_000 * MS]}}
+    folder = write_capture(tmp_path / "c", meta, requests=requests, counted_only=counted_only)
     rows = _only(flags(load_capture(folder)), "STALLED_REQUEST")
     assert len(rows) == 1
     row = rows.iloc[0]
     assert row["duration_ms"] == pytest.approx(12_000) and row["severity"] == "high"
     assert "the kernel counted 50 WRITEs" in row["evidence"]
     assert row["bdi"] == "0:52" and row["mount"] == "/mnt/fusewb"
+    if version == 2:
+        assert "under the capture's row threshold of 50 ms, or its event was lost" \
+            in row["evidence"]
+
+
+def test_full_histogram_maps_make_an_incomplete_capture(tmp_path: Path) -> None:
+    row = flags(load_capture(clean_capture(tmp_path / "c", counters={"hist_full": 4}))).iloc[0]
+    assert row["flag"] == "INCOMPLETE_CAPTURE" and row["severity"] == "high"
+    assert "4 ended waits or requests not counted in the histograms" in row["evidence"]
 
 
 def test_dirty_throttle_totals(raised: pd.DataFrame) -> None:

@@ -22,6 +22,7 @@ from fusewb.analysis.synthetic import make_meta, synthetic_capture, write_captur
 from fusewb.analysis.vm import dirty_throttling, migration_activity, reclaim_activity, vm_events
 from fusewb.analysis.waiting import stack_paths, unseen_waits, wait_paths, waits
 from fusewb.contract.errors import FusewbError
+from fusewb.contract.histogram import RELATIVE_ERROR
 from fusewb.contract.schema import TABLES
 from tests.analysis_cases import at, clean_capture, everything_capture
 
@@ -33,6 +34,12 @@ QUESTIONS = [waits, wait_paths, stack_paths, unseen_waits, fuse_requests, reques
 @pytest.fixture(scope="module")
 def cap(tmp_path_factory: pytest.TempPathFactory) -> capture_module.Capture:
     return load_capture(everything_capture(tmp_path_factory.mktemp("cap") / "c"))
+
+
+@pytest.fixture(scope="module")
+def cap_v1(tmp_path_factory: pytest.TempPathFactory) -> capture_module.Capture:
+    """The same capture as fusewb wrote it before the in-kernel histograms."""
+    return load_capture(everything_capture(tmp_path_factory.mktemp("cap") / "c", version=1))
 
 
 def _documented_columns(fn: object) -> list[str]:
@@ -65,11 +72,21 @@ def test_waits_paths_and_categoricals(cap: capture_module.Capture) -> None:
     assert per_path.index[0] == "migration"  # worst first
 
 
-def test_requests_and_inflight(cap: capture_module.Capture) -> None:
+def test_requests_and_inflight(cap: capture_module.Capture, cap_v1: capture_module.Capture
+                               ) -> None:
     by_opcode = requests_by_opcode(cap).set_index("opcode_name")
-    assert by_opcode.loc["WRITE", "count"] == 3 and by_opcode.loc["WRITE", "ongoing"] == 1
+    write = by_opcode.loc["WRITE"]
+    # 40 ended in the kernel's histogram (2 with rows) and the unanswered one (a row)
+    assert write["count"] == 41 and write["rows"] == 3 and write["ongoing"] == 1
+    assert write["bytes"] == 41 * 65536 and write["max_ms"] == pytest.approx(9000)
+    assert write["total_ms"] == pytest.approx(1 + 200 + 38 * 0.5 + 9000)
+    assert write["percentile_error"] == RELATIVE_ERROR
+    assert write["p50_ms"] == pytest.approx(0.5, rel=RELATIVE_ERROR)
     assert by_opcode.loc["GETATTR", "count"] == 1
-    assert by_opcode.loc["WRITE", "bytes"] == 3 * 65536
+    old = requests_by_opcode(cap_v1).set_index("opcode_name")  # rows only, exact
+    assert old.loc["WRITE", "count"] == old.loc["WRITE", "rows"] == 3
+    assert old.loc["WRITE", "bytes"] == 3 * 65536 and old.loc["WRITE", "p50_ms"] == 200
+    assert old.loc["WRITE", "percentile_error"] == 0
     timeline = inflight_writeback(cap, bin_ms=100).set_index("t_s")
     assert timeline.loc[0.2, "inflight_writes"] == 1  # the 200 ms WRITE from 200 to 400 ms
     assert timeline.loc[0.0, "inflight_writes"] == 1  # the 1 ms WRITE at 50 ms
@@ -78,10 +95,16 @@ def test_requests_and_inflight(cap: capture_module.Capture) -> None:
     assert timeline.loc[0.5, "waiting_tasks"] == 1  # the ongoing migration wait
 
 
-def test_kernel_request_totals_and_unseen_waiters(cap: capture_module.Capture) -> None:
-    totals = request_totals(cap).set_index("opcode_name")
-    assert totals.loc["WRITE", "count"] == 40 and totals.loc["WRITE", "streamed"] == 2
-    assert totals.loc["WRITE", "summed"] == 38 and totals.loc["WRITE", "mean_ms"] == 6
+def test_kernel_request_totals_and_unseen_waiters(cap: capture_module.Capture,
+                                                  cap_v1: capture_module.Capture) -> None:
+    totals = request_totals(cap).set_index("opcode_name")  # from the histograms
+    assert totals.loc["WRITE", "count"] == 40 and totals.loc["WRITE", "rows"] == 2
+    assert totals.loc["WRITE", "counted_only"] == 38
+    assert totals.loc["WRITE", "mean_ms"] == pytest.approx(220 / 40)
+    assert totals.loc["WRITE", "max_ms"] == 200
+    old = request_totals(cap_v1).set_index("opcode_name")  # from the counters
+    assert old.loc["WRITE", "count"] == 40 and old.loc["WRITE", "rows"] == 2
+    assert old.loc["WRITE", "counted_only"] == 38 and old.loc["WRITE", "mean_ms"] == 6
     unseen = unseen_waits(cap).iloc[0]
     assert unseen["comm"] == "jbd2/vda1-8" and unseen["path"] == "fsync" and not unseen["fuse"]
     assert unseen["duration_ms"] == pytest.approx(10_000) and unseen["ongoing"]

@@ -23,6 +23,8 @@ from fusewb.cli import cli
 from tests.analysis_cases import everything_capture
 
 FUSEWB = [sys.executable, "-m", "fusewb.cli"]
+# a connection's WRITEs in flight (of the rows: "WRITEs of 1 ms or more" when only those are)
+_WRITES_IN_FLIGHT = r".* WRITEs( of [0-9.]+ ms or more)? in flight$"
 
 
 def check_trace(capture: Path, trace_file: Path) -> None:
@@ -65,7 +67,7 @@ def check_trace(capture: Path, trace_file: Path) -> None:
         assert (lane.ts.to_numpy()[1:] >= (lane.ts + lane.dur).to_numpy()[:-1]).all()
     # in-flight WRITEs agree with the analysis wherever no request is ongoing
     counters = got.counters.assign(name=[tracks[t]["name"] for t in got.counters.track])
-    inflight = counters[counters.name.str.endswith("WRITEs in flight")]
+    inflight = counters[counters.name.str.match(_WRITES_IN_FLIGHT)]
     ongoing = requests[requests.ongoing]
     horizon = ongoing.send_ts_ns.min() if len(ongoing) else np.inf
     settled = inflight[inflight.ts < horizon]
@@ -73,7 +75,7 @@ def check_trace(capture: Path, trace_file: Path) -> None:
         assert len(settled) > 0
         host = cap.hosts[0]
         assert (settled.value.to_numpy() == _writes_in_flight(requests, host, settled.ts)).all()
-        pages = counters[counters.name.str.endswith("WRITE pages in flight")]
+        pages = counters[counters.name.str.endswith("in flight (pages)")]
         assert pages.value.max() == np.ceil(pages.value.max())
     # dirty pages where throttled
     throttle = cap.table("throttle")
@@ -117,9 +119,11 @@ def test_in_flight_pages_count_write_bytes(tmp_path) -> None:
     export_perfetto(load_capture(capture), out)
     got = read_trace(out)
     names = {u: t["name"] for u, t in got.tracks.items()}
+    # only requests of 1 ms or more have rows in this capture: the tracks say so
+    assert "FUSE /mnt/fusewb WRITEs of 1 ms or more in flight" in names.values()
     counters = got.counters.assign(name=got.counters.track.map(names))
-    count = counters[counters.name.str.endswith("WRITEs in flight")].reset_index(drop=True)
-    pages = counters[counters.name.str.endswith("WRITE pages in flight")].reset_index(drop=True)
+    count = counters[counters.name.str.match(_WRITES_IN_FLIGHT)].reset_index(drop=True)
+    pages = counters[counters.name.str.endswith("in flight (pages)")].reset_index(drop=True)
     # every hand-made WRITE carries 64 KiB: 16 pages each
     assert (pages.value == count.value * (65536 // PAGE_BYTES)).all()
 
