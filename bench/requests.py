@@ -57,7 +57,7 @@ from bench.peers import (
     FUSE_REQUESTS_BT, TracerProcess, bpf_run_deltas, bpf_run_stats, bpf_stats_enabled, bpftrace,
     fusewb_trace,
 )
-from bench.profile import PySpy
+from bench.profile import PySpy, hot_functions
 from bench.stats import PartResult, Row, Spread, fmt_number, interleaved, paired_ratios
 from bench.system import Settings, require_tools
 from bench.workloads import (
@@ -89,6 +89,7 @@ PROFILE_REPETITIONS = {"full": 2, "quick": 1}
 WARM_S = 1.0  # unmeasured load after attaching
 SETTLE_S = 1.2  # then a pause: the tracer's first flush (1 s) happens before measuring
 START_DELAY_NS = 100_000_000  # the loads of a run start together, this long after launch
+HOT_FUNCTIONS = 12  # py-spy's busiest functions named in the notes (the first are the loop's)
 
 THROUGHPUT_TARGET = 0.95
 CPU_TARGET = 2.0  # % of one CPU at 125k requests/s
@@ -213,7 +214,9 @@ def measure(case: Case, variant: str, capture: Path, seconds: float, profile: bo
         cpu = ((tracer.cpu_seconds() - cpu0) / (time.monotonic() - began) * 100
                if tracer else None)
         bpf = bpf_run_deltas(before, bpf_run_stats(tracer.pid)) if profile and tracer else {}
-        hot = sampler.finish() if sampler else []
+        if sampler is not None:
+            sampler.finish()
+        hot = hot_functions(spy, top=HOT_FUNCTIONS) if sampler and spy else []
     finally:
         if tracer is not None:
             tracer.stop()
