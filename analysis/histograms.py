@@ -40,8 +40,12 @@ def bucket_array(values: np.ndarray) -> np.ndarray:
 def array_histogram(values: np.ndarray) -> Histogram:
     """The histogram of exact values (nanoseconds), vectorised (rows of any number)."""
     values = np.asarray(values, dtype=np.int64)
+    if not len(values):
+        return Histogram()
     index, counts = np.unique(bucket_array(values), return_counts=True)
-    return Histogram(len(values), int(values.sum()), int(values.max()) if len(values) else 0,
+    largest = int(np.abs(values).max())
+    total = int(values.sum()) if largest < (1 << 63) // len(values) else sum(map(int, values))
+    return Histogram(len(values), total, int(values.max()),
                      {int(i): int(n) for i, n in zip(index, counts)})
 
 

@@ -167,7 +167,7 @@ _LATENCIES = ["mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms"]
 
 def _error_note(rows: list[dict[str, Any]]) -> str:
     """The stated error under a table whose percentiles (some of them) come from buckets."""
-    if any(row.get("percentile_error") for row in rows):
+    if any(row.get("percentile_error_pct") for row in rows):
         return f"<p>{html.escape(ERROR_TEXT)} (max exact)</p>"
     return ""
 

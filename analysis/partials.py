@@ -45,6 +45,7 @@ __all__ = [
     "WORST",
     "QUANTILES",
     "STATS",
+    "ERROR_PCT",
     "with_order",
     "stats_partial",
     "combine_stats",
@@ -59,10 +60,11 @@ ORDER = ["_oh", "_ot", "_os"]  # host index, time, sequence in table order
 FIRST = ["_fh", "_ft", "_fs"]  # order of a group's first row
 WORST = ["_wh", "_wt", "_ws"]  # order of a group's worst row
 _NS_PER_MS = 1_000_000
+ERROR_PCT = RELATIVE_ERROR * 100  # percentile_error_pct of percentiles from buckets
 QUANTILES = (0.5, 0.9, 0.99)  # p50_ms, p90_ms, p99_ms
 # What combine_stats gives each group, after its keys and before its sums and distinct counts.
 STATS = ["count", "rows", "ongoing", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms",
-         "total_ms", "percentile_error"]
+         "total_ms", "percentile_error_pct"]
 
 
 def with_order(frame: pd.DataFrame, hosts: Sequence[str], time: str, first_seq: int | None = 0,
@@ -141,12 +143,12 @@ def _rows_stats(ended: np.ndarray, ongoing: np.ndarray) -> dict[str, Any]:
     values = np.concatenate([ended, ongoing])
     if not len(values):
         return {"count": 0, "mean_ms": np.nan, "p50_ms": np.nan, "p90_ms": np.nan,
-                "p99_ms": np.nan, "max_ms": np.nan, "total_ms": 0.0, "percentile_error": 0.0}
+                "p99_ms": np.nan, "max_ms": np.nan, "total_ms": 0.0, "percentile_error_pct": 0.0}
     total = int(values.sum())
     quantiles = np.quantile(values.astype("float64") / _NS_PER_MS, QUANTILES)
     return {"count": len(values), "mean_ms": total / len(values) / _NS_PER_MS,
             **dict(zip(STATS[4:7], quantiles)), "max_ms": float(values.max()) / _NS_PER_MS,
-            "total_ms": total / _NS_PER_MS, "percentile_error": 0.0}
+            "total_ms": total / _NS_PER_MS, "percentile_error_pct": 0.0}
 
 
 def _histogram_stats(hist: Histogram, ongoing: np.ndarray) -> dict[str, Any]:
@@ -159,7 +161,7 @@ def _histogram_stats(hist: Histogram, ongoing: np.ndarray) -> dict[str, Any]:
             "mean_ms": everything.total_ns / count / _NS_PER_MS if count else np.nan,
             **dict(zip(STATS[4:7], everything.quantiles_ms(QUANTILES))),
             "max_ms": everything.max_ns / _NS_PER_MS if count else np.nan,
-            "total_ms": everything.total_ns / _NS_PER_MS, "percentile_error": RELATIVE_ERROR}
+            "total_ms": everything.total_ns / _NS_PER_MS, "percentile_error_pct": ERROR_PCT}
 
 
 @dataclass
@@ -215,9 +217,9 @@ def combine_stats(partials: list[pd.DataFrame], keys: list[str], sums: Iterable[
     :data:`STATS`, the sums, and the number of distinct values of each ``distinct`` column.
 
     A group of a host with histograms: count, mean, percentiles (bucket midpoints:
-    ``percentile_error`` is :data:`RELATIVE_ERROR`), max, total and sums of every ended event
-    (the histogram) and of the rows still going on at the end (their time so far); else of its
-    rows (exact percentiles, error 0). ``rows``: the group's rows; ``ongoing``: those going on."""
+    ``percentile_error_pct`` is :data:`RELATIVE_ERROR` in percent), max, total and sums of every
+    ended event (the histogram) and of the rows still going on at the end (their time so far);
+    else of its rows (exact percentiles, error 0). ``rows``: the group's rows; ``ongoing``: those going on."""
     sums, distinct = list(sums), list(distinct)
     kernel = kernel or KernelCounts()
     columns = keys + STATS + sums + distinct

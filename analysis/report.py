@@ -5,9 +5,9 @@ The JSON schema (``REPORT_VERSION``) is stable: top-level ``report_version``, ``
 ``lost_events`` (int, total over hosts), sources[] with per-host detail, ``row_threshold_ms``
 (requests, waits: from how long one has a row; null before the in-kernel histograms) among
 them), ``histograms`` (hosts whose counts come from the in-kernel histograms,
-``percentile_error`` (relative) and ``error_text``, the stated error of their percentiles),
+``percentile_error_pct`` and ``error_text``, the stated error of their percentiles),
 ``row_notes`` (what has rows, per host), ``waits_by_path`` (per host, bdi and path: count, rows,
-ongoing, mean, p50, p90, p99, max, total, percentile_error, tasks, inodes),
+ongoing, mean, p50, p90, p99, max, total, percentile_error_pct, tasks, inodes),
 ``requests_by_opcode`` (per host, connection and opcode: the same with errors and bytes),
 ``request_totals`` (completed requests as the kernel counted them, with how many have rows),
 ``unseen_waiters`` (asleep since before tracing), ``dirty_throttling``, ``page_states`` (peak
@@ -219,7 +219,7 @@ def _row_notes(cap: Capture, threshold_ms: float) -> list[str]:
 def _histogram_summary(cap: Capture) -> dict[str, Any]:
     """The hosts whose counts come from histograms and the stated error of their percentiles."""
     hosts = [h for h in cap.hosts if h in histogram_hosts(cap)]
-    return {"hosts": hosts, "percentile_error": RELATIVE_ERROR if hosts else None,
+    return {"hosts": hosts, "percentile_error_pct": RELATIVE_ERROR * 100 if hosts else None,
             "error_text": ERROR_TEXT if hosts else None}
 
 
@@ -313,7 +313,7 @@ def _latencies(row: dict[str, Any]) -> str:
 
 def _error_line(rows: list[dict[str, Any]]) -> list[str]:
     """The stated error under a table whose percentiles (some of them) come from buckets."""
-    if any(row.get("percentile_error") for row in rows):
+    if any(row.get("percentile_error_pct") for row in rows):
         return [f"  {ERROR_TEXT} (max exact)"]
     return []
 

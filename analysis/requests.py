@@ -86,7 +86,7 @@ _OPCODE_KEYS = ["host", "connection", "bdi", "mount", "opcode_name"]
 _OPCODE_SUMS = {"errors": "failed", "bytes": "len"}
 _OPCODE_COLUMNS = ["host", "connection", "bdi", "mount", "opcode_name", "count", "rows", "ongoing",
                    "errors", "bytes", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms",
-                   "total_ms", "percentile_error"]
+                   "total_ms", "percentile_error_pct"]
 
 
 def request_counts(cap: Capture) -> KernelCounts:
@@ -129,8 +129,8 @@ def requests_by_opcode(cap: Capture) -> pd.DataFrame:
     counted in its histograms plus the rows unanswered at the end; captures without histograms:
     the rows), rows (rows of the requests table), ongoing (rows unanswered at the end), errors
     (replies with error != 0), bytes (sum of len), mean_ms, p50_ms, p90_ms, p99_ms (from the
-    histograms' buckets, within percentile_error of the true value; exact without histograms),
-    max_ms (exact), total_ms, percentile_error (relative; 0 when exact). Unanswered requests
+    histograms' buckets, within percentile_error_pct of the true value; exact without histograms),
+    max_ms (exact), total_ms, percentile_error_pct (in percent; 0 when exact). Unanswered requests
     count with the time they waited so far.
     """
     whole = with_order(fuse_requests(cap), cap.hosts, "send_ts_ns")

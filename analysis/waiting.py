@@ -108,8 +108,8 @@ def waits(cap: Capture) -> pd.DataFrame:
 
 _PATH_KEYS = ["host", "bdi", "mount", "path"]
 _PATH_COLUMNS = ["host", "bdi", "mount", "path", "count", "rows", "ongoing", "mean_ms", "p50_ms",
-                 "p90_ms", "p99_ms", "max_ms", "total_ms", "percentile_error", "tasks", "inodes",
-                 "mechanism"]
+                 "p90_ms", "p99_ms", "max_ms", "total_ms", "percentile_error_pct", "tasks",
+                 "inodes", "mechanism"]
 
 
 def wait_counts(cap: Capture) -> KernelCounts:
@@ -163,8 +163,8 @@ def wait_paths(cap: Capture) -> pd.DataFrame:
     Columns: host, bdi, mount, path, count (every wait: those the kernel counted in its
     histograms plus the rows going on at the end; captures without histograms: the rows), rows
     (rows of the waits table), ongoing (rows going on at the end), mean_ms, p50_ms, p90_ms, p99_ms
-    (from the histograms' buckets, within percentile_error of the true value; exact without
-    histograms), max_ms (exact), total_ms, percentile_error (relative; 0 when exact), tasks
+    (from the histograms' buckets, within percentile_error_pct of the true value; exact without
+    histograms), max_ms (exact), total_ms, percentile_error_pct (in percent; 0 when exact), tasks
     (distinct pids in the rows), inodes (distinct inodes in the rows), mechanism (one line on
     the kernel mechanism of that path). Ongoing waits count with the time waited so far.
     """

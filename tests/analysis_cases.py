@@ -8,7 +8,8 @@ from typing import Any
 from fusewb.analysis.synthetic import EXAMPLE_STACKS, START_NS, make_meta, write_capture
 from fusewb.contract.schema import SCHEMA_VERSION
 
-__all__ = ["MS", "STACK_IDS", "SERVER_TGID", "everything_capture", "clean_capture", "at"]
+__all__ = ["MS", "STACK_IDS", "SERVER_TGID", "everything_capture", "clean_capture", "at",
+           "stacks_table"]
 
 MS = 1_000_000
 STACK_IDS = {path: number for number, path in enumerate(EXAMPLE_STACKS, 1)}
@@ -20,7 +21,8 @@ def at(ms: float) -> int:
     return START_NS + int(ms * MS)
 
 
-def _stacks() -> dict[str, Any]:
+def stacks_table() -> dict[str, Any]:
+    """The stacks table of :data:`STACK_IDS` (one example stack per path)."""
     return {"stack_id": list(STACK_IDS.values()), "frames": list(EXAMPLE_STACKS.values())}
 
 
@@ -97,7 +99,7 @@ def everything_capture(folder: Path, version: int = SCHEMA_VERSION, **meta: Any)
     # 40 WRITEs ended in the kernel, 2 of them with rows: 38 fast ones only counted
     fast = [_request(1300 + i, 0.5, unique=100 + 2 * i) for i in range(38)]
     return write_capture(folder, full_meta, waits=waits, requests=requests, throttle=throttle,
-                         vm=vm, stacks=_stacks(), counted_only={"requests": fast})
+                         vm=vm, stacks=stacks_table(), counted_only={"requests": fast})
 
 
 def _kernel_counts(version: int) -> dict[str, Any]:
@@ -117,4 +119,4 @@ def clean_capture(folder: Path, **meta: Any) -> Path:
     waits = [_wait(100 + i, 2, "write", ino=20 + i) for i in range(5)]
     requests = [_request(50 + 10 * i, 1, unique=2 * i + 2) for i in range(5)]
     return write_capture(folder, make_meta(**meta), waits=waits, requests=requests,
-                         stacks=_stacks())
+                         stacks=stacks_table())

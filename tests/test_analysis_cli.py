@@ -73,7 +73,7 @@ def test_json_report_schema(everything: Path, tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["report_version"] == 2 and report["threshold_ms"] == 50
     assert report["histograms"]["hosts"] == ["synthetic"]
-    assert report["histograms"]["percentile_error"] == 0.0625
+    assert report["histograms"]["percentile_error_pct"] == 6.25
     assert report["capture"]["sources"][0]["row_threshold_ms"] == {"requests": 1.0, "waits": 0.0}
     assert report["capture"]["lost_events"] == 3 and report["capture"]["hosts"] == ["synthetic"]
     assert len(report["flags"]) == sum(report["flag_counts"].values()) == 11

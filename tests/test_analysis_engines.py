@@ -1,5 +1,7 @@
 """The streaming and Dask engines answer exactly as the pandas engine (same report JSON, same
-flags) on synthetic, hand-made, damaged and multi-host captures; percentiles are exact."""
+flags) on synthetic, hand-made, damaged and multi-host captures, with in-kernel histograms and
+without (captures written before them); percentiles are exact from rows, within the stated
+error from histograms."""
 
 from __future__ import annotations
 
@@ -31,28 +33,40 @@ def _json(path: Path, engine: str, threshold_ms: float = 50.0, **kw: str) -> dic
 
 
 def _fleet(base: Path) -> Path:
-    """Three hosts: two synthetic (several parts each, one with a damaged part), one hand-made
-    capture raising every flag."""
+    """Four hosts: two synthetic (several parts each; one with histograms and rows from 20 ms
+    on, one written before the histograms with a damaged part), two hand-made captures raising
+    every flag (with histograms and before them)."""
     fleet = base / "fleet"
-    synthetic_capture(fleet / "a", n_waits=6000, seed=1, host="alpha", part_rows=1000)
+    synthetic_capture(fleet / "a", n_waits=6000, seed=1, host="alpha", part_rows=1000,
+                      row_threshold_ms=20)
     everything_capture(fleet / "b", host="bravo")
-    synthetic_capture(fleet / "c", n_waits=4000, seed=2, host="charlie", part_rows=1500)
+    synthetic_capture(fleet / "c", n_waits=4000, seed=2, host="charlie", part_rows=1500,
+                      schema_version=1)
     (fleet / "c" / "waits" / "part-000002.parquet").write_bytes(b"PAR1 not a part")
+    everything_capture(fleet / "d", version=1, host="delta")
     return fleet
 
 
+@pytest.mark.parametrize("rows_from_ms", [0.0, 20.0])
 @pytest.mark.parametrize("threshold_ms", [0.0, 50.0, 1000.0])
 def test_streaming_equals_pandas_on_a_synthetic_capture(tmp_path: Path, threshold_ms: float,
+                                                        rows_from_ms: float,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    cap = synthetic_capture(tmp_path / "cap", n_waits=20_000, part_rows=3000)
+    cap = synthetic_capture(tmp_path / "cap", n_waits=20_000, part_rows=3000,
+                            row_threshold_ms=rows_from_ms)
     pandas = _json(cap, "pandas", threshold_ms)
     assert pandas["flags"] and pandas["waits_by_path"]
+    assert sum(r["count"] for r in pandas["waits_by_path"]) == 20_000
     assert _json(cap, "streaming", threshold_ms) == pandas
     monkeypatch.setattr(capture, "BATCH_ROWS", 700)  # parts read in several batches
     assert _json(cap, "streaming", threshold_ms) == pandas
 
 
-@pytest.mark.parametrize("build", [everything_capture, clean_capture])
+def _before_histograms(folder: Path) -> Path:
+    return everything_capture(folder, version=1)
+
+
+@pytest.mark.parametrize("build", [everything_capture, _before_histograms, clean_capture])
 def test_streaming_equals_pandas_on_hand_made_captures(tmp_path: Path, build) -> None:
     cap = build(tmp_path / "cap")
     assert _json(cap, "streaming") == _json(cap, "pandas")
@@ -102,7 +116,7 @@ def test_percentiles_are_exact_without_histograms(tmp_path: Path) -> None:
     raw = _raw_waits(cap_path)
     for row in result.wait_paths.itertuples():
         ms = raw.loc[raw["path"] == row.path, "duration_ns"].to_numpy() / 1e6
-        assert row.count == row.rows == len(ms) and row.percentile_error == 0
+        assert row.count == row.rows == len(ms) and row.percentile_error_pct == 0
         assert (row.p50_ms, row.p90_ms, row.p99_ms) == tuple(np.quantile(ms, [0.5, 0.9, 0.99]))
         assert row.max_ms == ms.max()
 
@@ -120,7 +134,7 @@ def test_percentiles_from_histograms_are_within_the_stated_error(tmp_path: Path)
         result = scan(load_capture(cap_path), engine=engine)
         for row in result.wait_paths.itertuples():
             ms = raw.loc[raw["path"] == row.path, "duration_ns"].to_numpy() / 1e6
-            assert row.count == len(ms) > row.rows and row.percentile_error == RELATIVE_ERROR
+            assert row.count == len(ms) > row.rows and row.percentile_error_pct == RELATIVE_ERROR * 100
             for q, got in zip((0.5, 0.9, 0.99), (row.p50_ms, row.p90_ms, row.p99_ms)):
                 assert got == pytest.approx(np.quantile(ms, q, method="inverted_cdf"),
                                             rel=RELATIVE_ERROR)
@@ -131,8 +145,11 @@ def test_percentiles_from_histograms_are_within_the_stated_error(tmp_path: Path)
 def test_multi_host_capture_same_flags_on_every_engine(tmp_path: Path) -> None:
     fleet = _fleet(tmp_path)
     pandas = _json(fleet, "pandas")
-    assert len(pandas["capture"]["hosts"]) == 3 and len(pandas["host_totals"]) == 3
-    assert {f["host"] for f in pandas["flags"]} == {"alpha", "bravo", "charlie"}
+    assert len(pandas["capture"]["hosts"]) == 4 and len(pandas["host_totals"]) == 4
+    assert {f["host"] for f in pandas["flags"]} == {"alpha", "bravo", "charlie", "delta"}
+    assert pandas["histograms"]["hosts"] == ["alpha", "bravo"]
+    errors = {(r["host"], r["percentile_error_pct"]) for r in pandas["waits_by_path"]}
+    assert errors == {("alpha", 6.25), ("bravo", 6.25), ("charlie", 0.0), ("delta", 0.0)}
     assert _json(fleet, "streaming") == pandas
     done = subprocess.run(
         [sys.executable, "-m", "fusewb.cli", "analyze", str(fleet), "--engine", "dask",
@@ -170,8 +187,8 @@ def test_text_report_has_totals_per_host(tmp_path: Path) -> None:
     text = render_report(fleet, "text", engine="streaming").text
     table = text.split("Totals per host\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert table[0].split() == ["host", "waits", "ongoing", "requests", "flags", "lost", "worst"]
-    assert [line.split()[0] for line in table[1:]] == ["alpha", "bravo", "charlie"]
-    assert table[1].split()[1] == "6000"
+    assert [line.split()[0] for line in table[1:]] == ["alpha", "bravo", "charlie", "delta"]
+    assert table[1].split()[1] == "6000"  # every wait, though most have no row
 
 
 def test_bad_engine_options_fail_on_one_line(tmp_path: Path) -> None:

@@ -80,13 +80,13 @@ def test_requests_and_inflight(cap: capture_module.Capture, cap_v1: capture_modu
     assert write["count"] == 41 and write["rows"] == 3 and write["ongoing"] == 1
     assert write["bytes"] == 41 * 65536 and write["max_ms"] == pytest.approx(9000)
     assert write["total_ms"] == pytest.approx(1 + 200 + 38 * 0.5 + 9000)
-    assert write["percentile_error"] == RELATIVE_ERROR
+    assert write["percentile_error_pct"] == RELATIVE_ERROR * 100
     assert write["p50_ms"] == pytest.approx(0.5, rel=RELATIVE_ERROR)
     assert by_opcode.loc["GETATTR", "count"] == 1
     old = requests_by_opcode(cap_v1).set_index("opcode_name")  # rows only, exact
     assert old.loc["WRITE", "count"] == old.loc["WRITE", "rows"] == 3
     assert old.loc["WRITE", "bytes"] == 3 * 65536 and old.loc["WRITE", "p50_ms"] == 200
-    assert old.loc["WRITE", "percentile_error"] == 0
+    assert old.loc["WRITE", "percentile_error_pct"] == 0
     timeline = inflight_writeback(cap, bin_ms=100).set_index("t_s")
     assert timeline.loc[0.2, "inflight_writes"] == 1  # the 200 ms WRITE from 200 to 400 ms
     assert timeline.loc[0.0, "inflight_writes"] == 1  # the 1 ms WRITE at 50 ms
