@@ -4,7 +4,7 @@ LISA-style::
 
     from fusewb.analysis import load_capture, waits, wait_paths, flags
     cap = load_capture("cap/")          # one capture, or a folder of captures (host column)
-    wait_paths(cap)                      # count, p50/p99/max ms, ongoing per kernel path
+    wait_paths(cap)                      # count, mean, p50/p90/p99/max ms per kernel path
     flags(cap, threshold_ms=50)          # the findings, worst first
 
 Questions (columns in each docstring, needed events in ``fn.REQUIRES``; a capture without them
@@ -22,7 +22,15 @@ Engines: ``scan(cap, engine=...)`` (module ``scan``) answers the questions on th
 and a combine step (module ``partials``), so the engines' answers are equal. ``flags(cap,
 threshold_ms, scan)`` and ``report.build_report(cap, scan=...)`` take a scan by any engine.
 
-Modules: ``capture`` (reading and validation only), ``paths`` (``PATH_RULES``: the table that
+Counts: in captures with in-kernel histograms (schema_version 2; module ``histograms``) rows
+exist only for waits and requests from the capture's ``row_threshold_ms`` on and for those
+still going on at the end, and every ``count``, mean, maximum and percentile of ``wait_paths``,
+``requests_by_opcode`` and ``request_totals`` comes from the histograms (percentiles from
+buckets: ``percentile_error_pct``); ``rows`` counts the rows. Older captures answer from their
+rows (and request counters) as before.
+
+Modules: ``capture`` (reading and validation only), ``histograms`` (the in-kernel histograms
+per group), ``paths`` (``PATH_RULES``: the table that
 maps kernel stacks to the paths reclaim, migration, sync, fsync, close, write, truncate,
 page_mkwrite, other), ``report`` (text and JSON, ``render_report`` for ``fusewb run``),
 ``html_report`` (matplotlib), ``cli`` (``fusewb analyze``), ``synthetic`` (captures for tests

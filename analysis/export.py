@@ -40,5 +40,6 @@ def export(capture: Path, perfetto: bool, output: Path, host: str | None) -> Non
 
     done = export_perfetto(load_capture(capture), output, host)
     click.echo(f"wrote {done.path}: {done.tasks} tasks with {done.waits} waits, {done.requests} "
-               f"FUSE requests, {done.counters} counter tracks (host {done.host}); open it in "
-               "ui.perfetto.dev", err=True)
+               f"FUSE requests (the capture's rows; `fusewb analyze` counts every one), "
+               f"{done.counters} counter tracks (host {done.host}); open it in ui.perfetto.dev",
+               err=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusewb.analysis.capture import load_capture
+from fusewb.analysis.capture import CaptureError, load_capture
 from fusewb.analysis.findings import flags
 from fusewb.analysis.histograms import array_histogram
 from fusewb.analysis.html_report import path_histograms
@@ -237,3 +237,13 @@ def test_a_fleet_of_old_and_new_captures(tmp_path: Path) -> None:
     assert counts[("old", "WRITE")] == 3 and counts[("synthetic", "WRITE")] == 1000
     errors = dict(zip(by_opcode["host"], by_opcode["percentile_error_pct"]))
     assert errors == {"old": 0.0, "synthetic": 6.25}
+
+
+def test_histograms_of_another_bucket_layout_are_refused(tmp_path: Path) -> None:
+    folder = _fast_and_slow(tmp_path / "c")
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["histograms"]["sub_bits"] = histogram.SUB_BITS + 1
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CaptureError, match="another bucket layout") as caught:
+        requests_by_opcode(load_capture(folder))
+    assert "\n" not in str(caught.value)
