@@ -37,7 +37,7 @@ def test_max_size_keeps_the_newest_data_within_the_bound(tmp_path) -> None:
     capture = tmp_path / "cap"
     sizes: list[int] = []
     with mounted(tmp_path / "mnt", writeback_cache=False) as fx:
-        trace = Trace(["--mount", fx.mountpoint, "--max-size", "1M", "-o", str(capture)],
+        trace = Trace(["--all-requests", "--mount", fx.mountpoint, "--max-size", "1M", "-o", str(capture)],
                       tmp_path / "stdout")
         writer = None
         try:
@@ -76,7 +76,7 @@ def test_without_max_size_tracing_stops_whole_before_the_disk_is_full(tmp_path) 
     with small_tmpfs(tmp_path / "small", size="3m") as small, \
             mounted(tmp_path / "mnt", writeback_cache=False) as fx:
         capture = small / "cap"
-        trace = Trace(["--mount", fx.mountpoint, "-o", str(capture)], tmp_path / "stdout")
+        trace = Trace(["--all-requests", "--mount", fx.mountpoint, "-o", str(capture)], tmp_path / "stdout")
         writer = None
         try:
             trace.require_ready()

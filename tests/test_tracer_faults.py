@@ -254,7 +254,8 @@ def test_disk_full_while_tracing_exits_2_and_keeps_the_parts(tmp_path) -> None:
     with small_tmpfs(tmp_path / "small") as small, \
             mounted(tmp_path / "mnt", writeback_cache=False) as fx:
         capture = small / "cap"
-        trace = Trace(["--mount", fx.mountpoint, "-o", str(capture)], tmp_path / "stdout")
+        trace = Trace(["--all-requests", "--mount", fx.mountpoint, "-o", str(capture)],
+                      tmp_path / "stdout")
         writer = None
         try:
             trace.require_ready()
@@ -281,7 +282,8 @@ def test_io_error_on_the_capture_exits_2(tmp_path) -> None:
     before = _prepare()
     with mounted(tmp_path / "out", writeback_cache=False) as out:
         capture = Path(out.mountpoint) / "cap"
-        trace = Trace(["--mount", out.mountpoint, "-o", str(capture)], tmp_path / "stdout")
+        trace = Trace(["--all-requests", "--mount", out.mountpoint, "-o", str(capture)],
+                      tmp_path / "stdout")
         try:
             trace.require_ready()
             out.set_faults(eio_fraction=1.0)
@@ -299,7 +301,7 @@ def test_io_error_on_the_capture_exits_2(tmp_path) -> None:
 def test_capture_directory_removed_exits_2(tmp_path) -> None:
     before = _prepare()
     capture = tmp_path / "cap"
-    trace = Trace(["-o", str(capture)], tmp_path / "stdout")
+    trace = Trace(["--all-requests", "-o", str(capture)], tmp_path / "stdout")
     try:
         trace.require_ready()
         # the tracer may be creating a file in it right now: rmdir then fails with ENOTEMPTY
@@ -318,7 +320,8 @@ def test_server_killed_while_traced_keeps_tracing(tmp_path) -> None:
     before = _prepare()
     capture = tmp_path / "cap"
     with mounted(tmp_path / "mnt", Faults(stall=True)) as fx:
-        trace = Trace(["--mount", fx.mountpoint, "-o", str(capture)], tmp_path / "stdout")
+        trace = Trace(["--all-requests", "--mount", fx.mountpoint, "-o", str(capture)],
+                      tmp_path / "stdout")
         writer = None
         try:
             trace.require_ready()
@@ -346,7 +349,8 @@ def test_server_frozen_while_traced_records_ongoing_waits(tmp_path) -> None:
     before = _prepare()
     capture = tmp_path / "cap"
     with mounted(tmp_path / "mnt") as fx:
-        trace = Trace(["--mount", fx.mountpoint, "-o", str(capture)], tmp_path / "stdout")
+        trace = Trace(["--all-requests", "--mount", fx.mountpoint, "-o", str(capture)],
+                      tmp_path / "stdout")
         writer = subprocess.Popen([sys.executable, "-c", GATED_FSYNC, f"{fx.mountpoint}/f.dat"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
@@ -381,7 +385,8 @@ def test_unmounted_while_traced_keeps_tracing_and_follows_a_remount(tmp_path) ->
     trace = None
     try:
         with mounted(mountpoint, writeback_cache=False) as fx:
-            trace = Trace(["--mount", fx.mountpoint, "-o", str(capture)], tmp_path / "stdout")
+            trace = Trace(["--all-requests", "--mount", fx.mountpoint, "-o", str(capture)],
+                          tmp_path / "stdout")
             trace.require_ready()
             finish(load(WRITE_LOOP, f"{fx.mountpoint}/a.dat", 0.5))
         assert wait_until(lambda: "was unmounted; still tracing" in trace.stderr, 10), trace.stderr
@@ -412,7 +417,8 @@ def _tracing_a_write_loop(tmp_path: Path, capture: Path) -> Iterator[Trace]:
     """``fusewb trace`` on a fresh fixture into ``capture``, after half a second of WRITEs;
     the tracer is killed (if still running) and the fixture unmounted on the way out."""
     with mounted(tmp_path / "mnt", writeback_cache=False) as fx:
-        trace = Trace(["--mount", fx.mountpoint, "-o", str(capture)], tmp_path / "stdout")
+        trace = Trace(["--all-requests", "--mount", fx.mountpoint, "-o", str(capture)],
+                      tmp_path / "stdout")
         try:
             trace.require_ready()
             finish(load(WRITE_LOOP, f"{fx.mountpoint}/w.dat", 0.5))
@@ -533,7 +539,8 @@ def test_two_tracers_with_separate_captures_both_work(tmp_path) -> None:
     before = _prepare()
     captures = [tmp_path / "cap1", tmp_path / "cap2"]
     with mounted(tmp_path / "mnt", writeback_cache=False) as fx:
-        traces = [Trace(["--mount", fx.mountpoint, "-o", str(c)], tmp_path / f"stdout{i}")
+        traces = [Trace(["--all-requests", "--mount", fx.mountpoint, "-o", str(c)],
+                        tmp_path / f"stdout{i}")
                   for i, c in enumerate(captures)]
         try:
             for trace in traces:
@@ -556,7 +563,8 @@ def test_two_tracers_on_one_capture_directory_one_refuses(tmp_path) -> None:
     """Started together on the same -o: one traces, the other refuses in one line."""
     before = _prepare()
     capture = tmp_path / "cap"
-    traces = [Trace(["-o", str(capture)], tmp_path / f"stdout{i}") for i in range(2)]
+    traces = [Trace(["--all-requests", "-o", str(capture)], tmp_path / f"stdout{i}")
+              for i in range(2)]
     try:
         assert wait_until(lambda: any(t.started.is_set() for t in traces)
                           and any(t.proc.poll() is not None for t in traces), READY_S), \

@@ -136,12 +136,17 @@ def server_threads(bpf: Any, bdi_of: Callable[[int], str | None]) -> list[dict[s
     if not has_map(bpf, "server_threads"):
         return []
     cached = _cached_replies(bpf)
+    table = bpf[b"server_threads"]
+    try:  # one system call per batch: a server that churns threads fills thousands of entries
+        entries = list(table.items_lookup_batch())
+    except Exception:  # noqa: BLE001 - bcc raises bare Exception where batch lookups are missing
+        entries = list(table.items())
     return sorted(
         (
             {"connection": k.connection, "bdi": bdi_of(k.connection), "tgid": v.tgid,
              "pid": k.pid, "comm": cstr(v.comm),
              "replies": int(v.replies) + cached.get((int(k.connection), int(k.pid)), 0)}
-            for k, v in bpf[b"server_threads"].items()
+            for k, v in entries
         ),
         key=lambda s: (s["connection"], s["tgid"], s["pid"]),
     )

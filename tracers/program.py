@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from bcc import BPF
 
 __all__ = ["BPF_DIR", "MAIN_SOURCE", "BuildOptions", "cflags", "ebpf_text", "compile_program",
-           "attach_kprobes", "kprobe_function_names", "verify_program"]
+           "attach_kprobes", "detach_probes", "kprobe_function_names", "verify_program"]
 
 BPF_DIR = source_dir()
 MAIN_SOURCE = BPF_DIR / "fusewb.bpf.c"
@@ -188,6 +188,17 @@ def verify_program(plan: ProbePlan, options: BuildOptions) -> tuple[int, float]:
 def kprobe_function_names(function: str) -> tuple[str, str]:
     """The entry and return program names of a probed kernel function (bpf/kprobes.bpf.c)."""
     return f"kp_{function}", f"kr_{function}"
+
+
+def detach_probes(bpf: Any) -> None:
+    """Detach every probe and keep the maps, so the in-kernel state read afterwards holds still
+    (a request cannot end between reading the pending ones and the histograms)."""
+    for event in list(bpf.kprobe_fds):
+        bpf.detach_kprobe_event(event)
+    for tracepoint in list(bpf.tracepoint_fds):
+        bpf.detach_tracepoint(tracepoint)
+    for tracepoint in list(bpf.raw_tracepoint_fds):
+        bpf.detach_raw_tracepoint(tracepoint)
 
 
 def attach_kprobes(bpf: Any, plan: ProbePlan) -> list[str]:

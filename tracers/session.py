@@ -404,10 +404,9 @@ class Tracer:
         capture size and what --max-size dropped."""
         lost = kernel_state.lost_events(self.bpf)["total"]
         ended = kernel_state.counter(self.bpf, "req_ended")
-        text = (f"[{elapsed:.0f}s] events {self.events_seen}, waits {self.waits_seen} "
-                f"(over {self.options.threshold_ms:g} ms {self.waits_over}, max "
-                f"{self.max_wait_ms:.1f} ms), requests {ended} ({self.rows_seen.get('requests', 0)} "
-                f"rows), lost {lost}, "
+        text = (f"[{elapsed:.0f}s] requests {ended} ({self.rows_seen.get('requests', 0)} rows), "
+                f"waits {self.waits_seen} (over {self.options.threshold_ms:g} ms {self.waits_over}, "
+                f"max {self.max_wait_ms:.1f} ms), events {self.events_seen}, lost {lost}, "
                 f"capture {format_size(self.capture.size_on_disk())}")
         dropped = sum(self.capture.dropped["parts"].values())
         return text + (f" (dropped {dropped} oldest parts)" if dropped else "")
@@ -427,8 +426,12 @@ class Tracer:
         histograms: dict[str, Any] | None = None
         try:
             if self.bpf is not None:
+                from fusewb.tracers.program import detach_probes  # noqa: PLC0415
+
                 self.bpf.ring_buffer_consume()
                 end_ns = monotonic_ns()
+                detach_probes(self.bpf)  # the state below holds still: nothing counted twice
+                self.bpf.ring_buffer_consume()
                 tracked: set[int] = set()
                 for pid, w in kernel_state.pending_waits(self.bpf):
                     self._add_wait(pending_wait_row(pid, w, end_ns, self._source()))
