@@ -15,43 +15,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 from fusewb.analysis.capture import Capture, CaptureError, CaptureSource
-from fusewb.contract.histogram import MAX_MSB, NR_BUCKETS, SUB_BITS, SUB_BUCKETS, Histogram
+from fusewb.contract.histogram import MAX_MSB, SUB_BITS, Histogram
 
 __all__ = ["Tally", "KernelCounts", "has_histograms", "histogram_hosts", "kernel_counts",
-           "row_thresholds", "bdi_of_connection", "copy_histogram", "bucket_array",
-           "array_histogram"]
-
-
-def bucket_array(values: np.ndarray) -> np.ndarray:
-    """:func:`fusewb.contract.histogram.bucket_of` of every value (nanoseconds), vectorised."""
-    values = np.maximum(np.asarray(values, dtype=np.int64), 0)
-    msb = np.frexp(values.astype("float64"))[1].astype(np.int64) - 1
-    msb -= (values >> np.clip(msb, 0, 62)) == 0  # float rounding up to the next power of two
-    msb = np.clip(msb, SUB_BITS, 62)
-    sub = (values >> (msb - SUB_BITS)) & (SUB_BUCKETS - 1)
-    buckets = ((msb - SUB_BITS + 1) << SUB_BITS) + sub
-    buckets = np.where(msb > MAX_MSB, NR_BUCKETS - 1, buckets)
-    return np.where(values < SUB_BUCKETS, values, buckets)
-
-
-def array_histogram(values: np.ndarray) -> Histogram:
-    """The histogram of exact values (nanoseconds), vectorised (rows of any number)."""
-    values = np.asarray(values, dtype=np.int64)
-    if not len(values):
-        return Histogram()
-    index, counts = np.unique(bucket_array(values), return_counts=True)
-    largest = int(np.abs(values).max())
-    total = int(values.sum()) if largest < (1 << 63) // len(values) else sum(map(int, values))
-    return Histogram(len(values), total, int(values.max()),
-                     {int(i): int(n) for i, n in zip(index, counts)})
-
-
-def copy_histogram(hist: Histogram) -> Histogram:
-    """A copy of ``hist`` that can be added to without changing it."""
-    return Histogram(hist.count, hist.total_ns, hist.max_ns, dict(hist.buckets))
+           "row_thresholds", "bdi_of_connection"]
 
 
 @dataclass

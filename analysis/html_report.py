@@ -20,7 +20,6 @@ from matplotlib.figure import Figure
 
 from fusewb.analysis.capture import Capture
 from fusewb.analysis.findings import FLAG_KINDS
-from fusewb.analysis.histograms import array_histogram
 from fusewb.analysis.paths import PATH_MECHANISMS, PATHS
 from fusewb.analysis.requests import inflight_writeback
 from fusewb.analysis.waiting import wait_counts, waits
@@ -52,7 +51,7 @@ def path_histograms(cap: Capture, w: pd.DataFrame) -> dict[str, Histogram]:
         rows = w[~counted | w["ongoing"].to_numpy(dtype=bool)]
         for path, durations in rows.groupby(rows["path"].astype(object))["duration_ns"]:
             out.setdefault(path, Histogram())
-            out[path] += array_histogram(durations.to_numpy())
+            out[path] += Histogram.of_values(durations.to_numpy())
     return out
 
 

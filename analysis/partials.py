@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusewb.analysis.histograms import KernelCounts, Tally, array_histogram, copy_histogram
+from fusewb.analysis.histograms import KernelCounts, Tally
 from fusewb.contract.histogram import RELATIVE_ERROR, Histogram
 
 __all__ = [
@@ -153,7 +153,7 @@ def _rows_stats(ended: np.ndarray, ongoing: np.ndarray) -> dict[str, Any]:
 
 def _histogram_stats(hist: Histogram, ongoing: np.ndarray) -> dict[str, Any]:
     """The same of every ended event (``hist``) and the ``ongoing`` rows (time so far)."""
-    everything = copy_histogram(hist)
+    everything = hist.copy()
     for value in ongoing:
         everything.add(int(value))
     count = everything.count
@@ -186,7 +186,7 @@ class _Group:
         if self.key[0] in kernel.hosts:
             tally = kernel.groups.get(self.key, Tally())
             if len(ended) > tally.hist.count:  # histograms written before these rows (kill -9)
-                tally = Tally(array_histogram(ended), dict(self.sums))
+                tally = Tally(Histogram.of_values(ended), dict(self.sums))
             out.update(_histogram_stats(tally.hist, ongoing))
             out.update({name: tally.sums.get(name, 0) + self.ongoing_sums.get(name, 0)
                         for name in sums})

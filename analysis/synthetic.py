@@ -24,8 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fusewb.analysis.histograms import array_histogram
-from fusewb.contract.histogram import MAX_MSB, SUB_BITS
+from fusewb.contract.histogram import MAX_MSB, SUB_BITS, Histogram
 from fusewb.contract.meta import initial_meta
 from fusewb.contract.schema import FUSE_OPCODES, SCHEMA_VERSION, TABLES, part_name
 
@@ -210,7 +209,7 @@ def table_from(name: str, data: TableData) -> pa.Table:
 
 def _histogram(durations: np.ndarray) -> dict[str, Any]:
     """count, total_ns, max_ns and buckets of exact durations, as meta.json holds them."""
-    hist = array_histogram(durations)
+    hist = Histogram.of_values(durations)
     return {"count": hist.count, "total_ns": hist.total_ns, "max_ns": hist.max_ns,
             "buckets": hist.meta_buckets()}
 
