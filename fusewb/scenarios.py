@@ -47,6 +47,9 @@ class Scenario:
     faults: dict[str, Any] = field(default_factory=dict)  # fusewb.fixtures.faults.Faults fields
     load_args: dict[str, Any] = field(default_factory=dict)
     single_threaded: bool = False
+    # A row for every FUSE request (fusewb trace --all-requests), not only those over the
+    # threshold: for a load whose WRITEs are fast but must be seen in flight.
+    all_requests: bool = False
     # Stop tracing this many seconds into the load while the server still holds WRITEs, so the
     # capture shows the stall as ongoing; the fixture is released afterwards.
     stop_tracing_after_s: float | None = None
@@ -132,6 +135,7 @@ SCENARIOS: dict[str, Scenario] = {
             load="reclaim",
             faults={"latency_ms": 20},
             load_args={"size_mib": 200, "cgroup_mib": 64, "timeout_s": 120},
+            all_requests=True,  # its 20 ms WRITEs, in flight while the cgroup reclaims
             expect="before 6.16 memcg reclaim waited on FUSE writeback (RECLAIM_WAIT); from 6.16 "
             "reclaim skips folios of FUSE mappings under writeback, so the cgroup reclaims other "
             "memory and dirty throttling paces the writer",
@@ -284,6 +288,7 @@ def run_scenario(scenario: Scenario, workdir: Path, fmt: str = "text", threshold
                        single_threaded=scenario.single_threaded) as fixture:
         bdi = fixture.mount.bdi
         tracer = Tracer(TraceOptions(output=capture, mounts=[str(mountpoint)], threshold_ms=threshold_ms,
+                                     all_requests=scenario.all_requests,
                                      live=lambda line: echo(f"  wait: {line}")))
         echo(f"[{scenario.name}] tracing bdi {bdi}; running load '{scenario.load}'")
         tracer.start_background()
