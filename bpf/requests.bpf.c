@@ -62,8 +62,12 @@ static __always_inline int request_sent(struct request_key *key, u64 owner, u32 
     u64 id = bpf_get_current_pid_tgid();
     u32 index = request_slot(owner);
     struct request_pending *slot = request_slots.lookup(&index);
-    if (slot && __sync_val_compare_and_swap(&slot->owner, 0, owner) != 0)
-        slot = NULL;
+    if (slot) {
+        /* free, or still ours from a send whose end never came (the request was reused) */
+        u64 was = __sync_val_compare_and_swap(&slot->owner, 0, owner);
+        if (was != 0 && was != owner)
+            slot = NULL;
+    }
     if (slot) {
         request_fill(slot, id, connection, opcode, len, unique);
     } else {
