@@ -233,23 +233,26 @@ struct conn_cache {
     u32 selected;
 };
 
+/* A FUSE server process, per connection: keyed on the process, not the thread (libfuse 2's
+ * thread pool makes and ends threads all the time; a thread key would fill the map). */
 struct server_key {
     u32 connection;
-    u32 pid;
+    u32 tgid;
 };
 
-/* Per CPU: the server thread that answered this CPU's last request and its replies not yet
- * added to server_threads (user space adds them when it reads the threads). */
+/* Per CPU: the server process that answered this CPU's last request and its replies not yet
+ * added to server_threads (user space adds them when it reads the servers). */
 struct server_cache {
     u32 connection;
-    u32 pid;
+    u32 tgid;
     u64 replies;
 };
 
-/* A task that answered requests of a connection: a thread of that FUSE server. */
+/* A process that answered requests of a connection: the FUSE server. pid and comm: the first
+ * of its threads seen. */
 struct server_thread {
     u64 replies;
-    u32 tgid;
+    u32 pid;
     u32 pad;
     char comm[COMM_LEN];
 };

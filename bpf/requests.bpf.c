@@ -110,26 +110,27 @@ static __always_inline void request_forget(struct request_key *key, struct reque
         requests_pending.delete(key);
 }
 
-/* A task of the server's: it read or answered a request of this connection. */
+/* A task of the server's: it read or answered a request of this connection (its process is
+ * recorded, with this thread as its first). */
 static __always_inline void server_thread_seen(u32 connection, u64 id, u64 replies)
 {
     struct server_key skey = {};
     skey.connection = connection;
-    skey.pid = id;
+    skey.tgid = id >> 32;
     struct server_thread *thread = server_threads.lookup(&skey);
     if (thread) {
         __sync_fetch_and_add(&thread->replies, replies);
     } else {
         struct server_thread fresh = {};
         fresh.replies = replies;
-        fresh.tgid = id >> 32;
+        fresh.pid = id;
         bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
         server_threads.update(&skey, &fresh);
     }
 }
 
-/* A reply from task ``id``: counted in this CPU's server_cache while the same thread answers the
- * same connection (no hash lookup); a new thread's entry is made at once, with its comm. */
+/* A reply from task ``id``: counted in this CPU's server_cache while the same process answers
+ * the same connection (no hash lookup); a new process's entry is made at once, with its comm. */
 static __always_inline void server_reply(u32 connection, u64 id)
 {
     u32 zero = 0;
@@ -138,21 +139,21 @@ static __always_inline void server_reply(u32 connection, u64 id)
         server_thread_seen(connection, id, 1);
         return;
     }
-    if (c->pid == (u32)id && c->connection == connection) {
+    if (c->tgid == (u32)(id >> 32) && c->connection == connection) {
         c->replies += 1;
         return;
     }
     if (c->replies) {
         struct server_key old = {};
         old.connection = c->connection;
-        old.pid = c->pid;
+        old.tgid = c->tgid;
         struct server_thread *thread = server_threads.lookup(&old);
         if (thread)
             __sync_fetch_and_add(&thread->replies, c->replies);
     }
     server_thread_seen(connection, id, 1);
     c->connection = connection;
-    c->pid = id;
+    c->tgid = id >> 32;
     c->replies = 0;
 }
 

@@ -93,8 +93,9 @@ META: tuple[MetaKey, ...] = (
             "hits without a sleep", {}),
     MetaKey("server_threads", [{"connection": int, "bdi": str, "tgid": int, "pid": int,
                                 "comm": str, "replies": int}],
-            "list[dict]: connection, bdi, tgid, pid, comm, replies (tasks that answered FUSE "
-            "requests = the server's threads)", []),
+            "list[dict]: connection, bdi, tgid, pid, comm, replies: the processes that answered "
+            "FUSE requests (the servers), each with the first of its threads seen (pid, comm); "
+            "captures of schema_version 1 list every thread", []),
     MetaKey("unseen_waiters", [{"pid": int, "tgid": int, "comm": str, "frames": [str]}],
             "list[dict]: pid, tgid, comm, frames of tasks still asleep in folio_wait_writeback "
             "at the end whose wait began before tracing (from /proc/*/stack; bdi unknown, so not "

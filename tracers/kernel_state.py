@@ -120,19 +120,20 @@ def histograms(bpf: Any, bdi_of: Callable[[int], str | None]) -> dict[str, Any]:
 
 
 def _cached_replies(bpf: Any) -> dict[tuple[int, int], int]:
-    """(connection, pid) -> replies still in the BPF side's per-CPU server_cache."""
+    """(connection, tgid) -> replies still in the BPF side's per-CPU server_cache."""
     out: dict[tuple[int, int], int] = {}
     if has_map(bpf, "server_cache"):
         table = bpf[b"server_cache"]
         for cache in table.getvalue(table.Key(0)):
             if cache.replies:
-                key = (int(cache.connection), int(cache.pid))
+                key = (int(cache.connection), int(cache.tgid))
                 out[key] = out.get(key, 0) + int(cache.replies)
     return out
 
 
 def server_threads(bpf: Any, bdi_of: Callable[[int], str | None]) -> list[dict[str, Any]]:
-    """Tasks that answered FUSE requests, per connection (meta.json server_threads)."""
+    """Processes that answered FUSE requests, per connection (meta.json server_threads): the
+    FUSE servers, each with the first of its threads seen."""
     if not has_map(bpf, "server_threads"):
         return []
     cached = _cached_replies(bpf)
@@ -143,9 +144,9 @@ def server_threads(bpf: Any, bdi_of: Callable[[int], str | None]) -> list[dict[s
         entries = list(table.items())
     return sorted(
         (
-            {"connection": k.connection, "bdi": bdi_of(k.connection), "tgid": v.tgid,
-             "pid": k.pid, "comm": cstr(v.comm),
-             "replies": int(v.replies) + cached.get((int(k.connection), int(k.pid)), 0)}
+            {"connection": k.connection, "bdi": bdi_of(k.connection), "tgid": k.tgid,
+             "pid": v.pid, "comm": cstr(v.comm),
+             "replies": int(v.replies) + cached.get((int(k.connection), int(k.tgid)), 0)}
             for k, v in entries
         ),
         key=lambda s: (s["connection"], s["tgid"], s["pid"]),

@@ -167,7 +167,7 @@ class CaptureSummary:
         ]
         if self.server_threads:
             servers = sorted({(s["bdi"] or s["connection"], s["tgid"], s["comm"]) for s in self.server_threads})
-            out.append("FUSE server threads: " + ", ".join(f"{b}: {c} (pid {p})" for b, p, c in servers))
+            out.append("FUSE servers: " + ", ".join(f"{b}: {c} (pid {p})" for b, p, c in servers))
         if self.unseen_waiters:
             tasks = ", ".join(f"{t['comm']} {t['pid']}" for t in self.unseen_waiters[:5])
             out.append(f"{len(self.unseen_waiters)} task(s) waited on writeback since before tracing "
