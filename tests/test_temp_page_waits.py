@@ -128,21 +128,23 @@ def _stop(tracer: subprocess.Popen) -> None:
     assert tracer.wait(timeout=120) == 0
 
 
-def _trace_actions(fx: Fixture, cap: Path) -> dict[str, float]:
+def _trace_actions(fx: Fixture, cap: Path) -> tuple[dict[str, float], dict[str, int]]:
     """Trace the mount while each action runs on its own file, then stall the server and stop
-    tracing while a fsync's WRITE is unanswered: seconds each action took."""
+    tracing while a fsync's WRITE is unanswered: seconds each action took, and its file's inode
+    (the same task also waits on other files: the mkwrite file's close flushes it again)."""
     mnt = Path(fx.mountpoint)
     with _tracing(mnt, cap) as tracer:
         child = None
         try:
             took = {path: action(mnt / f"{path}.bin") for path, (action, _frame, _least) in ACTIONS.items()}
+            inodes = {path: os.stat(mnt / f"{path}.bin").st_ino for path in ACTIONS}
             fx.stall()
             child = subprocess.Popen([sys.executable, "-c", FSYNC_64K, str(mnt / "unanswered.bin")])
             # asleep in fsync's wait: every WRITE of its range has been queued by then
             assert wait_until(lambda: asleep_in(child.pid, "fuse_fsync"), timeout=30), \
                 read_frames(child.pid, child.pid)
             _stop(tracer)
-            return took
+            return took, inodes
         finally:
             fx.release()
             if child is not None:
@@ -154,7 +156,7 @@ def test_fsync_close_and_mkwrite_behind_slow_writes_are_waits_and_stalled_writes
     require_bpf()
     mnt, cap = tmp_path / "mnt", tmp_path / "cap"
     with mounted(mnt, Faults(latency_ms=LATENCY_MS)) as fx:
-        took = _trace_actions(fx, cap)
+        took, inodes = _trace_actions(fx, cap)
     for path, seconds in took.items():
         assert seconds >= LATENCY_MS / 1000 * ACTIONS[path][2], f"the {path} took {seconds:.2f} s: the server's latency was not applied"
     result = subprocess.run([sys.executable, "-m", "fusewb.cli", "analyze", str(cap), "--format", "json"],
@@ -165,7 +167,7 @@ def test_fsync_close_and_mkwrite_behind_slow_writes_are_waits_and_stalled_writes
     blocked = [f for f in report["flags"] if f["flag"] == "BLOCKED_WAIT" and f["pid"] == os.getpid()]
     meta = json.loads((cap / "meta.json").read_text())
     for path, seconds in took.items():
-        waits = [f for f in blocked if f["path"] == path]
+        waits = [f for f in blocked if f["path"] == path and f["ino"] == inodes[path]]
         assert waits, f"{kernel}: no BLOCKED_WAIT on the {path} path ({seconds:.2f} s); flags {blocked}"
         assert ACTIONS[path][2] * LATENCY_MS <= waits[0]["duration_ms"] <= seconds * 1000 + 50, (kernel, seconds, waits)
         stack = waits[0]["evidence"]  # "1 wait, worst N ms at T: frame < caller < ..."
