@@ -224,7 +224,8 @@ struct request_pending {
 };
 
 /* Per CPU: the connection of the last request's fuse_mount, valid while the filter's generation
- * (filter_generation, bumped by user space when the selection or the mount table changes) is
+ * (filter_generation, bumped by user space at every filter refresh: each flush and each change
+ * of the mount table) is
  * the one it was resolved under. Saves the fm -> fc -> dev reads and the filter lookup. */
 struct conn_cache {
     u64 fm;

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fusewb.contract import histogram
+from fusewb.contract.histogram import Histogram
 from fusewb.contract.schema import FUSE_OPCODES
 from fusewb.tracers.events import cstr, header_defs
 from fusewb.tracers.plan import KPROBE_FUNCTIONS
@@ -70,51 +71,45 @@ def counters(bpf: Any) -> dict[str, int]:
     return out
 
 
-def _summed(per_cpu: Any) -> dict[str, int]:
-    """A per-CPU hist_value summed over the CPUs (max: the largest)."""
-    return {"count": sum(int(v.count) for v in per_cpu),
-            "total_ns": sum(int(v.total_ns) for v in per_cpu),
-            "max_ns": max((int(v.max_ns) for v in per_cpu), default=0),
-            "errors": sum(int(v.errors) for v in per_cpu),
-            "bytes": sum(int(v.bytes) for v in per_cpu)}
-
-
-def _merged(bpf: Any, table: str, group: Callable[[Any], tuple]) -> dict[tuple, dict[str, Any]]:
-    """The entries of a histogram map merged by ``group(key)``: count, total_ns, max_ns,
-    errors, bytes and the buckets as {index: count}."""
-    out: dict[tuple, dict[str, Any]] = {}
+def _merged(bpf: Any, table: str,
+            group: Callable[[Any], tuple]) -> dict[tuple, tuple[Histogram, dict[str, int]]]:
+    """The entries of a histogram map (per CPU, one bucket each) merged by ``group(key)``: the
+    histogram, and the sums of errors and bytes."""
+    out: dict[tuple, tuple[Histogram, dict[str, int]]] = {}
     if not has_map(bpf, table):
         return out
     for key, per_cpu in bpf[table.encode()].items():
-        value = _summed(per_cpu)
-        if not value["count"]:
+        count = sum(int(v.count) for v in per_cpu)
+        if not count:
             continue
-        entry = out.setdefault(group(key), {"count": 0, "total_ns": 0, "max_ns": 0, "errors": 0,
-                                            "bytes": 0, "buckets": {}})
-        for stat in ("count", "total_ns", "errors", "bytes"):
-            entry[stat] += value[stat]
-        entry["max_ns"] = max(entry["max_ns"], value["max_ns"])
-        entry["buckets"][key.bucket] = entry["buckets"].get(key.bucket, 0) + value["count"]
+        hist, sums = out.setdefault(group(key), (Histogram(), {"errors": 0, "bytes": 0}))
+        hist += Histogram(count, sum(int(v.total_ns) for v in per_cpu),
+                          max(int(v.max_ns) for v in per_cpu), {int(key.bucket): count})
+        sums["errors"] += sum(int(v.errors) for v in per_cpu)
+        sums["bytes"] += sum(int(v.bytes) for v in per_cpu)
     return out
+
+
+def _meta_entry(hist: Histogram) -> dict[str, Any]:
+    """A histogram as meta.json holds it."""
+    return {"count": hist.count, "total_ns": hist.total_ns, "max_ns": hist.max_ns,
+            "buckets": hist.meta_buckets()}
 
 
 def histograms(bpf: Any, bdi_of: Callable[[int], str | None]) -> dict[str, Any]:
     """The in-kernel latency histograms (meta.json ``histograms``): every ended request per
     connection and opcode, every ended wait per bdi and kernel stack."""
-    requests = []
-    for (connection, opcode), e in sorted(_merged(bpf, "request_hist",
-                                                  lambda k: (int(k.connection), int(k.opcode))).items()):
-        requests.append({"connection": connection, "bdi": bdi_of(connection), "opcode": opcode,
-                         "opcode_name": FUSE_OPCODES.get(opcode, f"OP{opcode}"),
-                         "count": e["count"], "errors": e["errors"], "bytes": e["bytes"],
-                         "total_ns": e["total_ns"], "max_ns": e["max_ns"],
-                         "buckets": [[i, n] for i, n in sorted(e["buckets"].items())]})
-    waits = []
-    for (bdi, stack_id), e in sorted(_merged(bpf, "wait_hist",
-                                             lambda k: (cstr(k.bdi), int(k.stack_id))).items()):
-        waits.append({"bdi": bdi, "stack_id": stack_id, "count": e["count"],
-                      "total_ns": e["total_ns"], "max_ns": e["max_ns"],
-                      "buckets": [[i, n] for i, n in sorted(e["buckets"].items())]})
+    requests = [
+        {"connection": connection, "bdi": bdi_of(connection), "opcode": opcode,
+         "opcode_name": FUSE_OPCODES.get(opcode, f"OP{opcode}"), **sums, **_meta_entry(hist)}
+        for (connection, opcode), (hist, sums) in sorted(
+            _merged(bpf, "request_hist", lambda k: (int(k.connection), int(k.opcode))).items())
+    ]
+    waits = [
+        {"bdi": bdi, "stack_id": stack_id, **_meta_entry(hist)}
+        for (bdi, stack_id), (hist, _sums) in sorted(
+            _merged(bpf, "wait_hist", lambda k: (cstr(k.bdi), int(k.stack_id))).items())
+    ]
     return {"sub_bits": histogram.SUB_BITS, "max_msb": histogram.MAX_MSB,
             "requests": requests, "waits": waits}
 
