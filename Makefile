@@ -12,15 +12,18 @@ setup:
 demo: setup
 	$(FUSEWB) run msync-slow close-slow sync-stalled hot-unplug reclaim-memcg --keep $(DEMO_OUT) --format html
 
-# The suite on this kernel, then the kernel tests and `fusewb run all` in a guest of each other
-# kernel in /boot (fusewb/guest.py); junit files per kernel in build/test-results/.
+# The suite on this kernel, then doctor, the kernel tests and `fusewb run all` in a guest of each
+# kernel of the matrix (fusewb/guest.py, fusewb/kernels.py); junit and results files per kernel in
+# build/test-results/, and README's kernel table rewritten from those results.
 TEST_RESULTS ?= build/test-results
 test: setup
-	@$(PY) -m pytest --junitxml=$(TEST_RESULTS)/junit-$$(uname -r).xml $(PYTEST_ARGS); rc=$$?; \
+	@start=$$(date +%s); $(PY) -m pytest --junitxml=$(TEST_RESULTS)/junit-$$(uname -r).xml $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc = 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	host=$$(( $$(date +%s) - start )); \
 	$(PY) -m fusewb.guest --out $(TEST_RESULTS) $(GUEST_ARGS); grc=$$?; \
-	echo "make test: host $$(uname -r): pytest rc $$rc; guest stage rc $$grc"; \
-	[ $$rc = 0 ] && [ $$grc = 0 ]
+	$(PY) -m fusewb.kernels table --results $(TEST_RESULTS) --readme README.md; trc=$$?; \
+	echo "make test: host $$(uname -r): pytest rc $$rc in $$host s; guest stage rc $$grc; kernel table rc $$trc; total $$(( $$(date +%s) - start )) s"; \
+	[ $$rc = 0 ] && [ $$grc = 0 ] && [ $$trc = 0 ]
 
 # N runs of the whole suite and the demo in a fresh clone, with each test's pass count
 soak:

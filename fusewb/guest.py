@@ -1,18 +1,24 @@
-"""The guest stage of ``make test``: boot each other kernel installed in /boot (Debian 12's 6.1
-from ``linux-image-amd64``) with this machine's userspace under virtme-ng and qemu, and run there
-the kernel-dependent tests (pytest marker ``guest``, the file list in tests/conftest.py) and
-``fusewb run all``.
+"""The guest stage of ``make test``: boot each kernel of the matrix (:mod:`fusewb.kernels`:
+Debian 12's 6.1 from /boot, 5.10, 6.12, 6.17 and the newest 7.x fetched from Debian's archive)
+with this machine's userspace under virtme-ng and qemu, and run there ``fusewb doctor``, the
+kernel-dependent tests (pytest marker ``guest`` where the kernel's role is full, ``conformance``
+elsewhere; the lists are in tests/conftest.py) and ``fusewb run all``, whose per-scenario
+outcomes go to ``results-<release>.json`` (README's kernel table: scripts/kernel_table.py).
 
 Every result names its kernel: a junit file ``junit-<release>.xml`` per kernel in ``--out``, each
-guest output line prefixed with ``[<release>]``, and one summary line per kernel. KVM is used
+guest output line prefixed with ``[<release>]``, and one summary line per kernel with its time,
+then the total. A kernel of the matrix that is not on this machine (the archive could not be
+reached) fails the stage under ``FUSEWB_REQUIRE_KERNEL=1`` and is a skip with the reason
+otherwise. KVM is used
 when a short probe boot with it finishes, else TCG (here a KVM guest hangs in early boot). Every
 wait is bounded: a guest that overruns ``--timeout`` is killed (its whole process group) and
 reported as a failure with the tail of its console; the guest is also stopped when this command
 exits any other way (an exception, SIGINT, SIGTERM).
 
     python -m fusewb.guest --help
-    python -m fusewb.guest                       # every other kernel in /boot
-    python -m fusewb.guest --kernel /boot/vmlinuz-6.1.0-56-amd64 -k temp_page --no-run-all
+    python -m fusewb.guest                       # every kernel of the matrix
+    python -m fusewb.guest --series 6.12 --series 7.x
+    python -m fusewb.guest --kernel /boot/vmlinuz-6.1.0-57-amd64 -k temp_page --no-run-all
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ from pathlib import Path
 
 import click
 from fusewb.command import Command
+from fusewb.kernels import MATRIX, Kernel, Series, matrix_kernels
 
-__all__ = ["GuestResult", "guest_kernels", "hardware_virtualization", "run_guest", "main"]
+__all__ = ["GuestResult", "hardware_virtualization", "run_guest", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
-MARKER = "guest"  # the pytest marker of the tests that run in each guest (tests/conftest.py)
+# the pytest marker of the tests each role runs in its guest (tests/conftest.py)
+MARKERS = {"full": "guest", "conformance": "conformance"}
 STATUS = "fusewb-guest-status"
 KVM_PROBE_SECONDS = 25
 TAIL_LINES = 40
@@ -55,7 +63,9 @@ class GuestResult:
     release: str
     accel: str
     seconds: float
+    role: str = "full"
     pytest_rc: int | None = None
+    doctor_rc: int | None = None
     run_all_rc: int | None = None
     error: str | None = None
     tail: list[str] | None = None
@@ -65,19 +75,14 @@ class GuestResult:
     @property
     def ok(self) -> bool:
         return (self.error is None and (self.pytest_rc == 0 or not self.ran_pytest)
-                and self.run_all_rc in (0, None))
+                and self.doctor_rc in (0, None) and self.run_all_rc in (0, None))
 
 
-def guest_kernels(boot: Path = Path("/boot")) -> list[Path]:
-    """Kernel images in ``boot`` other than the running kernel, whose headers are installed
-    (bcc in the guest compiles against /lib/modules/<release>/build)."""
-    running = platform.release()
-    found = []
-    for image in sorted(boot.glob("vmlinuz-*")):
-        release = image.name.removeprefix("vmlinuz-")
-        if release != running and (Path("/lib/modules") / release / "build").exists():
-            found.append(image)
-    return found
+def _given_kernel(image: Path) -> Kernel:
+    """A kernel named by its image (``--kernel``): /boot/vmlinuz-<release> or
+    .../modules/<release>/vmlinuz; it runs the full list."""
+    release = image.parent.name if image.name == "vmlinuz" else image.name.removeprefix("vmlinuz-")
+    return Kernel(Series(release, (), re.escape(release), "full", "given with --kernel"), release, image)
 
 
 def _vng() -> str | None:
@@ -203,9 +208,10 @@ def kvm_boots(image: Path, rwdir: Path, cpus: int, memory: str) -> tuple[bool, s
     return False, f"a KVM probe boot failed (exit {rc}: {tail[-1] if tail else 'no output'})"
 
 
-def _script(out: Path, pytest_args: list[str] | None, run_all: bool, accel: str = "tcg") -> str:
-    """The commands the guest runs: the marked tests (unless ``pytest_args`` is None), then
-    every scenario."""
+def _script(out: Path, pytest_args: list[str] | None, run_all: bool, accel: str = "tcg",
+            role: str = "full") -> str:
+    """The commands the guest runs: the tests its role marks (unless ``pytest_args`` is None),
+    ``fusewb doctor``, then every scenario with its results file."""
     venv_bin = Path(sys.executable).parent
     junit = f"{out}/junit-$(uname -r).xml"
     lines = [
@@ -218,12 +224,14 @@ def _script(out: Path, pytest_args: list[str] | None, run_all: bool, accel: str 
     ]
     if pytest_args is not None:
         lines += [
-            f"python -m pytest -p no:cacheprovider -m {MARKER} --durations=5 --junitxml={junit} "
+            f"python -m pytest -p no:cacheprovider -m {MARKERS[role]} --durations=5 --junitxml={junit} "
             f"-o junit_suite_name=fusewb-$(uname -r) {' '.join(shlex.quote(a) for a in pytest_args)}",
             f"echo {STATUS} pytest $?",
         ]
     if run_all:
-        lines += [f"fusewb run all --keep {out}/run-all-$(uname -r)", f"echo {STATUS} run-all $?"]
+        lines += ["fusewb doctor", f"echo {STATUS} doctor $?",
+                  f"fusewb run all --keep {out}/run-all-$(uname -r) --results {out}/results-$(uname -r).json",
+                  f"echo {STATUS} run-all $?"]
     return "\n".join(lines) + "\n"
 
 
@@ -249,10 +257,10 @@ def _lock(path: str | None, wait: float) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def run_guest(image: Path, out: Path, pytest_args: list[str] | None, run_all: bool, timeout: float,
+def run_guest(kernel: Kernel, out: Path, pytest_args: list[str] | None, run_all: bool, timeout: float,
               accel: str, cpus: int, memory: str, lock: str | None, echo=print) -> GuestResult:
-    """Boot ``image`` once and run the guest stage in it."""
-    release = image.name.removeprefix("vmlinuz-")
+    """Boot ``kernel`` once and run the guest stage of its role in it."""
+    release, image = kernel.release, kernel.image
     out.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     with _lock(lock, timeout), tempfile.TemporaryDirectory(dir=out, prefix=".guest-") as tmp:
@@ -261,15 +269,16 @@ def run_guest(image: Path, out: Path, pytest_args: list[str] | None, run_all: bo
         if accel == "auto":
             kvm, why = kvm_boots(image, work, cpus, memory)
         used = "kvm" if kvm else "tcg"
-        echo(f"[{release}] booting with {used} ({why}; {cpus} cpus, {memory})")
+        echo(f"[{release}] booting with {used} ({why}; {cpus} cpus, {memory}); series {kernel.series.name}, "
+             f"role {kernel.role}")
         script = work / "guest.sh"
-        script.write_text(_script(out, pytest_args, run_all, used))
-        result = GuestResult(release, used, 0.0, ran_pytest=pytest_args is not None)
+        script.write_text(_script(out, pytest_args, run_all, used, kernel.role))
+        result = GuestResult(release, used, 0.0, kernel.role, ran_pytest=pytest_args is not None)
 
         def on_line(line: str) -> None:
-            match = re.search(rf"{STATUS} (pytest|run-all) (\d+)", line)
+            match = re.search(rf"{STATUS} (pytest|doctor|run-all) (\d+)", line)
             if match:
-                setattr(result, "pytest_rc" if match[1] == "pytest" else "run_all_rc", int(match[2]))
+                setattr(result, f"{match[1].replace('-', '_')}_rc", int(match[2]))
             echo(f"[{release}] {line}")
 
         with _stopped_on_exit() as procs:
@@ -285,7 +294,10 @@ def run_guest(image: Path, out: Path, pytest_args: list[str] | None, run_all: bo
 def _summary(result: GuestResult) -> str:
     parts = []
     if result.ran_pytest:
-        parts.append(f"pytest -m {MARKER}: {'rc ' + str(result.pytest_rc) if result.pytest_rc is not None else 'not run'}")
+        parts.append(f"pytest -m {MARKERS[result.role]}: "
+                     f"{'rc ' + str(result.pytest_rc) if result.pytest_rc is not None else 'not run'}")
+    if result.doctor_rc is not None:
+        parts.append(f"fusewb doctor: rc {result.doctor_rc}")
     if result.run_all_rc is not None:
         parts.append(f"fusewb run all: rc {result.run_all_rc}")
     stages = ", ".join(parts) or "nothing run"
@@ -296,39 +308,57 @@ def _summary(result: GuestResult) -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, cls=Command)
 @click.option("--kernel", "kernels", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Kernel image to boot (repeatable). Default: every /boot/vmlinuz-* but the running one.")
+              help="Kernel image to boot instead of the matrix (repeatable; runs the full list).")
+@click.option("--series", "series", multiple=True, type=click.Choice([s.name for s in MATRIX]),
+              help="Only these series of the matrix (repeatable). Default: all of them.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build/test-results"),
-              show_default=True, help="Folder for junit-<release>.xml and the run-all captures.")
-@click.option("--timeout", type=float, default=900.0, show_default=True,
+              show_default=True, help="Folder for junit-<release>.xml, results-<release>.json and the run-all captures.")
+@click.option("--timeout", type=float, default=1500.0, show_default=True,
               help="Seconds one guest may run (boot, tests, run all) before it is killed.")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True,
               help="auto: KVM when a probe boot with it finishes, else TCG.")
 @click.option("--cpus", type=int, default=2, show_default=True)
 @click.option("--memory", default="3G", show_default=True)
 @click.option("--pytest/--no-pytest", "with_pytest", default=True, show_default=True,
-              help="Run the guest-marked tests in the guest.")
-@click.option("--run-all/--no-run-all", default=True, show_default=True, help="Also run 'fusewb run all' in the guest.")
+              help="Run the tests of each kernel's role in its guest.")
+@click.option("--run-all/--no-run-all", default=True, show_default=True,
+              help="Also run 'fusewb doctor' and 'fusewb run all' in the guest.")
 @click.option("--lock", "lock", default=None, metavar="PATH",
               help="Hold this flock file for each boot (shared machines: /tmp/fusewb-kernel.lock).")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def main(kernels: tuple[Path, ...], out: Path, timeout: float, accel: str, cpus: int, memory: str,
-         with_pytest: bool, run_all: bool, lock: str | None, pytest_args: tuple[str, ...]) -> None:
-    """Boot other kernels under virtme-ng and run the kernel tests and 'fusewb run all' there.
+def main(kernels: tuple[Path, ...], series: tuple[str, ...], out: Path, timeout: float, accel: str, cpus: int,
+         memory: str, with_pytest: bool, run_all: bool, lock: str | None, pytest_args: tuple[str, ...]) -> None:
+    """Boot the kernel matrix under virtme-ng and run doctor, the kernel tests and 'fusewb run
+    all' in each (python -m fusewb.kernels list shows the matrix and its roles).
 
     \b
     Examples:
       python -m fusewb.guest
-      python -m fusewb.guest --kernel /boot/vmlinuz-6.1.0-56-amd64 --no-run-all -- -k temp_page
+      python -m fusewb.guest --series 5.10 --no-run-all -- -k request_join
+      python -m fusewb.guest --kernel /boot/vmlinuz-6.1.0-57-amd64 --no-run-all -- -k temp_page
       python -m fusewb.guest --accel tcg --lock /tmp/fusewb-kernel.lock
 
-    Exit status 0 when every guest passed; 1 when one failed, or when no guest can run under
-    FUSEWB_REQUIRE_KERNEL=1 (without it: a skip, said on one line).
+    Exit status 0 when every guest passed; 1 when one failed, or when a kernel of the matrix is
+    not here or no guest can run under FUSEWB_REQUIRE_KERNEL=1 (without it: a skip, said on
+    one line each).
     """
     required = os.environ.get("FUSEWB_REQUIRE_KERNEL") == "1"
-    images = list(kernels) or guest_kernels()
+    word = "FAIL" if required else "SKIPPED"
+    if kernels:
+        chosen = [_given_kernel(image) for image in kernels]
+    else:
+        wanted = [s for s in MATRIX if not series or s.name in series]
+        here = {k.series.name: k for k in matrix_kernels()}
+        chosen = [here[s.name] for s in wanted if s.name in here]
+        absent = [s.name for s in wanted if s.name not in here]
+        if absent:
+            click.echo(f"guest stage {word}: kernel {', '.join(absent)} of the matrix not on this machine "
+                       f"(make setup fetches it: python -m fusewb.kernels fetch)", err=True)
+            if required:
+                sys.exit(1)
     missing = []
-    if not images:
-        missing.append("no other kernel image with headers in /boot (make setup installs linux-image-amd64)")
+    if not chosen:
+        missing.append("no kernel to boot")
     if _vng() is None:
         missing.append("no vng (make setup installs virtme-ng into the virtualenv)")
     if shutil.which("qemu-system-x86_64") is None:
@@ -336,17 +366,16 @@ def main(kernels: tuple[Path, ...], out: Path, timeout: float, accel: str, cpus:
     if os.geteuid() != 0:
         missing.append("not root")
     if missing:
-        word = "FAIL" if required else "SKIPPED"
         click.echo(f"guest stage {word}: {'; '.join(missing)}", err=True)
         sys.exit(1 if required else 0)
     results = []
-    for image in images:
+    began = time.monotonic()
+    for kernel in chosen:
         try:
-            results.append(run_guest(image, out.resolve(), list(pytest_args) if with_pytest else None, run_all, timeout, accel,
-                                     cpus, memory, lock, echo=lambda s: click.echo(s, nl=True)))
+            results.append(run_guest(kernel, out.resolve(), list(pytest_args) if with_pytest else None, run_all,
+                                     timeout, accel, cpus, memory, lock, echo=lambda s: click.echo(s, nl=True)))
         except TimeoutError as exc:
-            release = image.name.removeprefix("vmlinuz-")
-            results.append(GuestResult(release, accel, 0.0, error=str(exc)))
+            results.append(GuestResult(kernel.release, accel, 0.0, kernel.role, error=str(exc)))
     for result in results:
         if result.tail:
             click.echo(f"--- console tail of {result.release} ---")
@@ -354,6 +383,7 @@ def main(kernels: tuple[Path, ...], out: Path, timeout: float, accel: str, cpus:
                 click.echo(f"[{result.release}] {line}")
     for result in results:
         click.echo(_summary(result))
+    click.echo(f"guest stage: {len(results)} kernels in {time.monotonic() - began:.0f} s")
     sys.exit(0 if all(r.ok for r in results) else 1)
 
 

@@ -13,10 +13,12 @@ second and kept below everything printed.
 from __future__ import annotations
 
 import html
+import json
 import os
 import signal
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +34,7 @@ from fusewb.contract import defaults
 from fusewb.contract.errors import FusewbError
 from fusewb.contract.worker import Worker
 
-__all__ = ["Scenario", "SCENARIOS", "ScenarioOutcome", "run_scenario", "run", "temp_pages"]
+__all__ = ["Scenario", "SCENARIOS", "ScenarioOutcome", "RANGES", "run_scenario", "run", "temp_pages"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,18 @@ class Scenario:
     # measured on Debian 12's 6.1: what the kernel does there and the flags it must raise.
     temp_page_expect: str | None = None
     temp_page_flags: tuple[str, ...] | None = None
+
+    def expected(self, with_temp_pages: bool) -> tuple[str, tuple[str, ...]]:
+        """(what the kernel does, the flags it must raise) on a kernel with or without temp pages."""
+        if with_temp_pages:
+            return (self.temp_page_expect or self.expect,
+                    self.expected_flags if self.temp_page_flags is None else self.temp_page_flags)
+        return self.expect, self.expected_flags
+
+
+# The kernel ranges a scenario states an expectation for (``fusewb run --list``); which one a
+# kernel is in is decided from the kernel itself (:func:`temp_pages`), never from its version.
+RANGES = {"temp-pages": "before 6.16 (temp pages)", "no-temp-pages": "6.16 and later"}
 
 
 def temp_pages() -> bool:
@@ -191,18 +205,25 @@ class ScenarioOutcome:
     load_notes: list[str]
     kernel_release: str
     temp_pages: bool = False  # the kernel used FUSE temp pages (before 6.16)
+    # the fixture bdi's waits per kernel path (analysis wait_paths: path, count, max_ms)
+    waits: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
 
     @property
     def expected_flags(self) -> tuple[str, ...]:
-        if self.temp_pages and self.scenario.temp_page_flags is not None:
-            return self.scenario.temp_page_flags
-        return self.scenario.expected_flags
+        return self.scenario.expected(self.temp_pages)[1]
 
     @property
     def expectation(self) -> str:
-        if self.temp_pages and self.scenario.temp_page_expect:
-            return f"(temp pages, before 6.16) {self.scenario.temp_page_expect}"
-        return self.scenario.expect
+        text = self.scenario.expected(self.temp_pages)[0]
+        return f"({RANGES['temp-pages']}) {text}" if self.temp_pages and self.scenario.temp_page_expect else text
+
+    def result(self) -> dict[str, Any]:
+        """This outcome as one entry of ``fusewb run --results`` (the README's kernel table)."""
+        return {"scenario": self.scenario.name, "ok": self.ok, "flags": sorted(self.raised),
+                "expected_flags": list(self.expected_flags), "missing": self.missing,
+                "foreign_bdi_flags": self.foreign_bdi_flags, "waits": self.waits,
+                "seconds": round(self.seconds, 1)}
 
     @property
     def missing(self) -> list[str]:
@@ -309,6 +330,8 @@ def run_scenario(scenario: Scenario, workdir: Path, fmt: str = "text", threshold
     # the terminal always gets the text report, rendered from the same analysis
     text_report = rendered.text if fmt == "text" else render_text(rendered.report)
     release = rendered.report["capture"]["kernel_release"] or "?"
+    waits = [{"path": str(row["path"]), "count": int(row["count"]), "max_ms": round(float(row["max_ms"]), 1)}
+             for row in rendered.report["waits_by_path"] if row.get("bdi") == bdi]
     return ScenarioOutcome(
         scenario=scenario,
         capture=capture,
@@ -320,6 +343,7 @@ def run_scenario(scenario: Scenario, workdir: Path, fmt: str = "text", threshold
         load_notes=list(result.notes),
         kernel_release=release,
         temp_pages=temp_pages(),
+        waits=waits,
     )
 
 
@@ -360,8 +384,18 @@ def _clock(seconds: float) -> str:
     return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
 
 
+def _write_results(path: Path, outcomes: list[ScenarioOutcome]) -> None:
+    """``--results``: this kernel and each scenario's outcome so far, as JSON (rewritten after
+    every scenario, so a run cut short keeps what it did)."""
+    doc = {"kernel_release": os.uname().release, "temp_pages": temp_pages(),
+           "scenarios": [o.result() for o in outcomes]}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
 def _run_chosen(chosen: list[Scenario], workdir: Path, fmt: str,
-                threshold_ms: float) -> list[ScenarioOutcome]:
+                threshold_ms: float, results: Path | None = None) -> list[ScenarioOutcome]:
     """Run each scenario with progress (module docstring); their outcomes."""
     from fusewb.tracers.live import StatusLine, terminal_columns, ticking  # noqa: PLC0415
 
@@ -389,7 +423,10 @@ def _run_chosen(chosen: list[Scenario], workdir: Path, fmt: str,
             err(click.style(f"== {number}/{len(chosen)} {scenario.name} "
                             f"({time.monotonic() - started:.0f} s elapsed)", bold=True))
             outcome = run_scenario(scenario, workdir, fmt, threshold_ms, echo=out)
+            outcome.seconds = time.monotonic() - current["since"]
             outcomes.append(outcome)
+            if results is not None:
+                _write_results(results, outcomes)
             out(outcome.report_text)
             out(outcome.verdict())
             err(f"== {number}/{len(chosen)} {scenario.name} done in "
@@ -407,9 +444,13 @@ def _run_chosen(chosen: list[Scenario], workdir: Path, fmt: str,
               show_default=True, help="html also writes one report per scenario and an index.")
 @click.option("--threshold-ms", type=float, default=defaults.THRESHOLD_MS, show_default=True,
               help="A wait at or over this is a BLOCKED_WAIT.")
-@click.option("--list", "list_only", is_flag=True, help="List the scenarios and exit.")
+@click.option("--list", "list_only", is_flag=True,
+              help="List the scenarios with what each kernel range is expected to do, and exit.")
+@click.option("--results", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write each scenario's outcome on this kernel to this JSON file (flags, "
+              "waits per path); the guest stage of make test builds README's kernel table from them.")
 def run(scenarios: tuple[str, ...], keep: Path | None, fmt: str, threshold_ms: float,
-        list_only: bool) -> None:
+        list_only: bool, results: Path | None) -> None:
     """Mount the fixture, trace, run a load, analyse, print the verdict, clean up.
 
     Scenarios: msync-slow, close-slow, sync-stalled, hot-unplug, reclaim-memcg, self-wait,
@@ -423,8 +464,14 @@ def run(scenarios: tuple[str, ...], keep: Path | None, fmt: str, threshold_ms: f
       sudo fusewb run all --keep /tmp/fusewb-all --format html
     """
     if list_only:
+        here = RANGES["temp-pages" if temp_pages() else "no-temp-pages"]
+        click.echo(f"This kernel ({os.uname().release}): {here}.")
         for s in SCENARIOS.values():
-            click.echo(f"{s.name:<15} {s.title}")
+            click.echo(click.style(f"{s.name:<15} {s.title}", bold=True))
+            for key, with_temp in (("no-temp-pages", False), ("temp-pages", True)):
+                text, flags = s.expected(with_temp)
+                click.echo(f"  {RANGES[key]}: expect {', '.join(flags) or 'no flag'}")
+                click.echo(textwrap.fill(text, width=96, initial_indent="    ", subsequent_indent="    "))
         return
     chosen = _selected(scenarios)
     if os.geteuid() != 0:
@@ -436,7 +483,7 @@ def run(scenarios: tuple[str, ...], keep: Path | None, fmt: str, threshold_ms: f
     else:
         workdir = Path(tempfile.mkdtemp(prefix="fusewb-run-"))
     os.chmod(workdir, 0o700)
-    outcomes = _run_chosen(chosen, workdir, fmt, threshold_ms)
+    outcomes = _run_chosen(chosen, workdir, fmt, threshold_ms, results)
     click.echo(click.style("Summary", bold=True))
     for o in outcomes:
         click.echo(f"  {o.scenario.name:<15} {'as expected' if o.ok else 'NOT as expected':<16} "

@@ -20,7 +20,7 @@ import pytest
 # test_tracer_plan.py's verifier loads of the kprobe plan (~40 s; in the guest that plan is the
 # one test_temp_page_waits.py attaches and traces with). Measured 806 s on 2026-12-03.
 GUEST_TESTS = frozenset({
-    "test_temp_page_waits.py", "test_stuck.py", "test_histograms_real.py",
+    "test_temp_page_waits.py", "test_stuck.py", "test_histograms_real.py", "test_request_join.py",
     *(f"test_tracer_plan.py::{name}" for name in (
         "test_plan_on_this_kernel", "test_btf_offsets_match_bpftool",
         "test_fuse_module_btf_offsets_match_bpftool", "test_requests_are_keyed_on_the_request_pointer",
@@ -34,11 +34,36 @@ GUEST_TESTS = frozenset({
 })
 
 
+# The subset the other kernels of the matrix run (marker ``conformance``; fusewb/kernels.py
+# says which kernel runs which), beside `fusewb doctor` and `fusewb run all`.
+CONFORMANCE_TESTS = frozenset({
+    "test_request_join.py",
+    "test_tracer_plan.py::test_plan_on_this_kernel", "test_tracer_plan.py::test_btf_offsets_match_bpftool",
+    "test_tracepoint_fields.py::test_this_kernel_formats_from_tracefs",
+})
+assert CONFORMANCE_TESTS <= GUEST_TESTS
+
+
+_LISTS = {"guest": GUEST_TESTS, "conformance": CONFORMANCE_TESTS}
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``-m guest``/``-m conformance`` (the guests of make test) import only the files of their
+    list: importing every test module costs minutes under TCG."""
+    listed = _LISTS.get(config.option.markexpr)
+    if listed is None or not collection_path.name.startswith("test_") or collection_path.suffix != ".py":
+        return None
+    return collection_path.name not in {entry.split("::")[0] for entry in listed} or None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         name = getattr(item, "originalname", item.name)
-        if item.path.name in GUEST_TESTS or f"{item.path.name}::{name}" in GUEST_TESTS:
+        keys = {item.path.name, f"{item.path.name}::{name}"}
+        if keys & GUEST_TESTS:
             item.add_marker(pytest.mark.guest)
+        if keys & CONFORMANCE_TESTS:
+            item.add_marker(pytest.mark.conformance)
 
 
 def pytest_report_header() -> str:

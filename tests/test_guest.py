@@ -29,9 +29,19 @@ def test_finished_guest_stages_are_read_from_its_output(tmp_path: Path) -> None:
         rc, tail = guest._boot(["bash", "-c", f"echo {guest.STATUS} pytest 0; exit 3"], 30, lambda _l: None, procs)
     assert rc == 3 and tail == [f"{guest.STATUS} pytest 0"]
     script = guest._script(tmp_path, ["-k", "x y"], run_all=True)
-    assert f"-m {guest.MARKER} " in script and "'x y'" in script and "fusewb run all" in script
+    assert "-m guest " in script and "'x y'" in script and "fusewb run all" in script
+    assert "fusewb doctor" in script and f"--results {tmp_path}/results-$(uname -r).json" in script
+    assert "-m conformance " in guest._script(tmp_path, [], run_all=False, role="conformance")
+    assert guest.GuestResult("r", "tcg", 0.0, pytest_rc=0, doctor_rc=0, run_all_rc=0).ok
+    assert not guest.GuestResult("r", "tcg", 0.0, pytest_rc=0, doctor_rc=2, run_all_rc=0).ok
     cmd = guest._command(Path("/boot/vmlinuz-x"), tmp_path, tmp_path / "s.sh", False, 2, "3G")
     assert "--disable-kvm" in cmd and cmd[cmd.index("--run") + 1] == "/boot/vmlinuz-x"
+
+
+def test_kernel_given_by_image_names_its_release(tmp_path: Path) -> None:
+    assert guest._given_kernel(Path("/boot/vmlinuz-6.1.0-57-amd64")).release == "6.1.0-57-amd64"
+    split = guest._given_kernel(Path("/usr/lib/modules/7.3.4+deb13-amd64/vmlinuz"))
+    assert (split.release, split.role) == ("7.3.4+deb13-amd64", "full")
 
 
 def test_help_names_examples() -> None:

@@ -267,3 +267,31 @@ def test_verdicts_follow_the_kernels_writeback_era() -> None:
     assert "temp pages" in outcome("self-wait", set(), True).verdict()
     assert outcome("msync-slow", {"BLOCKED_WAIT"}, True).ok and not outcome("msync-slow", set(), True).ok
     assert all(s.temp_page_flags is not None for s in SCENARIOS.values() if s.name != "dirty-throttle")
+
+
+def test_list_states_each_kernel_ranges_expectation_and_results_are_written(tmp_path: Path) -> None:
+    """``fusewb run --list`` gives each scenario's expected flags for both kernel ranges, from
+    the declarations; ``--results`` holds each outcome as the README's kernel table reads it."""
+    import json
+
+    from click.testing import CliRunner
+
+    from fusewb.scenarios import RANGES, SCENARIOS, ScenarioOutcome, _write_results, run
+
+    out = CliRunner().invoke(run, ["--list"]).output
+    for scenario in SCENARIOS.values():
+        block = out.split(scenario.name, 1)[1].split("\n\n")[0]
+        for with_temp, key in ((False, "no-temp-pages"), (True, "temp-pages")):
+            flags = ", ".join(scenario.expected(with_temp)[1]) or "no flag"
+            assert f"  {RANGES[key]}: expect {flags}" in block, (scenario.name, key)
+    good = ScenarioOutcome(SCENARIOS["msync-slow"], Path("cap"), "", None, frozenset({"BLOCKED_WAIT"}), [],
+                           "load", [], "k", temp_pages=True, waits=[{"path": "fsync", "count": 3, "max_ms": 250.0}],
+                           seconds=36.04)
+    bad = ScenarioOutcome(SCENARIOS["hot-unplug"], Path("cap"), "", None, frozenset(), [], "load", [], "k")
+    _write_results(tmp_path / "r.json", [good, bad])
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert [s["scenario"] for s in doc["scenarios"]] == ["msync-slow", "hot-unplug"]
+    assert doc["scenarios"][0] == {"scenario": "msync-slow", "ok": True, "flags": ["BLOCKED_WAIT"],
+                                   "expected_flags": ["BLOCKED_WAIT"], "missing": [], "foreign_bdi_flags": [],
+                                   "waits": [{"path": "fsync", "count": 3, "max_ms": 250.0}], "seconds": 36.0}
+    assert doc["scenarios"][1]["missing"] == ["MIGRATION_WAIT", "BLOCKED_WAIT"] and not doc["scenarios"][1]["ok"]

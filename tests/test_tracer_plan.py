@@ -87,7 +87,8 @@ def test_plan_on_this_kernel() -> None:
 
     features = probe_features(test_loads=False)
     plan = choose_plan(features)
-    expected = "kprobe" if features.kprobes.ok and features.symbols.get("folio_wait_writeback") else "tracepoint"
+    wait_fn = features.symbols.get("folio_wait_writeback") or features.symbols.get("wait_on_page_writeback")
+    expected = "kprobe" if features.kprobes.ok and wait_fn else "tracepoint"
     assert plan.name == expected
     if plan.name == "tracepoint":
         assert plan.kprobes == []
@@ -233,6 +234,38 @@ def test_tracing_frames_are_dropped_from_stacks() -> None:
     assert path_hint(["folio_wait_writeback", "migrate_pages_batch", "migrate_pages"]) == "migrate_pages_batch"
 
 
+def test_pre_folio_kernels_probe_the_page_functions() -> None:
+    """Debian 11's 5.10 (as its kallsyms were read in the 5.10 guest): no folio_wait_writeback or
+    shrink_folio_list but their pre-folio names, kprobes attach. The kprobe plan times waits on
+    wait_on_page_writeback and counts shrink_page_list; it compiles and passes the verifier here
+    (with this kernel's wait tracepoint: 5.10's writeback:wait_on_page_writeback is not here)."""
+    require_bpf()
+    from fusewb.tracers.features import Check, probe_features
+    from fusewb.tracers.program import BuildOptions, verify_program
+
+    features = probe_features(test_loads=False)
+    hidden = {"folio_wait_writeback", "shrink_folio_list", "migrate_pages_batch", "fuse_iomap_writeback_range"}
+    older = dataclasses.replace(
+        features,
+        kprobes=Check(True, "kprobe_events accepts a probe (as in the 5.10 guest)"),
+        tracepoints={**features.tracepoints, "fuse:fuse_request_send": False, "fuse:fuse_request_end": False},
+        symbols={**{fn: ok for fn, ok in features.symbols.items() if fn not in hidden},
+                 **{fn: False for fn in hidden}, "wait_on_page_writeback": True, "shrink_page_list": True},
+        symbol_names={**{fn: name for fn, name in features.symbol_names.items() if fn not in hidden},
+                      "wait_on_page_writeback": "wait_on_page_writeback", "shrink_page_list": "shrink_page_list"},
+    )
+    plan = choose_plan(older)
+    assert plan.name == "kprobe"
+    assert plan.symbol("folio_wait_writeback") == "wait_on_page_writeback"
+    assert plan.symbol("shrink_folio_list") == "shrink_page_list"
+    assert {"kprobe:wait_on_page_writeback", "kretprobe:wait_on_page_writeback",
+            "kprobe:shrink_page_list"} <= set(plan.probes())
+    assert not {"kprobe:folio_wait_writeback", "kretprobe:folio_wait_writeback"} & set(plan.probes())
+    assert any("wait_on_page_writeback" in note for note in plan.notes)
+    loaded, _seconds = verify_program(plan, BuildOptions(ring_pages=1))
+    assert loaded == len(plan.tracepoints) + len(plan.raw_tracepoints) + 2 * len(plan.kprobes) + len(plan.entry_kprobes)
+
+
 def test_fuse_module_btf_offsets_match_bpftool() -> None:
     """The fuse module's split BTF (vmlinux's own when fuse is built in), read on top of vmlinux."""
     require_bpf()
@@ -329,3 +362,53 @@ def test_requests_are_keyed_on_the_request_pointer() -> None:
         plan = choose_plan(features, force="kprobe")
         assert plan.defines["FUSE_REQ_PTR"] == "1", plan.describe()
         assert [plan.symbol(fn) for fn in plan.entry_kprobes] == [features.symbol_names[fn] for fn in REQUEST_KPROBES]
+
+
+def test_kretprobes_attach_before_their_kprobes() -> None:
+    """Handlers at one address run newest first: the entry kprobe, attached after its kretprobe,
+    takes its stack before the return address becomes the kretprobe trampoline (which 5.10's
+    unwinder cannot pass: stacks there ended in kretprobe_trampoline)."""
+    from fusewb.tracers.program import attach_kprobes
+
+    calls: list[tuple[str, str]] = []
+
+    class Recorder:
+        def attach_kprobe(self, event: str, fn_name: str) -> None:
+            calls.append(("kprobe", event))
+
+        def attach_kretprobe(self, event: str, fn_name: str) -> None:
+            calls.append(("kretprobe", event))
+
+    plan = ProbePlan("kprobe", kprobes=["fuse_set_nowrite"], entry_kprobes=["fuse_dev_do_read"],
+                     symbols={"fuse_set_nowrite": "fuse_set_nowrite.part.0"})
+    attached = attach_kprobes(Recorder(), plan)
+    assert calls == [("kretprobe", "fuse_set_nowrite.part.0"), ("kprobe", "fuse_set_nowrite.part.0"),
+                     ("kprobe", "fuse_dev_do_read")]
+    assert attached == ["kretprobe:fuse_set_nowrite.part.0", "kprobe:fuse_set_nowrite.part.0", "kprobe:fuse_dev_do_read"]
+
+
+def test_fuse_module_without_btf_is_said_and_requests_are_not_traced(tmp_path, monkeypatch) -> None:
+    """5.10: fuse is a loaded module (``/sys/module/fuse/initstate``) but the kernel has no module
+    BTF, so fuse's struct offsets are nowhere: the plan says that requests are not traced and
+    why, and still times the waits."""
+    require_bpf()
+    from fusewb.tracers import btf
+    from fusewb.tracers.features import Check, probe_features
+
+    (tmp_path / "module" / "fuse").mkdir(parents=True)
+    (tmp_path / "module" / "fuse" / "initstate").write_text("live\n")
+    monkeypatch.setattr(btf, "SYS_MODULE", tmp_path / "module")
+    monkeypatch.setattr(btf, "BTF_DIR", tmp_path / "btf")
+    with pytest.raises(btf.BtfError, match="the fuse module has no BTF"):
+        btf.load_module_btf("fuse")
+    features = probe_features(test_loads=False)
+    older = dataclasses.replace(
+        features, kprobes=Check(True, "as in the 5.10 guest"),
+        tracepoints={**features.tracepoints, "fuse:fuse_request_send": False, "fuse:fuse_request_end": False},
+        symbol_names={"queue_request_and_unlock": "queue_request_and_unlock", **features.symbol_names})
+    plan = choose_plan(older)
+    assert plan.name == "kprobe" and "FUSE_REQ_PTR" not in plan.defines and "FUSE_REQUESTS" not in plan.defines
+    assert any(n.startswith("FUSE requests are not traced on this kernel (BTF: the fuse module has no BTF")
+               for n in plan.notes), plan.notes
+    assert "no BTF" in plan.skipped["kprobe:queue_request_and_unlock"]
+    assert "folio_wait_writeback" in plan.kprobes

@@ -234,10 +234,16 @@ def _parse_file(path: Path, base: Btf | None = None) -> Btf:
     return parse_btf(data, base)
 
 
+SYS_MODULE = Path("/sys/module")
+
+
 def load_module_btf(module: str) -> Btf:
     """A module's BTF (``/sys/kernel/btf/<module>``) on top of vmlinux's; a built-in module's
     types are in vmlinux's own BTF, which is returned then. BtfError when neither has them."""
     path = BTF_DIR / module
     if not path.exists():
+        if (SYS_MODULE / module / "initstate").exists():  # loaded as a module, not built in
+            raise BtfError(f"the {module} module has no BTF on this kernel (module BTF came with "
+                           f"CONFIG_DEBUG_INFO_BTF_MODULES in 5.11)")
         return load_vmlinux_btf()
     return _parse_file(path, base=load_vmlinux_btf())

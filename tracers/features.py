@@ -54,6 +54,7 @@ TRACEPOINTS: list[str] = [
 # Kernel functions the kprobe plan may probe, and whose presence tells the FUSE writeback era.
 KERNEL_FUNCTIONS: list[str] = [
     "folio_wait_writeback",
+    "wait_on_page_writeback",  # its pre-folio name (5.10)
     "fuse_writepage",  # single-page writeback, removed in 6.9
     "fuse_writepages",
     "fuse_writepage_end",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fusewb.contract.errors import FusewbError
 
-__all__ = ["HeaderTree", "find_header_tree", "prepare_bcc_environment"]
+__all__ = ["HeaderTree", "cache_root", "find_header_tree", "prepare_bcc_environment"]
 
 DEBIAN_SRC = Path("/usr/src")
 KHEADERS = Path("/sys/kernel/kheaders.tar.xz")
@@ -38,7 +38,7 @@ class HeaderTree:
         return self.kind != "debian-fallback"
 
 
-def _cache_root() -> Path:
+def cache_root() -> Path:
     base = os.environ.get("FUSEWB_CACHE")
     if base:
         return Path(base)
@@ -97,7 +97,7 @@ def find_header_tree(build: bool = True) -> HeaderTree | None:
         return None
     common, arch_dir = pair
     version = arch_dir.name.removeprefix("linux-headers-")
-    dest = _cache_root() / "kernel-tree" / version
+    dest = cache_root() / "kernel-tree" / version
     if build and not dest.is_dir():
         dest.parent.mkdir(parents=True, exist_ok=True)
         _assemble(common, arch_dir, dest)

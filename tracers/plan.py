@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from fusewb.tracers.features import KernelFeatures
 
 __all__ = ["ProbePlan", "choose_plan", "PLANS", "KPROBE_FUNCTIONS", "FUSE_WAIT_FUNCTIONS",
-           "REQUEST_KPROBES"]
+           "REQUEST_KPROBES", "OLDER_NAMES"]
 
 PLANS = ("tracepoint", "kprobe")
 
@@ -52,6 +52,11 @@ KPROBE_FUNCTIONS: list[str] = [
     "migrate_pages",
     "wait_sb_inodes",
 ]
+
+# Pre-folio names (before 5.16-6.2) of functions the kprobe plan probes: the same place in the
+# kernel, so a probe on the first attaches to the second where only that is in kallsyms.
+OLDER_NAMES: dict[str, str] = {"folio_wait_writeback": "wait_on_page_writeback",
+                               "shrink_folio_list": "shrink_page_list"}
 
 # fuse.ko functions a task sleeps in waiting for in-flight WRITEs (temp-page era), or for the
 # answer to write_inode's SETATTR that a server busy with held WRITEs gives after them (close
@@ -195,7 +200,8 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
     (tests force "kprobe" to compile and verifier-load it where kprobes cannot attach)."""
     if force is not None and force not in PLANS:
         raise ValueError(f"unknown plan {force!r}; choose one of {', '.join(PLANS)}")
-    can_kprobe = features.kprobes.ok and features.symbols.get("folio_wait_writeback", False)
+    wait_fn = _present(features, "folio_wait_writeback")
+    can_kprobe = features.kprobes.ok and wait_fn is not None
     name = force or ("kprobe" if can_kprobe else "tracepoint")
     plan = ProbePlan(name)
     plan.defines.update(WAIT_FN_START="0ULL", WAIT_FN_END="0ULL")  # no sleep-stack check
@@ -216,11 +222,15 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
     if name == "kprobe":
         plan.defines.update(KPROBES="1", WAIT_TIMING="2")
         plan.kprobes.append("folio_wait_writeback")
-        plan.notes.append("waits timed by kprobe/kretprobe on folio_wait_writeback (exact)")
-        for fn_id, fn in enumerate(KPROBE_FUNCTIONS):
-            if features.symbols.get(fn, False):
+        if wait_fn not in (None, "folio_wait_writeback"):
+            plan.symbols["folio_wait_writeback"] = wait_fn
+        plan.notes.append(f"waits timed by kprobe/kretprobe on {wait_fn or 'folio_wait_writeback'} (exact)")
+        for fn in KPROBE_FUNCTIONS:
+            if (present := _present(features, fn)) is not None:
                 plan.kprobes.append(fn)
                 plan.defines[f"HAVE_FN_{fn.upper()}"] = "1"
+                if present != fn:
+                    plan.symbols[fn] = present
             else:
                 plan.skipped[f"kprobe:{fn}"] = "not in kallsyms (inlined, or another kernel version)"
         _fuse_kprobes(features, plan)
@@ -240,7 +250,8 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
             plan.defines.update(WAIT_FN_START=f"{span[0]:#x}ULL", WAIT_FN_END=f"{span[1]:#x}ULL")
         else:
             plan.notes.append("kallsyms hides the wait function: any D sleep after the tracepoint counts")
-        why = "kprobes cannot attach on this kernel (see the kprobes check)"
+        why = ("kprobes cannot attach on this kernel (see the kprobes check)" if not features.kprobes.ok
+               else "no folio_wait_writeback or wait_on_page_writeback in kallsyms to time waits with")
         for fn in ["folio_wait_writeback", *KPROBE_FUNCTIONS, *FUSE_WAIT_FUNCTIONS, *REQUEST_KPROBES]:
             plan.skipped[f"kprobe:{fn}"] = why
 
@@ -269,6 +280,15 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
         plan.skipped[f"tracepoint:{tp}"] = f"its tracefs format lacks {', '.join(fields)}"
     _fields(features, plan)
     return plan
+
+
+def _present(features: KernelFeatures, function: str) -> str | None:
+    """The kallsyms name a probe on ``function`` attaches to on this kernel: its own, else its
+    pre-folio name (:data:`OLDER_NAMES`); None when neither is there."""
+    for name in (function, OLDER_NAMES.get(function)):
+        if name and features.symbols.get(name, False):
+            return features.symbol_names.get(name, name)
+    return None
 
 
 def _offsets(btf_of: str, wanted: list[tuple[str, str, str]]) -> dict[str, str]:
@@ -331,6 +351,8 @@ def _fuse_requests(features: KernelFeatures, plan: ProbePlan) -> None:
             why = f"{', '.join(missing) or 'kprobes'} unavailable" if kprobe or not tps else "raw tracepoints unavailable"
         for fn in REQUEST_KPROBES:
             plan.skipped.setdefault(f"kprobe:{fn}", f"requests keyed on the request pointer not possible ({why})")
+        if not tps:
+            plan.notes.append(f"FUSE requests are not traced on this kernel ({why}); waits are")
         return
     for fn in kprobe_fns:
         plan.entry_kprobes.append(fn)

@@ -203,17 +203,21 @@ def detach_probes(bpf: Any) -> None:
 
 def attach_kprobes(bpf: Any, plan: ProbePlan) -> list[str]:
     """Attach the plan's kprobes and kretprobes (at the kallsyms name, a clone such as
-    ``.part.0`` included); the probes attached (FusewbError if one fails)."""
+    ``.part.0`` included); the probes attached (FusewbError if one fails).
+
+    The kretprobe goes first: handlers at one address run newest first, so the entry kprobe
+    takes its stack before the kretprobe swaps the return address for its trampoline, which
+    unwinders before 5.15 cannot get past (5.10: every stack ended in kretprobe_trampoline)."""
     attached = []
     for function in [*plan.kprobes, *plan.entry_kprobes]:
         entry, ret = kprobe_function_names(function)
         symbol = plan.symbol(function)
         try:
-            bpf.attach_kprobe(event=symbol, fn_name=entry)
-            attached.append(f"kprobe:{symbol}")
             if function in plan.kprobes:
                 bpf.attach_kretprobe(event=symbol, fn_name=ret)
                 attached.append(f"kretprobe:{symbol}")
+            bpf.attach_kprobe(event=symbol, fn_name=entry)
+            attached.append(f"kprobe:{symbol}")
         except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
             raise FusewbError(
                 f"cannot attach kprobe on {function} ({_first_error_line(exc)})",
