@@ -46,7 +46,7 @@ from fusewb.contract.defaults import (
     high_severity_ms,
 )
 from fusewb.contract.schema import TABLES
-from fusewb.contract.units import format_size
+from fusewb.contract.units import NS_PER_MS, format_size
 
 if TYPE_CHECKING:
     from fusewb.analysis.scan import Scan
@@ -167,14 +167,14 @@ def _slowest_write(src: CaptureSource) -> _Slowest | None:
         worst = max(entries, key=lambda e: int(e.get("max_ns") or 0))
         connection = int(worst.get("connection") or 0)
         return _Slowest(sum(int(e["count"]) for e in entries), int(worst.get("max_ns") or 0)
-                        / 1e6, str(worst.get("bdi") or bdi_of_connection(connection)),
+                        / NS_PER_MS, str(worst.get("bdi") or bdi_of_connection(connection)),
                         f"no row: under the capture's row threshold of "
                         f"{thresholds['requests']:g} ms, or its event was lost")
     counters = src.meta.get("counters") or {}
     if not isinstance(counters, dict) or f"requests.{WRITE}.max_ns" not in counters:
         return None
     return _Slowest(int(counters.get(f"requests.{WRITE}.count", 0) or 0),
-                    float(counters[f"requests.{WRITE}.max_ns"] or 0) / 1e6, None,
+                    float(counters[f"requests.{WRITE}.max_ns"] or 0) / NS_PER_MS, None,
                     "its event was lost or only summed")
 
 

@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 
 from fusewb.analysis.capture import Capture
-from fusewb.analysis.common import NS_PER_MS
 from fusewb.analysis.partials import ORDER, combine_worst, worst_partial
 from fusewb.contract.defaults import high_severity_ms
+from fusewb.contract.units import NS_PER_MS
 
 if TYPE_CHECKING:
     from fusewb.analysis.scan import Scan

@@ -72,13 +72,13 @@ from fusewb.analysis.waiting import (
 )
 from fusewb.contract import defaults
 from fusewb.contract.errors import FusewbError
-from fusewb.contract.schema import TABLES
+from fusewb.contract.schema import TABLE_SPECS, TABLES
 
 __all__ = ["ENGINES", "Scan", "scan", "BIG_TABLES", "READ_COLUMNS", "CONNECT_TIMEOUT_S"]
 
 ENGINES = ("pandas", "streaming", "dask")
-BIG_TABLES = ("requests", "waits")
-SMALL_TABLES = ("stacks", "throttle", "vm")
+BIG_TABLES = tuple(sorted(table for table, spec in TABLE_SPECS.items() if spec.big))
+SMALL_TABLES = tuple(sorted(table for table, spec in TABLE_SPECS.items() if not spec.big))
 # The columns the questions read of each big table (capture.read_part adds the required ones).
 READ_COLUMNS: dict[str, tuple[str, ...]] = {
     "requests": ("send_ts_ns", "end_ts_ns", "duration_ns", "ongoing", "connection", "bdi",

@@ -9,7 +9,8 @@ import errno
 
 __all__ = [
     "THRESHOLD_MS", "RING_PAGES", "MAX_PENDING", "MAX_INFLIGHT", "STACK_ENTRIES",
-    "REQUEST_SLOTS", "REQ_HIST_ENTRIES", "WAIT_HIST_ENTRIES", "HIGH_SEVERITY_MS", "high_severity_ms",
+    "REQUEST_SLOTS", "REQ_HIST_ENTRIES", "WAIT_HIST_ENTRIES", "FILTER_ENTRIES",
+    "SERVER_THREAD_ENTRIES", "INFLIGHT_CONN_ENTRIES", "HIGH_SEVERITY_MS", "high_severity_ms",
     "MEDIUM_THROTTLE_MS", "STACK_NOISE_FRAMES", "WAIT_MACHINERY_PREFIXES",
     "KERNEL_ENDED_ERRORS", "TRACING_FRAME_PREFIXES",
 ]
@@ -32,6 +33,9 @@ STACK_ENTRIES = 4096  # distinct kernel stacks
 # waits. A busy connection fills some 40 buckets per opcode.
 REQ_HIST_ENTRIES = 8192
 WAIT_HIST_ENTRIES = 4096
+FILTER_ENTRIES = 1024  # FUSE bdis and FUSE connections in the filter (one entry per mount)
+SERVER_THREAD_ENTRIES = 4096  # server threads that read or answered requests, per connection
+INFLIGHT_CONN_ENTRIES = 1024  # connections with WRITEs in flight counted
 
 # A wait or stalled request is "high" from this long, or from ten thresholds when that is more.
 HIGH_SEVERITY_MS = 1000.0

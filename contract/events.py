@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["EventKind", "VmKind", "EVENT_KINDS", "VM_EVENT_KINDS", "STACKS_FROM", "event_kind"]
+__all__ = ["EventKind", "VmKind", "EVENT_KINDS", "VM_EVENT_KINDS", "STACKS_FROM", "event_kind",
+           "FUSE_WAIT_FUNCTIONS", "REQUEST_KPROBES"]
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,24 @@ class VmKind:
     probes: tuple[str, ...]  # a probe whose name contains one of these produces it
 
 
-_WAIT_PROBES = ("folio_wait_writeback", "wait_on_page_writeback", "fuse_set_nowrite",
-                "fuse_wait_on_page_writeback", "fuse_flush_times")
+# fuse.ko functions a task sleeps in waiting for in-flight WRITEs (temp-page era), or for the
+# answer to write_inode's SETATTR that a server busy with held WRITEs gives after them (close
+# behind a single-threaded server, the flusher), each with its define; probed at entry and
+# return (bpf/kprobes.bpf.c, FUSE_WAIT_KPROBES). All take the inode first.
+FUSE_WAIT_FUNCTIONS: list[str] = ["fuse_set_nowrite", "fuse_wait_on_page_writeback",
+                                  "fuse_flush_times"]
+
+# The request lifecycle without fuse:* tracepoints, probed at entry (bpf/requests.bpf.c):
+# queued (unique assigned), read by a server thread, answered. All three or none; with the
+# tracepoints (raw, keyed on the request) only fuse_dev_do_read, for the server's readers.
+REQUEST_KPROBES: list[str] = ["queue_request_and_unlock", "fuse_dev_do_read", "fuse_request_end"]
+
+_WAIT_PROBES = ("folio_wait_writeback", "wait_on_page_writeback", *FUSE_WAIT_FUNCTIONS)
 
 EVENT_KINDS: tuple[EventKind, ...] = (
     EventKind("EV_WAIT", "wait_event", "waits", _WAIT_PROBES),
     EventKind("EV_REQUEST", "request_event", "requests",
-              ("fuse_request_send", "fuse_request_end", "queue_request_and_unlock")),
+              ("fuse_request_send", "fuse_request_end", REQUEST_KPROBES[0])),
     EventKind("EV_THROTTLE", "throttle_event", "throttle", ("balance_dirty_pages",)),
     EventKind("EV_VM", "vm_event", "vm", ("vmscan", "migrate", "compaction")),
 )
