@@ -24,6 +24,7 @@ import pandas as pd
 from fusewb.analysis.capture import Capture, CaptureSource
 from fusewb.analysis.histograms import bdi_of_connection, row_thresholds
 from fusewb.analysis.partials import inflight_partial
+from fusewb.analysis.paths import PATH_MECHANISMS
 from fusewb.analysis.requests import WRITE
 from fusewb.analysis.rules import (
     FLAG_COLUMNS,
@@ -123,6 +124,12 @@ def _wait_flag(name: str, raised_when: str, mechanism: str, select: Select, seve
     """A flag on the waits table: rows merged per host, path, bdi, task and inode."""
     return Flag(name, raised_when, ("waits",), mechanism, severity, _wait_evidence(note),
                 table="waits", select=select, keys=_WAIT_KEYS, carry=_WAIT_CARRY)
+
+
+def _path_flag(name: str, inside: str, path: str) -> Flag:
+    """A high flag for any wait on ``path``; its mechanism is the path's (analysis/paths.py)."""
+    return _wait_flag(name, f"any wait on FUSE writeback inside {inside}", PATH_MECHANISMS[path],
+                      _on_path(path), fixed("high"))
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -483,27 +490,9 @@ FLAGS: list[Flag] = [
         lambda w, threshold_ms, servers: (w["duration_ms"] >= threshold_ms).to_numpy(dtype=bool),
         by_duration, note=" >= {threshold_ms:g} ms",
     ),
-    _wait_flag(
-        "RECLAIM_WAIT", "any wait on FUSE writeback inside memory reclaim",
-        "reclaim waiting on a folio under FUSE writeback ties memory reclaim to a user-space "
-        "server: a server that needs memory to answer deadlocks (kernels before 6.16 "
-        "waited here; 6.16+ skips such folios)",
-        _on_path("reclaim"), fixed("high"),
-    ),
-    _wait_flag(
-        "MIGRATION_WAIT", "any wait on FUSE writeback inside migration or compaction",
-        "migration in MIGRATE_SYNC mode waits for writeback to end; a FUSE server decides "
-        "when that is, so compaction, CMA and memory hot-unplug stall behind it (still "
-        "true after 6.16)",
-        _on_path("migration"), fixed("high"),
-    ),
-    _wait_flag(
-        "SYNC_WAIT", "any wait on FUSE writeback inside sync(2)/syncfs(2)",
-        "sync(2) waits for writeback on every filesystem, so one FUSE server that never "
-        "answers hangs every sync on the host: an unprivileged DoS (6.16 up to the fix "
-        "that skips the integrity wait for FUSE)",
-        _on_path("sync"), fixed("high"),
-    ),
+    _path_flag("RECLAIM_WAIT", "memory reclaim", "reclaim"),
+    _path_flag("MIGRATION_WAIT", "migration or compaction", "migration"),
+    _path_flag("SYNC_WAIT", "sync(2)/syncfs(2)", "sync"),
     _wait_flag(
         "SERVER_SELF_WAIT",
         "the waiter (on FUSE writeback, or throttled in reclaim on writeback while WRITEs "
