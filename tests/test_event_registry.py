@@ -14,7 +14,7 @@ import pytest
 
 from fusewb import analysis
 from fusewb.analysis.capture import META_SPEC, REQUIRED_COLUMNS, TABLE_PROBES, load_capture
-from fusewb.analysis.findings import flags
+from fusewb.analysis.flagging import flags
 from fusewb.analysis.scan import BIG_TABLES, ENGINES, READ_COLUMNS, SMALL_TABLES, scan
 from fusewb.analysis.synthetic import START_NS, make_meta, write_capture
 from fusewb.contract.events import (
