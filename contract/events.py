@@ -4,13 +4,14 @@ declared once.
 An entry names the kind's id (``EV_*`` in ``bpf/fusewb.h``), its C struct there (the layout's
 one owner), the capture table its rows fill (:data:`fusewb.contract.schema.TABLES`) and what a
 probe name contains when that probe produces the kind (how a reader tells "nothing happened"
-from "not traced"). From an entry follow the tracer's decoder (:mod:`fusewb.tracers.events`),
+from "not traced"): its markers (kprobes), and the tracepoints declared to feed its table in
+:mod:`fusewb.contract.tracepoints`. From an entry follow the tracer's decoder (:mod:`fusewb.tracers.events`),
 its row builder (:mod:`fusewb.tracers.rows`: a column takes the struct field of the same name)
 and the analysis's check that a capture recorded the events a question needs
 (:data:`fusewb.analysis.capture.TABLE_PROBES`).
 
-Adding an event kind: its struct and ``EV_*`` id in ``bpf/fusewb.h``, the ``.bpf.c`` that sends
-it, an entry here (and its table in ``schema.TABLES``), and the question that reads it.
+Adding an event kind: docs/architecture.md "Where to add things" lists every file
+(tests/test_where_to_add.py adds one in a copy of the tree and checks that list).
 
 The ``vm`` table's rows carry a sub-kind (``vm_event.vm_kind``, ``VM_*`` in the header): each is
 declared in :data:`VM_EVENT_KINDS` with its ``vm.kind`` name and probes.
@@ -19,6 +20,8 @@ declared in :data:`VM_EVENT_KINDS` with its ``vm.kind`` name and probes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from fusewb.contract.tracepoints import TRACEPOINT_GROUPS
 
 __all__ = ["EventKind", "VmKind", "EVENT_KINDS", "VM_EVENT_KINDS", "STACKS_FROM", "event_kind",
            "FUSE_WAIT_FUNCTIONS", "REQUEST_KPROBES"]
@@ -31,7 +34,15 @@ class EventKind:
     define: str  # its id in bpf/fusewb.h, the first u32 of the record ("EV_WAIT")
     struct: str  # its C struct in bpf/fusewb.h
     table: str  # the capture table its rows go to
-    probes: tuple[str, ...]  # a probe whose name contains one of these produces it
+    markers: tuple[str, ...]  # besides its tracepoints: a probe whose name contains one produces it
+
+    @property
+    def probes(self) -> tuple[str, ...]:
+        """What the name of a probe producing this kind contains: a marker, or the event name of
+        a tracepoint declared to feed its table (contract/tracepoints.py)."""
+        events = (tp.split(":", 1)[1] for group in TRACEPOINT_GROUPS if group.table == self.table
+                  for tp in group.tracepoints)
+        return tuple(dict.fromkeys((*self.markers, *events)))
 
 
 @dataclass(frozen=True)
@@ -56,13 +67,12 @@ FUSE_WAIT_FUNCTIONS: list[str] = ["fuse_set_nowrite", "fuse_wait_on_page_writeba
 # tracepoints (raw, keyed on the request) only fuse_dev_do_read, for the server's readers.
 REQUEST_KPROBES: list[str] = ["queue_request_and_unlock", "fuse_dev_do_read", "fuse_request_end"]
 
-_WAIT_PROBES = ("folio_wait_writeback", "wait_on_page_writeback", *FUSE_WAIT_FUNCTIONS)
-
 EVENT_KINDS: tuple[EventKind, ...] = (
-    EventKind("EV_WAIT", "wait_event", "waits", _WAIT_PROBES),
-    EventKind("EV_REQUEST", "request_event", "requests",
-              ("fuse_request_send", "fuse_request_end", REQUEST_KPROBES[0])),
-    EventKind("EV_THROTTLE", "throttle_event", "throttle", ("balance_dirty_pages",)),
+    # timed by kprobes on folio_wait_writeback or in fuse.ko where kprobes attach
+    EventKind("EV_WAIT", "wait_event", "waits", ("folio_wait_writeback", *FUSE_WAIT_FUNCTIONS)),
+    # kprobes on the request lifecycle before the fuse:* tracepoints (queued, answered)
+    EventKind("EV_REQUEST", "request_event", "requests", (REQUEST_KPROBES[0], REQUEST_KPROBES[2])),
+    EventKind("EV_THROTTLE", "throttle_event", "throttle", ()),
     EventKind("EV_VM", "vm_event", "vm", ("vmscan", "migrate", "compaction")),
 )
 
