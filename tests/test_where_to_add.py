@@ -140,57 +140,54 @@ def _registry_tests(base: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
-def test_an_event_kind_needs_the_files_the_table_lists(tmp_path: Path) -> None:
+# where-to-add row -> (its change, whether the registry tests must pass on the copy, what must
+# follow from it without another edit)
+SCENARIOS: dict[str, tuple[list[Edit], bool, str]] = {
+    "an event kind": (EVENT_KIND, True, """
+from fusewb.tracers.features import TRACEPOINTS
+from fusewb.tracers.plan import _OPTIONAL_TRACEPOINTS
+from fusewb.analysis import demo_events
+assert 'demo:demo_event' in TRACEPOINTS
+assert (['demo:demo_event'], 'DEMO_EVENTS') in _OPTIONAL_TRACEPOINTS
+assert demo_events.REQUIRES == ['demo']
+"""),
+    "a tracepoint": (TRACEPOINT, True, """
+from fusewb.tracers.features import TRACEPOINTS
+from fusewb.tracers.plan import _OPTIONAL_TRACEPOINTS
+from fusewb.tracers.tpfields import select_fields
+from fusewb.analysis.capture import TABLE_PROBES
+assert 'writeback:demo_pause' in TRACEPOINTS
+assert (['writeback:demo_pause'], 'FUSE_DEMO_PAUSE') in _OPTIONAL_TRACEPOINTS
+assert select_fields({'writeback:demo_pause': ['bdi']}).absent_columns == {'throttle': ['pause_ms']}
+assert 'demo_pause' in TABLE_PROBES['throttle']
+"""),
+    "a flag": (FLAG, False, """
+from fusewb.analysis import flags, load_capture
+from fusewb.analysis.findings import parse_flag_names
+from fusewb.analysis.report import report_needs
+from fusewb.analysis.synthetic import START_NS, write_capture
+raised = flags(load_capture(write_capture('cap', throttle={'ts_ns': [START_NS + 1]})))
+assert 'DEMO_FLAG' in set(raised['flag'].astype(str)), raised
+assert parse_flag_names('demo_flag') == ['DEMO_FLAG']
+assert 'throttle' in report_needs()
+"""),
+}
+
+
+@pytest.mark.parametrize("row", list(SCENARIOS))
+def test_a_change_needs_only_the_files_its_row_lists(tmp_path: Path, row: str) -> None:
+    edits, registry, follows = SCENARIOS[row]
     base = _copy(tmp_path)
-    touched = _apply(base, EVENT_KIND)
-    assert touched == _documented("an event kind")
-    _registry_tests(base)  # decoder, rows, capture reader, every engine, exports follow
-    result = _run(base, "from fusewb.tracers.features import TRACEPOINTS\n"
-                        "from fusewb.tracers.plan import _OPTIONAL_TRACEPOINTS\n"
-                        "from fusewb.analysis import demo_events\n"
-                        "assert 'demo:demo_event' in TRACEPOINTS\n"
-                        "assert (['demo:demo_event'], 'DEMO_EVENTS') in _OPTIONAL_TRACEPOINTS\n"
-                        "assert demo_events.REQUIRES == ['demo']\n")
+    touched = _apply(base, edits)
+    assert touched == _documented(row)
+    if registry:  # decoder, rows, capture reader, every engine, exports, plan, fields follow
+        _registry_tests(base)
+    result = _run(base, follows)
     assert result.returncode == 0, result.stderr[-2000:]
-    print(f"an event kind: {len(touched)} files: {', '.join(sorted(touched))}")
+    print(f"{row}: {len(touched)} files: {', '.join(sorted(touched))}")
 
 
-def test_a_tracepoint_needs_the_files_the_table_lists(tmp_path: Path) -> None:
-    base = _copy(tmp_path)
-    touched = _apply(base, TRACEPOINT)
-    assert touched == _documented("a tracepoint")
-    _registry_tests(base)
-    result = _run(base, "from fusewb.tracers.features import TRACEPOINTS\n"
-                        "from fusewb.tracers.plan import _OPTIONAL_TRACEPOINTS\n"
-                        "from fusewb.tracers.tpfields import select_fields\n"
-                        "from fusewb.analysis.capture import TABLE_PROBES\n"
-                        "assert 'writeback:demo_pause' in TRACEPOINTS\n"
-                        "assert (['writeback:demo_pause'], 'FUSE_DEMO_PAUSE') in _OPTIONAL_TRACEPOINTS\n"
-                        "chosen = select_fields({'writeback:demo_pause': ['bdi']})\n"
-                        "assert chosen.absent_columns == {'throttle': ['pause_ms']}\n"
-                        "assert 'demo_pause' in TABLE_PROBES['throttle']\n")
-    assert result.returncode == 0, result.stderr[-2000:]
-    print(f"a tracepoint: {len(touched)} files: {', '.join(sorted(touched))}")
-
-
-def test_a_flag_needs_the_files_the_table_lists(tmp_path: Path) -> None:
-    base = _copy(tmp_path)
-    touched = _apply(base, FLAG)
-    assert touched == _documented("a flag")
-    result = _run(base, "from fusewb.analysis import flags, load_capture\n"
-                        "from fusewb.analysis.findings import parse_flag_names\n"
-                        "from fusewb.analysis.report import report_needs\n"
-                        "from fusewb.analysis.synthetic import START_NS, write_capture\n"
-                        "folder = write_capture('cap', throttle={'ts_ns': [START_NS + 1]})\n"
-                        "raised = flags(load_capture(folder))\n"
-                        "assert 'DEMO_FLAG' in set(raised['flag'].astype(str)), raised\n"
-                        "assert parse_flag_names('demo_flag') == ['DEMO_FLAG']\n"
-                        "assert 'throttle' in report_needs()\n")
-    assert result.returncode == 0, result.stderr[-2000:]
-    print(f"a flag: {len(touched)} files: {', '.join(sorted(touched))}")
-
-
-@pytest.mark.parametrize("row", ["an event kind", "a tracepoint", "a flag"])
+@pytest.mark.parametrize("row", list(SCENARIOS))
 def test_the_rows_name_existing_files(row: str) -> None:
     for name in _documented(row):
         if "demo" not in name:
