@@ -12,8 +12,9 @@ raises ``MissingEventsError``, one line): ``waits``, ``wait_paths``, ``stack_pat
 ``unseen_waits`` (module ``waiting``); ``fuse_requests``, ``requests_by_opcode``,
 ``request_totals``, ``inflight_writeback`` (``requests``); ``dirty_throttling``, ``vm_events``,
 ``reclaim_activity``, ``migration_activity``, ``page_states``, ``page_state_peaks``, ``writeback_functions`` (``vm``);
-``flags`` (``flagging``: each flag one ``Flag`` declaration in ``FLAGS`` of ``findings``, run
-by the engine in ``rules`` on a ``Scan`` (``scanned``); ``report.report_needs()`` derives what a report reads from the declarations).
+``flags`` (``flagging``: each flag one ``Flag`` declaration in ``FLAGS`` of ``findings``,
+run by the engine in ``rules`` on a ``Scan`` (``scanned``); ``report.report_needs()`` derives
+what a report reads from the declarations).
 
 Engines: ``scan(cap, engine=...)`` (module ``scan``) answers the questions on the big tables
 (waits, requests) with ``pandas`` (whole tables, the default of every function above),

@@ -4,12 +4,14 @@
 (what it needs, the rows it selects, its severity, evidence and mechanism); the engine in
 :mod:`fusewb.analysis.rules` runs them. The functions here select and describe the rows of
 those flags; the scan's inputs beyond a flag's own rows (the FUSE server threads, waits begun
-before tracing, WRITEs in flight when reclaim was throttled) are in :mod:`fusewb.analysis.scanned`.
+before tracing, WRITEs in flight when reclaim was throttled) are in
+:mod:`fusewb.analysis.scanned`.
 
-:func:`fusewb.analysis.flagging.flags` returns one DataFrame with the columns of :data:`FLAG_COLUMNS`; rows of the same
-flag, host, path, bdi, task and inode are merged (``count``, ``total_ms``; ``duration_ms`` and the
-evidence are the worst one's). Flags whose events the capture lacks are listed in
-``frame.attrs["not_checked"]`` (flag -> reason) instead of failing.
+:func:`fusewb.analysis.flagging.flags` returns one DataFrame with the columns of
+:data:`FLAG_COLUMNS`; rows of the same flag, host, path, bdi, task and inode are merged
+(``count``, ``total_ms``; ``duration_ms`` and the evidence are the worst one's). Flags whose
+events the capture lacks are listed in ``frame.attrs["not_checked"]`` (flag -> reason) instead
+of failing.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """What a scan hands the flags (:class:`Scan`), and the inputs it takes from the capture besides
 the flags' own rows: the FUSE server threads, the waits begun before tracing, the times reclaim
 was throttled on writeback and the WRITEs in flight then. Below both the scan engines
-(:mod:`fusewb.analysis.scan`) and the flag declarations (:mod:`fusewb.analysis.findings`), so
-neither imports the other's caller.
+(:mod:`fusewb.analysis.scan`, which read the flag declarations) and the declarations
+(:mod:`fusewb.analysis.findings`, whose rules read a scan), so the declarations never import
+the scan.
 """
 
 from __future__ import annotations

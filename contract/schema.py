@@ -140,7 +140,6 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 
-
 @dataclass(frozen=True)
 class TableSpec:
     """What the readers of a capture table must know besides its columns: one declaration per
