@@ -4,6 +4,7 @@ the command line on top (docs/architecture.md). Read from the sources with ast."
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,16 @@ def test_flag_declarations_read_with_keywords() -> None:
     calls = [node for node in ast.walk(ast.parse((ROOT / "analysis" / "findings.py").read_text()))
              if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Flag"]
     assert calls and all(not call.args for call in calls), [c.lineno for c in calls if c.args]
+
+
+def test_bpf_map_sizes_come_from_the_contract() -> None:
+    """Every BPF map is sized by a define of BuildOptions (contract/defaults.py) or an id count
+    of bpf/fusewb.h, never a literal (single-entry maps aside)."""
+    from fusewb.tracers.events import header_defs  # noqa: PLC0415
+    from fusewb.tracers.program import BuildOptions  # noqa: PLC0415
+
+    known = set(BuildOptions().defines()) | set(header_defs().constants)
+    maps = re.findall(r"^BPF_\w+\((\w+),[^;]*?(\w+)\);", "\n".join(
+        p.read_text() for p in sorted((ROOT / "bpf").glob("*.c"))), re.M)
+    assert len(maps) > 10
+    assert [(name, size) for name, size in maps if size != "1" and size not in known] == []
