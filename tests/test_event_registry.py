@@ -258,3 +258,12 @@ def test_every_probe_name_is_declared_once() -> None:
     lost = header_defs().names("EV_")  # the lost-event counters are indexed by the kind's id
     assert set(lost.values()) == {kind.define[3:].lower() for kind in EVENT_KINDS}
     assert max(lost) < header_defs().constants["NR_EV_IDS"]
+
+
+def test_analyze_help_names_every_flag() -> None:
+    """``fusewb analyze --help`` lists the flags without importing pandas: the declared ones."""
+    from fusewb.analysis.cli import analyze  # noqa: PLC0415
+    from fusewb.analysis.findings import FLAG_NAMES  # noqa: PLC0415
+
+    listed = re.search(r"Flags: ([A-Z_,\s]+)\.", analyze.help or "")
+    assert listed and [name.strip() for name in listed.group(1).split(",")] == FLAG_NAMES

@@ -78,6 +78,7 @@ FLAG: list[Edit] = [
      '        evidence=lambda rows, threshold_ms: ["paused"] * len(rows),\n'
      '        rows=lambda cap, scan, threshold_ms: cap.table("throttle").assign(\n'
      '            count=1, duration_ms=1.0, total_ms=1.0, ongoing=False),\n    ),\n'),
+    ("analysis/cli.py", "    Flags: BLOCKED_WAIT,", "    Flags: DEMO_FLAG, BLOCKED_WAIT,"),
 ]
 
 PLACEHOLDERS = {"<kind>": "demo", "<home>": "vm", "<event kind>": "throttle"}
@@ -161,7 +162,7 @@ assert (['writeback:demo_pause'], 'FUSE_DEMO_PAUSE') in _OPTIONAL_TRACEPOINTS
 assert select_fields({'writeback:demo_pause': ['bdi']}).absent_columns == {'throttle': ['pause_ms']}
 assert 'demo_pause' in TABLE_PROBES['throttle']
 """),
-    "a flag": (FLAG, False, """
+    "a flag": (FLAG, True, """
 from fusewb.analysis import flags, load_capture
 from fusewb.analysis.findings import parse_flag_names
 from fusewb.analysis.report import report_needs
