@@ -14,7 +14,7 @@ Adding an event kind: docs/architecture.md "Where to add things" lists every fil
 (tests/test_where_to_add.py adds one in a copy of the tree and checks that list).
 
 The ``vm`` table's rows carry a sub-kind (``vm_event.vm_kind``, ``VM_*`` in the header): each is
-declared in :data:`VM_EVENT_KINDS` with its ``vm.kind`` name and probes.
+declared in :data:`VM_EVENT_KINDS` with its ``vm.kind`` name and its tracepoint group.
 """
 
 from __future__ import annotations
@@ -51,8 +51,17 @@ class VmKind:
 
     define: str  # VM_* in bpf/fusewb.h
     name: str  # the vm.kind value
-    tracepoints: str  # the tracepoints (or begin/end pair) behind it
-    probes: tuple[str, ...]  # a probe whose name contains one of these produces it
+    group: str  # the define of its tracepoint group (contract/tracepoints.py)
+
+    @property
+    def tracepoints(self) -> tuple[str, ...]:
+        """The tracepoints (or begin/end pair) behind it."""
+        return next(g.tracepoints for g in TRACEPOINT_GROUPS if g.define == self.group)
+
+    @property
+    def probes(self) -> tuple[str, ...]:
+        """What the name of a probe producing it contains: its tracepoints' event names."""
+        return tuple(tp.split(":", 1)[1] for tp in self.tracepoints)
 
 
 # fuse.ko functions a task sleeps in waiting for in-flight WRITEs (temp-page era), or for the
@@ -80,18 +89,12 @@ EVENT_KINDS: tuple[EventKind, ...] = (
 STACKS_FROM = "waits"
 
 VM_EVENT_KINDS: tuple[VmKind, ...] = (
-    VmKind("VM_DIRECT", "direct_reclaim", "vmscan:mm_vmscan_direct_reclaim_begin/end",
-           ("mm_vmscan_direct_reclaim",)),
-    VmKind("VM_MEMCG", "memcg_reclaim", "vmscan:mm_vmscan_memcg_reclaim_begin/end",
-           ("mm_vmscan_memcg_reclaim",)),
-    VmKind("VM_SHRINK", "shrink_inactive", "vmscan:mm_vmscan_lru_shrink_inactive",
-           ("mm_vmscan_lru_shrink_inactive",)),
-    VmKind("VM_THROTTLE", "vmscan_throttled", "vmscan:mm_vmscan_throttled",
-           ("mm_vmscan_throttled",)),
-    VmKind("VM_MIGRATE_PAGES", "migrate_pages", "migrate:mm_migrate_pages_start/mm_migrate_pages",
-           ("mm_migrate_pages",)),
-    VmKind("VM_COMPACT", "compaction", "compaction:mm_compaction_begin/end",
-           ("mm_compaction_begin", "mm_compaction_end")),
+    VmKind("VM_DIRECT", "direct_reclaim", "VM_DIRECT_RECLAIM"),
+    VmKind("VM_MEMCG", "memcg_reclaim", "VM_MEMCG_RECLAIM"),
+    VmKind("VM_SHRINK", "shrink_inactive", "VM_SHRINK_INACTIVE"),
+    VmKind("VM_THROTTLE", "vmscan_throttled", "VM_THROTTLED"),
+    VmKind("VM_MIGRATE_PAGES", "migrate_pages", "VM_MIGRATE"),
+    VmKind("VM_COMPACT", "compaction", "VM_COMPACTION"),
 )
 
 

@@ -172,7 +172,7 @@ TABLE_SPECS: dict[str, TableSpec] = {
 }
 
 # vm.kind values and the tracepoints (or pairs) behind them (contract/events.py declares them).
-VM_KINDS: dict[str, str] = {kind.name: kind.tracepoints for kind in VM_EVENT_KINDS}
+VM_KINDS: dict[str, str] = {kind.name: ", ".join(kind.tracepoints) for kind in VM_EVENT_KINDS}
 
 # A table's parts: <table>/part-000001.parquet, numbered from 1.
 PART_GLOB = "part-*.parquet"

@@ -267,3 +267,10 @@ def test_analyze_help_names_every_flag() -> None:
 
     listed = re.search(r"Flags: ([A-Z_,\s]+)\.", analyze.help or "")
     assert listed and [name.strip() for name in listed.group(1).split(",")] == FLAG_NAMES
+
+
+def test_every_vm_kind_has_one_tracepoint_group() -> None:
+    groups = {g.define: g for g in TRACEPOINT_GROUPS}
+    for kind in VM_EVENT_KINDS:
+        assert groups[kind.group].table == "vm", kind
+    assert len({kind.group for kind in VM_EVENT_KINDS}) == len(VM_EVENT_KINDS)
