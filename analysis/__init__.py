@@ -12,8 +12,9 @@ raises ``MissingEventsError``, one line): ``waits``, ``wait_paths``, ``stack_pat
 ``unseen_waits`` (module ``waiting``); ``fuse_requests``, ``requests_by_opcode``,
 ``request_totals``, ``inflight_writeback`` (``requests``); ``dirty_throttling``, ``vm_events``,
 ``reclaim_activity``, ``migration_activity``, ``page_states``, ``page_state_peaks``, ``writeback_functions`` (``vm``);
-``flags`` (``findings``: each flag one ``Flag`` declaration in ``FLAGS``, run by the engine
-in ``rules``; ``report.report_needs()`` derives what a report reads from the declarations).
+``flags`` (``flagging``: each flag one ``Flag`` declaration in ``FLAGS`` of ``findings``,
+run by the engine in ``rules`` on a ``Scan`` (``scanned``); ``report.report_needs()`` derives
+what a report reads from the declarations).
 
 Engines: ``scan(cap, engine=...)`` (module ``scan``) answers the questions on the big tables
 (waits, requests) with ``pandas`` (whole tables, the default of every function above),
@@ -45,28 +46,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = [
-    "Capture", "CaptureError", "MissingEventsError", "load_capture",
-    "Flag", "FLAGS", "FLAG_KINDS", "FLAG_NAMES", "flag_needs", "flags", "run_flags",
-    "PATH_RULES", "PATHS", "attribute_path",
-    "fuse_requests", "inflight_writeback", "requests_by_opcode", "request_totals",
-    "dirty_throttling", "migration_activity", "reclaim_activity", "vm_events",
-    "page_states", "page_state_peaks", "writeback_functions",
-    "stack_paths", "wait_paths", "waits", "unseen_waits",
-    "ENGINES", "Scan", "scan",
-]
-
 _HOME = {
     "capture": ["Capture", "CaptureError", "MissingEventsError", "load_capture"],
-    "findings": ["FLAGS", "FLAG_KINDS", "FLAG_NAMES", "flags"],
+    "findings": ["FLAGS", "FLAG_KINDS", "FLAG_NAMES"],
+    "flagging": ["flags"],
     "rules": ["Flag", "flag_needs", "run_flags"],
     "paths": ["PATH_RULES", "PATHS", "attribute_path"],
     "requests": ["fuse_requests", "inflight_writeback", "requests_by_opcode", "request_totals"],
     "vm": ["dirty_throttling", "migration_activity", "reclaim_activity", "vm_events", "page_states",
            "page_state_peaks", "writeback_functions"],
     "waiting": ["stack_paths", "wait_paths", "waits", "unseen_waits"],
-    "scan": ["ENGINES", "Scan", "scan"],
+    "scan": ["ENGINES", "scan"],
+    "scanned": ["Scan"],
 }
+# Every public name, from its home above (a table's questions live in the module its
+# contract.schema.TABLE_SPECS entry names: tests/test_event_registry.py checks they are here).
+__all__ = [name for names in _HOME.values() for name in names]
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
 
 

@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 from fusewb.contract.errors import FusewbError
 from fusewb.contract.events import EVENT_KINDS, STACKS_FROM, VM_EVENT_KINDS, event_kind
 from fusewb.contract.meta import META_SPEC, Spec
-from fusewb.contract.schema import PART_GLOB, SCHEMA_VERSION, TABLES
+from fusewb.contract.units import format_size
+from fusewb.contract.schema import PART_GLOB, SCHEMA_VERSION, TABLE_SPECS, TABLES
 
 __all__ = [
     "Capture",
@@ -72,12 +73,7 @@ TABLE_PROBES: dict[str, tuple[str, ...]] = {
 
 # Columns every row has (the tracer never leaves them null): a part with nulls there is corrupt.
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "waits": tuple(TABLES["waits"].names),
-    "requests": ("send_ts_ns", "duration_ns"),
-    "throttle": ("ts_ns",),
-    "vm": ("ts_ns", "kind"),
-    "stacks": ("stack_id",),
-}
+    table: spec.required for table, spec in TABLE_SPECS.items()}
 
 MAX_META_BYTES = 4 << 20  # a meta.json holds a few KiB; anything bigger is not one
 MAX_PART_BYTES = 1 << 30  # a Parquet part holds about a second of events
@@ -267,13 +263,6 @@ def _fail(problem: str, fix: str) -> CaptureError:
     return CaptureError(_LINE_BREAKS.sub(" ", problem), fix)
 
 
-def _size(count: int) -> str:
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if count >= 1 << shift:
-            return f"{count / (1 << shift):.1f} {unit}"
-    return f"{count} bytes"
-
-
 def _file_kind(info: os.stat_result) -> str:
     return _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "a special file")
 
@@ -283,7 +272,7 @@ def _file_problem(info: os.stat_result, limit: int) -> str | None:
     if not stat.S_ISREG(info.st_mode):
         return f"is not a regular file but {_file_kind(info)}"
     if info.st_size > limit:
-        return f"is {_size(info.st_size)}, over the {_size(limit)} fusewb reads"
+        return f"is {format_size(info.st_size)}, over the {format_size(limit)} fusewb reads"
     return None
 
 
@@ -590,7 +579,7 @@ def _stored_problem(part: Path, schema: pa.Schema) -> str | None:
         decoded = sum(metadata.row_group(i).total_byte_size
                       for i in range(metadata.num_row_groups))
         if decoded > MAX_DECODED_BYTES:
-            return f"holds {_size(decoded)} of data, over the {_size(MAX_DECODED_BYTES)} " \
+            return f"holds {format_size(decoded)} of data, over the {format_size(MAX_DECODED_BYTES)} " \
                 "fusewb reads"
         return _column_problem(parquet.schema_arrow, schema)
 

@@ -11,9 +11,7 @@ import pandas as pd
 
 from fusewb.analysis.capture import Capture
 
-__all__ = ["requires", "seconds_since_start", "mount_column", "NS_PER_MS"]
-
-NS_PER_MS = 1_000_000
+__all__ = ["requires", "seconds_since_start", "mount_column"]
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -3,30 +3,31 @@
 :data:`FLAGS` declares every flag fusewb raises, each one :class:`~fusewb.analysis.rules.Flag`
 (what it needs, the rows it selects, its severity, evidence and mechanism); the engine in
 :mod:`fusewb.analysis.rules` runs them. The functions here select and describe the rows of
-those flags, and the scan's partials that need more than a flag's own rows (the FUSE server
-threads, waits begun before tracing, WRITEs in flight when reclaim was throttled).
+those flags; the scan's inputs beyond a flag's own rows (the FUSE server threads, waits begun
+before tracing, WRITEs in flight when reclaim was throttled) are in
+:mod:`fusewb.analysis.scanned`.
 
-:func:`flags` returns one DataFrame with the columns of :data:`FLAG_COLUMNS`; rows of the same
-flag, host, path, bdi, task and inode are merged (``count``, ``total_ms``; ``duration_ms`` and the
-evidence are the worst one's). Flags whose events the capture lacks are listed in
-``frame.attrs["not_checked"]`` (flag -> reason) instead of failing.
+:func:`fusewb.analysis.flagging.flags` returns one DataFrame with the columns of
+:data:`FLAG_COLUMNS`; rows of the same flag, host, path, bdi, task and inode are merged
+(``count``, ``total_ms``; ``duration_ms`` and the evidence are the worst one's). Flags whose
+events the capture lacks are listed in ``frame.attrs["not_checked"]`` (flag -> reason) instead
+of failing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from fusewb.analysis.capture import Capture, CaptureSource
 from fusewb.analysis.histograms import bdi_of_connection, row_thresholds
-from fusewb.analysis.partials import inflight_partial
+from fusewb.analysis.paths import PATH_MECHANISMS
 from fusewb.analysis.requests import WRITE
 from fusewb.analysis.rules import (
     FLAG_COLUMNS,
+    Also,
     SEVERITIES,
     Flag,
     Rule,
@@ -34,22 +35,16 @@ from fusewb.analysis.rules import (
     by_duration,
     by_total,
     fixed,
-    run_flags,
 )
-from fusewb.analysis.vm import VMSCAN_THROTTLE_WRITEBACK, dirty_throttling, vm_events
-from fusewb.analysis.waiting import unseen_waits
+from fusewb.analysis.scanned import Scan, throttled_on_writeback
+from fusewb.analysis.vm import dirty_throttling
 from fusewb.contract.defaults import (
     HIGH_SEVERITY_MS,
-    KERNEL_ENDED_ERRORS,
     MEDIUM_THROTTLE_MS,
-    THRESHOLD_MS,
     high_severity_ms,
 )
 from fusewb.contract.schema import TABLES
-from fusewb.contract.units import format_size
-
-if TYPE_CHECKING:
-    from fusewb.analysis.scan import Scan
+from fusewb.contract.units import NS_PER_MS, format_size
 
 __all__ = [
     "FLAGS",
@@ -57,13 +52,7 @@ __all__ = [
     "FLAG_NAMES",
     "FLAG_COLUMNS",
     "SEVERITIES",
-    "flags",
     "parse_flag_names",
-    "answered_partial",
-    "server_tgids",
-    "unseen_fuse_waits",
-    "throttle_times",
-    "inflight_writes_partial",
 ]
 
 
@@ -118,11 +107,19 @@ def _server_mask(w: pd.DataFrame, threshold_ms: float, servers: set[tuple[str, s
     return mask
 
 
-def _wait_flag(name: str, raised_when: str, mechanism: str, select: Select, severity: Rule,
-               note: str = "") -> Flag:
+def _wait_flag(*, name: str, raised_when: str, mechanism: str, select: Select, severity: Rule,
+               note: str = "", also: Also | None = None) -> Flag:
     """A flag on the waits table: rows merged per host, path, bdi, task and inode."""
-    return Flag(name, raised_when, ("waits",), mechanism, severity, _wait_evidence(note),
-                table="waits", select=select, keys=_WAIT_KEYS, carry=_WAIT_CARRY)
+    return Flag(name=name, raised_when=raised_when, needs=("waits",), mechanism=mechanism,
+                severity=severity, evidence=_wait_evidence(note), table="waits", select=select,
+                keys=_WAIT_KEYS, carry=_WAIT_CARRY, also=also)
+
+
+def _path_flag(name: str, inside: str, path: str) -> Flag:
+    """A high flag for any wait on ``path``; its mechanism is the path's (analysis/paths.py)."""
+    return _wait_flag(name=name, raised_when=f"any wait on FUSE writeback inside {inside}",
+                      mechanism=PATH_MECHANISMS[path], select=_on_path(path),
+                      severity=fixed("high"))
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -167,14 +164,14 @@ def _slowest_write(src: CaptureSource) -> _Slowest | None:
         worst = max(entries, key=lambda e: int(e.get("max_ns") or 0))
         connection = int(worst.get("connection") or 0)
         return _Slowest(sum(int(e["count"]) for e in entries), int(worst.get("max_ns") or 0)
-                        / 1e6, str(worst.get("bdi") or bdi_of_connection(connection)),
+                        / NS_PER_MS, str(worst.get("bdi") or bdi_of_connection(connection)),
                         f"no row: under the capture's row threshold of "
                         f"{thresholds['requests']:g} ms, or its event was lost")
     counters = src.meta.get("counters") or {}
     if not isinstance(counters, dict) or f"requests.{WRITE}.max_ns" not in counters:
         return None
     return _Slowest(int(counters.get(f"requests.{WRITE}.count", 0) or 0),
-                    float(counters[f"requests.{WRITE}.max_ns"] or 0) / 1e6, None,
+                    float(counters[f"requests.{WRITE}.max_ns"] or 0) / NS_PER_MS, None,
                     "its event was lost or only summed")
 
 
@@ -219,66 +216,6 @@ def _kernel_max(cap: Capture, out: pd.DataFrame, threshold_ms: float) -> pd.Data
     return out
 
 
-# --- FUSE servers and waits begun before tracing ---------------------------------------------
-
-def answered_partial(r: pd.DataFrame) -> pd.DataFrame:
-    """host, bdi, end_tgid of the server threads that answered requests of a slice of
-    :func:`fuse_requests` rows (merge with :func:`server_tgids`)."""
-    if r.empty:
-        return pd.DataFrame(columns=["host", "bdi", "end_tgid"])
-    # requests ended by an abort or a dead connection end in the aborter's context
-    answered = ~r["error"].isin(KERNEL_ENDED_ERRORS)
-    return r.loc[answered, ["host", "bdi", "end_tgid"]].dropna().drop_duplicates()
-
-
-def server_tgids(cap: Capture, answered: list[pd.DataFrame]) -> set[tuple[str, str, int]]:
-    """``(host, bdi, tgid)`` of every FUSE server thread: from meta and from the
-    :func:`answered_partial` frames of the requests."""
-    bdi_of_connection = {
-        (r.host, int(r.connection)): str(r.bdi)
-        for r in cap.mounts().itertuples(index=False)
-        if r.connection is not None and r.bdi is not None
-    }
-    found: set[tuple[str, str, int]] = set()
-    for src in cap.sources:
-        for thread in src.meta.get("server_threads") or []:
-            if not isinstance(thread, dict) or thread.get("tgid") is None:
-                continue
-            bdi = thread.get("bdi")
-            if bdi is None and thread.get("connection") is not None:
-                bdi = bdi_of_connection.get((src.host, int(thread["connection"])))
-            if bdi is not None:
-                found.add((src.host, str(bdi), int(thread["tgid"])))
-    for replies in answered:
-        found.update(
-            (str(h), str(b), int(t))
-            for h, b, t in zip(replies["host"], replies["bdi"], replies["end_tgid"])
-        )
-    return found
-
-
-def unseen_fuse_waits(cap: Capture) -> pd.DataFrame:
-    """Waits begun before tracing (from /proc) with a FUSE frame, shaped like ``waits``; their
-    bdi and mount are unknown (None). The wait flags count them after every traced wait."""
-    unseen = unseen_waits(cap)
-    unseen = unseen[unseen["fuse"]]
-    return pd.DataFrame({
-        "host": unseen["host"].astype(object), "path": unseen["path"].astype(object),
-        "bdi": None, "mount": None, "pid": unseen["pid"], "tgid": unseen["tgid"],
-        "comm": unseen["comm"], "ino": pd.array([None] * len(unseen), dtype="Int64"),
-        "duration_ms": unseen["duration_ms"].fillna(0.0),
-        "duration_ns": [_unseen_ns(cap, str(h)) for h in unseen["host"].astype(object)],
-        "ongoing": True, "t_s": 0.0,
-        "stack": "asleep since before tracing began (bdi unknown, from /proc): "
-        + unseen["stack"].astype(str),
-    })
-
-
-def _unseen_ns(cap: Capture, host: str) -> int:
-    src = cap.source(host)
-    return src.end_ns - src.start_ns if src.end_ns else 0
-
-
 # --- throttling -----------------------------------------------------------------------------
 
 def _dirty_rows(cap: Capture, scan: Scan, threshold_ms: float) -> pd.DataFrame:
@@ -299,32 +236,10 @@ def _dirty_evidence(t: pd.DataFrame, threshold_ms: float) -> list[str]:
     ]
 
 
-def _throttled(cap: Capture) -> pd.DataFrame:
-    vm = vm_events(cap)
-    on_writeback = (vm["reason"].fillna(0).astype(np.int64) & VMSCAN_THROTTLE_WRITEBACK) > 0
-    return vm[(vm["kind"] == "vmscan_throttled") & on_writeback]
-
-
-def throttle_times(cap: Capture) -> dict[str, np.ndarray]:
-    """host -> times of reclaim throttled on writeback (RECLAIM_THROTTLE checks the WRITEs in
-    flight then, with :func:`inflight_partial`); empty without vm events."""
-    if not cap.recorded("vm"):
-        return {}
-    throttled = _throttled(cap)
-    return {str(host): rows["ts_ns"].to_numpy(dtype=np.int64)
-            for host, rows in throttled.groupby("host", observed=True, sort=False)}
-
-
-def inflight_writes_partial(r: pd.DataFrame, times: dict[str, np.ndarray]) -> pd.DataFrame:
-    """RECLAIM_THROTTLE's partial of a slice of :func:`fuse_requests` rows with order columns:
-    WRITEs sent and ended by each throttle time; merge with :func:`combine_inflight`."""
-    return inflight_partial(r[r["opcode_name"] == WRITE] if len(r) else r, times)
-
-
 def _reclaim_throttle_rows(cap: Capture, scan: Scan, threshold_ms: float) -> pd.DataFrame:
     """Reclaim throttles on writeback while FUSE WRITEs were in flight, per host, task and the
     bdi with the most WRITEs in flight then."""
-    throttled = _throttled(cap)
+    throttled = throttled_on_writeback(cap)
     pieces = []
     for host, rows in throttled.groupby("host", observed=True, sort=False):
         best = np.zeros(len(rows), dtype=np.int64)
@@ -475,92 +390,83 @@ def _incomplete_rows(cap: Capture, scan: Scan, threshold_ms: float) -> pd.DataFr
 
 FLAGS: list[Flag] = [
     _wait_flag(
-        "BLOCKED_WAIT", "a wait on FUSE writeback at or over the threshold",
-        "the task sleeps until the FUSE server answers a WRITE (folio_wait_writeback on the "
-        "folio it covers; before 6.16 fuse.ko's waits for the inode's in-flight WRITEs, or for "
-        "a request the server reads only after them), so the server's latency becomes this "
+        name="BLOCKED_WAIT",
+        raised_when="a wait on FUSE writeback at or over the threshold",
+        mechanism="the task sleeps until the FUSE server answers a WRITE (folio_wait_writeback on "
+        "the folio it covers; before 6.16 fuse.ko's waits for the inode's in-flight WRITEs, or "
+        "for a request the server reads only after them), so the server's latency becomes this "
         "task's latency",
-        lambda w, threshold_ms, servers: (w["duration_ms"] >= threshold_ms).to_numpy(dtype=bool),
-        by_duration, note=" >= {threshold_ms:g} ms",
+        select=lambda w, threshold_ms, servers: (w["duration_ms"] >= threshold_ms).to_numpy(
+            dtype=bool),
+        severity=by_duration, note=" >= {threshold_ms:g} ms",
     ),
+    _path_flag("RECLAIM_WAIT", "memory reclaim", "reclaim"),
+    _path_flag("MIGRATION_WAIT", "migration or compaction", "migration"),
+    _path_flag("SYNC_WAIT", "sync(2)/syncfs(2)", "sync"),
     _wait_flag(
-        "RECLAIM_WAIT", "any wait on FUSE writeback inside memory reclaim",
-        "reclaim waiting on a folio under FUSE writeback ties memory reclaim to a user-space "
-        "server: a server that needs memory to answer deadlocks (kernels before 6.16 "
-        "waited here; 6.16+ skips such folios)",
-        _on_path("reclaim"), fixed("high"),
-    ),
-    _wait_flag(
-        "MIGRATION_WAIT", "any wait on FUSE writeback inside migration or compaction",
-        "migration in MIGRATE_SYNC mode waits for writeback to end; a FUSE server decides "
-        "when that is, so compaction, CMA and memory hot-unplug stall behind it (still "
-        "true after 6.16)",
-        _on_path("migration"), fixed("high"),
-    ),
-    _wait_flag(
-        "SYNC_WAIT", "any wait on FUSE writeback inside sync(2)/syncfs(2)",
-        "sync(2) waits for writeback on every filesystem, so one FUSE server that never "
-        "answers hangs every sync on the host: an unprivileged DoS (6.16 up to the fix "
-        "that skips the integrity wait for FUSE)",
-        _on_path("sync"), fixed("high"),
-    ),
-    _wait_flag(
-        "SERVER_SELF_WAIT",
-        "the waiter (on FUSE writeback, or throttled in reclaim on writeback while WRITEs "
-        "were in flight) is a thread of the FUSE server of that connection",
-        "the server sleeps on writeback that only its own replies can end: when the thread "
-        "that must answer the WRITE is the one waiting, the connection deadlocks",
-        _server_mask, fixed("critical"), note=" by a thread of this mount's own FUSE server",
+        name="SERVER_SELF_WAIT",
+        raised_when="the waiter (on FUSE writeback, or throttled in reclaim on writeback while "
+        "WRITEs were in flight) is a thread of the FUSE server of that connection",
+        mechanism="the server sleeps on writeback that only its own replies can end: when the "
+        "thread that must answer the WRITE is the one waiting, the connection deadlocks",
+        select=_server_mask, severity=fixed("critical"),
+        note=" by a thread of this mount's own FUSE server",
+        also=Also(
+            derived_from="RECLAIM_THROTTLE", rows=_server_throttled,
+            severity=by_total((HIGH_SEVERITY_MS, "critical"), below="high"),
+            evidence=lambda rows, threshold_ms: "the FUSE server itself was throttled in "
+            "reclaim on writeback while its own WRITEs were in flight: "
+            + rows["evidence"].astype(str),
+        ),
     ),
     Flag(
-        "STALLED_REQUEST", "a FUSE WRITE outstanding over the threshold or never completed",
-        ("requests",),
-        "folios stay under writeback until the server replies to their WRITE (6.16+: no "
-        "temp-page copy), so a held request keeps every waiter on those folios asleep; "
+        name="STALLED_REQUEST",
+        raised_when="a FUSE WRITE outstanding over the threshold or never completed",
+        needs=("requests",),
+        mechanism="folios stay under writeback until the server replies to their WRITE (6.16+: "
+        "no temp-page copy), so a held request keeps every waiter on those folios asleep; "
         "6.15+ request timeouts can bound it",
-        by_duration, _stall_evidence, table="requests", select=_stalled, keys=("host", "bdi"),
+        severity=by_duration, evidence=_stall_evidence, table="requests", select=_stalled,
+        keys=("host", "bdi"),
         carry=("unique", "len", "t_s", "comm", "pid", "tgid", "mount", "ongoing"),
         amend=_kernel_max,
     ),
     Flag(
-        "DIRTY_THROTTLE", "balance_dirty_pages paused a writer on a FUSE bdi", ("throttle",),
-        "a FUSE bdi gets max_ratio 1% of the dirty limit, so balance_dirty_pages pauses "
-        "writers early to keep its dirty + writeback pages under that share",
-        by_total((HIGH_SEVERITY_MS, "high"), (MEDIUM_THROTTLE_MS, "medium"), below="low"),
-        _dirty_evidence, rows=_dirty_rows,
+        name="DIRTY_THROTTLE",
+        raised_when="balance_dirty_pages paused a writer on a FUSE bdi",
+        needs=("throttle",),
+        mechanism="a FUSE bdi gets max_ratio 1% of the dirty limit, so balance_dirty_pages "
+        "pauses writers early to keep its dirty + writeback pages under that share",
+        severity=by_total((HIGH_SEVERITY_MS, "high"), (MEDIUM_THROTTLE_MS, "medium"),
+                          below="low"),
+        evidence=_dirty_evidence, rows=_dirty_rows,
     ),
     Flag(
-        "RECLAIM_THROTTLE", "reclaim throttled on writeback while FUSE WRITEs were in flight",
-        ("vm:vmscan_throttled", "requests"),
-        "reclaim met folios under writeback and slept in reclaim_throttle(WRITEBACK) for "
-        "writeback progress, which in-flight FUSE WRITEs make only at the server's pace",
-        by_total((HIGH_SEVERITY_MS, "high"), below="medium"), _reclaim_throttle_evidence,
-        rows=_reclaim_throttle_rows,
+        name="RECLAIM_THROTTLE",
+        raised_when="reclaim throttled on writeback while FUSE WRITEs were in flight",
+        needs=("vm:vmscan_throttled", "requests"),
+        mechanism="reclaim met folios under writeback and slept in reclaim_throttle(WRITEBACK) "
+        "for writeback progress, which in-flight FUSE WRITEs make only at the server's pace",
+        severity=by_total((HIGH_SEVERITY_MS, "high"), below="medium"),
+        evidence=_reclaim_throttle_evidence, rows=_reclaim_throttle_rows,
     ),
     Flag(
-        "SERVER_SELF_WAIT", "", ("waits",), "",
-        by_total((HIGH_SEVERITY_MS, "critical"), below="high"),
-        lambda rows, threshold_ms: "the FUSE server itself was throttled in reclaim on "
-        "writeback while its own WRITEs were in flight: " + rows["evidence"].astype(str),
-        derived_from="RECLAIM_THROTTLE", rows=_server_throttled,
-    ),
-    Flag(
-        "INCOMPLETE_CAPTURE",
-        "lost events, a tracer that did not stop cleanly or stopped early, parts missing, "
-        "unreadable or dropped by --max-size, or full maps (tracer state or histograms)", (),
-        "the ring buffer dropped events, the tracer did not flush at exit or parts of the "
-        "capture were lost, damaged or dropped to keep it within --max-size: counts are "
+        name="INCOMPLETE_CAPTURE",
+        raised_when="lost events, a tracer that did not stop cleanly or stopped early, parts "
+        "missing, unreadable or dropped by --max-size, or full maps (tracer state or "
+        "histograms)",
+        needs=(),
+        mechanism="the ring buffer dropped events, the tracer did not flush at exit or parts of "
+        "the capture were lost, damaged or dropped to keep it within --max-size: counts are "
         "lower bounds and ongoing waits may be missing",
-        lambda rows, threshold_ms: np.where(rows["serious"].to_numpy(dtype=bool), "high",
-                                            "medium"),
-        lambda rows, threshold_ms: rows["what"], rows=_incomplete_rows,
+        severity=lambda rows, threshold_ms: np.where(rows["serious"].to_numpy(dtype=bool),
+                                                     "high", "medium"),
+        evidence=lambda rows, threshold_ms: rows["what"], rows=_incomplete_rows,
     ),
 ]
 
 
-FLAG_KINDS: dict[str, Flag] = {}
-for _flag in FLAGS:  # a flag raised by several rules: the first declaration holds its text
-    FLAG_KINDS.setdefault(_flag.name, _flag)
+FLAG_KINDS: dict[str, Flag] = {flag.name: flag for flag in FLAGS}
 FLAG_NAMES: list[str] = list(FLAG_KINDS)
 
 
@@ -573,23 +479,3 @@ def parse_flag_names(text: str | None) -> list[str]:
     if unknown:
         raise ValueError(", ".join(unknown))
     return names
-
-
-def flags(cap: Capture, threshold_ms: float = THRESHOLD_MS, scan: Scan | None = None,
-          declared: Iterable[Flag] = FLAGS) -> pd.DataFrame:
-    """Every flag raised by the capture, most severe and longest first.
-
-    Columns: flag, severity (critical/high/medium/low), host, path (for wait flags and
-    RECLAIM_THROTTLE, else None), pid, tgid, comm, mount, bdi, ino (waits only), duration_ms (the
-    worst; total pause for DIRTY_THROTTLE, total delay for RECLAIM_THROTTLE), ongoing, count
-    (events merged into the row), total_ms, evidence (stack summary or figures), mechanism.
-    ``attrs["not_checked"]``: flag -> why it could not be checked on this capture. ``scan``:
-    the merged partials of the big tables (:func:`fusewb.analysis.scan.scan`, by any engine;
-    made with the pandas engine when not given). ``declared``: the flags to run (:data:`FLAGS`).
-    """
-    declared = list(declared)
-    if scan is None:
-        from fusewb.analysis.scan import scan as run_scan  # noqa: PLC0415 (scan imports this)
-
-        scan = run_scan(cap, threshold_ms, declared=declared)
-    return run_flags(cap, threshold_ms, scan, declared)

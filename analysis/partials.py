@@ -38,6 +38,7 @@ import pandas as pd
 
 from fusewb.analysis.histograms import KernelCounts, Tally
 from fusewb.contract.histogram import RELATIVE_ERROR, Histogram
+from fusewb.contract.units import NS_PER_MS
 
 __all__ = [
     "ORDER",
@@ -59,7 +60,6 @@ __all__ = [
 ORDER = ["_oh", "_ot", "_os"]  # host index, time, sequence in table order
 FIRST = ["_fh", "_ft", "_fs"]  # order of a group's first row
 WORST = ["_wh", "_wt", "_ws"]  # order of a group's worst row
-_NS_PER_MS = 1_000_000
 ERROR_PCT = RELATIVE_ERROR * 100  # percentile_error_pct of percentiles from buckets
 QUANTILES = (0.5, 0.9, 0.99)  # p50_ms, p90_ms, p99_ms
 # What combine_stats gives each group, after its keys and before its sums and distinct counts.
@@ -145,10 +145,10 @@ def _rows_stats(ended: np.ndarray, ongoing: np.ndarray) -> dict[str, Any]:
         return {"count": 0, "mean_ms": np.nan, "p50_ms": np.nan, "p90_ms": np.nan,
                 "p99_ms": np.nan, "max_ms": np.nan, "total_ms": 0.0, "percentile_error_pct": 0.0}
     total = int(values.sum())
-    quantiles = np.quantile(values.astype("float64") / _NS_PER_MS, QUANTILES)
-    return {"count": len(values), "mean_ms": total / len(values) / _NS_PER_MS,
-            **dict(zip(STATS[4:7], quantiles)), "max_ms": float(values.max()) / _NS_PER_MS,
-            "total_ms": total / _NS_PER_MS, "percentile_error_pct": 0.0}
+    quantiles = np.quantile(values.astype("float64") / NS_PER_MS, QUANTILES)
+    return {"count": len(values), "mean_ms": total / len(values) / NS_PER_MS,
+            **dict(zip(STATS[4:7], quantiles)), "max_ms": float(values.max()) / NS_PER_MS,
+            "total_ms": total / NS_PER_MS, "percentile_error_pct": 0.0}
 
 
 def _histogram_stats(hist: Histogram, ongoing: np.ndarray) -> dict[str, Any]:
@@ -158,10 +158,10 @@ def _histogram_stats(hist: Histogram, ongoing: np.ndarray) -> dict[str, Any]:
         everything.add(int(value))
     count = everything.count
     return {"count": count,
-            "mean_ms": everything.total_ns / count / _NS_PER_MS if count else np.nan,
+            "mean_ms": everything.total_ns / count / NS_PER_MS if count else np.nan,
             **dict(zip(STATS[4:7], everything.quantiles_ms(QUANTILES))),
-            "max_ms": everything.max_ns / _NS_PER_MS if count else np.nan,
-            "total_ms": everything.total_ns / _NS_PER_MS, "percentile_error_pct": ERROR_PCT}
+            "max_ms": everything.max_ns / NS_PER_MS if count else np.nan,
+            "total_ms": everything.total_ns / NS_PER_MS, "percentile_error_pct": ERROR_PCT}
 
 
 @dataclass

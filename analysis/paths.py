@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from fusewb.contract.defaults import STACK_NOISE_FRAMES
+from fusewb.contract.frames import STACK_NOISE_FRAMES
 
 __all__ = [
     "PathRule",
@@ -104,7 +104,7 @@ PATH_RULES: list[PathRule] = [
         "sync_filesystem sync_fs_one_sb fuse_sync_fs fuse_syncfs iterate_supers wb_workfn "
         "wb_writeback writeback_inodes_sb",
         "sync(2)/syncfs(2) wait for every folio under writeback on every filesystem, so one "
-        "FUSE server that never answers hangs all syncs on the host: an unprivileged DoS "
+        "FUSE server that never answers hangs every sync on the host: an unprivileged DoS "
         "(kernels 6.16 up to the fix that skips the integrity wait for FUSE)",
     ),
     _rule(

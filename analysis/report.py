@@ -39,13 +39,14 @@ import pandas as pd
 
 from fusewb import __version__
 from fusewb.analysis.capture import Capture, load_capture
-from fusewb.analysis.findings import FLAG_KINDS, FLAG_NAMES, FLAGS, SEVERITIES, flags
+from fusewb.analysis.findings import FLAG_KINDS, FLAG_NAMES, FLAGS, SEVERITIES
+from fusewb.analysis.flagging import flags
 from fusewb.analysis.histograms import histogram_hosts, row_thresholds
 from fusewb.analysis.paths import PATH_MECHANISMS
 from fusewb.analysis.requests import request_totals, requests_by_opcode
 from fusewb.analysis.rules import flag_needs
-from fusewb.analysis.scan import Scan
 from fusewb.analysis.scan import scan as run_scan
+from fusewb.analysis.scanned import Scan
 from fusewb.analysis.vm import (
     dirty_throttling,
     migration_activity,

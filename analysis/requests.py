@@ -24,11 +24,11 @@ from fusewb.analysis.partials import (
     with_order,
 )
 from fusewb.analysis.common import (
-    NS_PER_MS,
     mount_column,
     requires,
     seconds_since_start,
 )
+from fusewb.contract.units import NS_PER_MS
 
 __all__ = [
     "fuse_requests",

@@ -14,8 +14,8 @@ evidence line and the kernel mechanism behind it. It selects rows in one of two 
 - ``rows`` on the whole capture (small tables and meta): a function of the capture, the scan and
   the threshold returning rows with the common columns it knows.
 
-``derived_from`` makes a flag's ``rows`` read the rows another flag raised; ``amend`` corrects a
-flag's finished rows. The flags fusewb raises are declared in :mod:`fusewb.analysis.findings`;
+``also`` (an :class:`Also`) raises the flag a second way, from the rows another flag raised;
+``amend`` corrects a flag's finished rows. The flags fusewb raises are declared in :mod:`fusewb.analysis.findings`;
 :func:`by_duration`, :func:`fixed` and :func:`by_total` are the severity rules they share.
 """
 
@@ -23,21 +23,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fusewb.analysis.capture import Capture
-from fusewb.analysis.common import NS_PER_MS
 from fusewb.analysis.partials import ORDER, combine_worst, worst_partial
+from fusewb.analysis.scanned import Scan
 from fusewb.contract.defaults import high_severity_ms
-
-if TYPE_CHECKING:
-    from fusewb.analysis.scan import Scan
-
+from fusewb.contract.units import NS_PER_MS
 __all__ = [
-    "Flag", "FLAG_COLUMNS", "SEVERITIES", "Rule", "Select", "by_duration", "fixed", "by_total",
+    "Flag", "Also", "FLAG_COLUMNS", "SEVERITIES", "Rule", "Select", "by_duration", "fixed", "by_total",
     "flag_needs", "flag_partials", "combine_flag_partials", "run_flags", "empty_flags",
 ]
 
@@ -51,17 +48,26 @@ Select = Callable[[pd.DataFrame, float, "set[tuple[str, str, int]]"], np.ndarray
 
 
 @dataclass(frozen=True)
+class Also:
+    """A flag's second rule: rows made from the frame another flag (``derived_from``) raised,
+    run right after that flag and only when it ran, with their own severity and evidence."""
+
+    derived_from: str
+    rows: Callable[[Capture, Scan, pd.DataFrame], pd.DataFrame]
+    severity: Rule
+    evidence: Rule
+
+
+@dataclass(frozen=True)
 class Flag:
-    """One flag, declared: what it needs, the rows it selects, its severity, evidence and
+    """One flag, declared once: what it needs, the rows it selects, its severity, evidence and
     mechanism (see the module docstring for ``select``/``rows``).
 
     ``severity`` and ``evidence`` get the selected rows and the threshold. Rows of a ``select``
     flag carry ``keys`` and ``carry`` of their worst row, ``duration_ms`` (the worst), ``count``,
     ``total_ms`` and ``still`` (ongoing rows; ``ongoing`` is ``still > 0``); rows of a ``rows``
-    flag carry what that function gives (missing common columns are null); a ``derived_from``
-    flag's ``rows`` gets the frame the other flag raised instead of the threshold and runs only
-    when that flag ran. A flag raised by several rules is declared once per rule; the first
-    declaration holds its ``raised_when`` and ``mechanism``, the others leave them empty.
+    flag carry what that function gives (missing common columns are null). ``also`` raises the
+    same flag from another flag's rows too.
     """
 
     name: str
@@ -75,7 +81,7 @@ class Flag:
     keys: tuple[str, ...] = ()
     carry: tuple[str, ...] = ()
     rows: Callable[[Capture, Scan, Any], pd.DataFrame] | None = None
-    derived_from: str | None = None
+    also: Also | None = None
     amend: Callable[[Capture, pd.DataFrame, float], pd.DataFrame] | None = None
 
 
@@ -155,8 +161,10 @@ def _floats(rows: pd.DataFrame, column: str) -> Any:
     return rows[column].astype("float64") if column in rows else np.nan
 
 
-def _build(flag: Flag, mechanism: str, rows: pd.DataFrame, threshold_ms: float) -> pd.DataFrame:
-    """The common columns of a flag's rows, built once for every flag."""
+def _build(flag: Flag | Also, name: str, mechanism: str, rows: pd.DataFrame, threshold_ms: float
+           ) -> pd.DataFrame:
+    """The common columns of a flag's rows (by ``flag``'s severity and evidence rules), built
+    once for every flag."""
     if rows.empty:
         return empty_flags()
     rows = rows.reset_index(drop=True)
@@ -165,7 +173,7 @@ def _build(flag: Flag, mechanism: str, rows: pd.DataFrame, threshold_ms: float) 
     else:
         ongoing = rows["ongoing"].to_numpy(dtype=bool)
     return pd.DataFrame({
-        "flag": flag.name,
+        "flag": name,
         "severity": flag.severity(rows, threshold_ms),
         "host": rows["host"].astype(object),
         "path": _objects(rows, "path"),
@@ -184,14 +192,8 @@ def _build(flag: Flag, mechanism: str, rows: pd.DataFrame, threshold_ms: float) 
     })
 
 
-def _selected(flag: Flag, cap: Capture, scan: Scan, threshold_ms: float,
-              built: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def _selected(flag: Flag, cap: Capture, scan: Scan, threshold_ms: float) -> pd.DataFrame:
     """The rows a flag selects (empty when there are none)."""
-    if flag.derived_from is not None:
-        base = built.get(flag.derived_from)
-        if base is None or base.empty or flag.rows is None:
-            return pd.DataFrame()
-        return flag.rows(cap, scan, base)
     if flag.select is not None:
         if flag.name not in scan.flag_rows:
             raise ValueError(f"the scan has no rows for {flag.name}: pass the same flags to scan()")
@@ -206,28 +208,40 @@ def _selected(flag: Flag, cap: Capture, scan: Scan, threshold_ms: float,
     return flag.rows(cap, scan, threshold_ms)
 
 
+def _rules(declared: list[Flag]) -> list[tuple[Flag, Also | None]]:
+    """Each flag's rule in declaration order, each ``also`` rule right after the flag it reads."""
+    out: list[tuple[Flag, Also | None]] = []
+    for flag in declared:
+        out.append((flag, None))
+        out += [(other, other.also) for other in declared
+                if other.also is not None and other.also.derived_from == flag.name]
+    return out
+
+
 def run_flags(cap: Capture, threshold_ms: float, scan: Scan, declared: Iterable[Flag]
               ) -> pd.DataFrame:
     """The engine: the rows of every ``declared`` flag whose needs the capture recorded, most
     severe and longest first (columns :data:`FLAG_COLUMNS`, documented by
-    :func:`fusewb.analysis.findings.flags`); ``attrs["not_checked"]``: flag -> what is missing.
+    :func:`fusewb.analysis.flagging.flags`); ``attrs["not_checked"]``: flag -> what is missing.
     ``scan`` must come from :func:`fusewb.analysis.scan.scan` with the same ``declared``."""
     declared = list(declared)
-    mechanisms: dict[str, str] = {}
-    for flag in declared:  # a flag raised by several rules: its first declaration's text
-        mechanisms.setdefault(flag.name, flag.mechanism)
     not_checked: dict[str, str] = {}
     built: dict[str, pd.DataFrame] = {}
     pieces: list[pd.DataFrame] = []
-    for flag in declared:
+    for flag, also in _rules(declared):
         lacking = [n for n in flag.needs if not cap.recorded(n)]
         if lacking:
             not_checked[flag.name] = f"the capture has no {', '.join(lacking)} events"
             continue
-        frame = _build(flag, mechanisms[flag.name], _selected(flag, cap, scan, threshold_ms, built),
-                       threshold_ms)
-        if flag.amend is not None:
-            frame = flag.amend(cap, frame, threshold_ms)
+        if also is None:
+            frame = _build(flag, flag.name, flag.mechanism,
+                           _selected(flag, cap, scan, threshold_ms), threshold_ms)
+            if flag.amend is not None:
+                frame = flag.amend(cap, frame, threshold_ms)
+        else:
+            base = built.get(also.derived_from)
+            rows = pd.DataFrame() if base is None or base.empty else also.rows(cap, scan, base)
+            frame = _build(also, flag.name, flag.mechanism, rows, threshold_ms)
         built[flag.name] = frame
         pieces.append(frame)
     pieces = [p for p in pieces if len(p)]

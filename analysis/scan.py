@@ -31,7 +31,7 @@ import os
 import resource
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +47,7 @@ from fusewb.analysis.capture import (
     read_part,
     unreadable_table,
 )
-from fusewb.analysis.findings import (
-    FLAGS,
-    answered_partial,
-    inflight_writes_partial,
-    server_tgids,
-    throttle_times,
-    unseen_fuse_waits,
-)
+from fusewb.analysis.findings import FLAGS
 from fusewb.analysis.partials import combine_inflight, with_order
 from fusewb.analysis.requests import (
     by_opcode_partial,
@@ -63,6 +56,14 @@ from fusewb.analysis.requests import (
     fuse_requests,
 )
 from fusewb.analysis.rules import Flag, combine_flag_partials, flag_partials
+from fusewb.analysis.scanned import (
+    Scan,
+    answered_partial,
+    inflight_writes_partial,
+    server_tgids,
+    throttle_times,
+    unseen_fuse_waits,
+)
 from fusewb.analysis.waiting import (
     combine_wait_paths,
     derive_waits,
@@ -72,13 +73,13 @@ from fusewb.analysis.waiting import (
 )
 from fusewb.contract import defaults
 from fusewb.contract.errors import FusewbError
-from fusewb.contract.schema import TABLES
+from fusewb.contract.schema import TABLE_SPECS, TABLES
 
 __all__ = ["ENGINES", "Scan", "scan", "BIG_TABLES", "READ_COLUMNS", "CONNECT_TIMEOUT_S"]
 
 ENGINES = ("pandas", "streaming", "dask")
-BIG_TABLES = ("requests", "waits")
-SMALL_TABLES = ("stacks", "throttle", "vm")
+BIG_TABLES = tuple(sorted(table for table, spec in TABLE_SPECS.items() if spec.big))
+SMALL_TABLES = tuple(sorted(table for table, spec in TABLE_SPECS.items() if not spec.big))
 # The columns the questions read of each big table (capture.read_part adds the required ones).
 READ_COLUMNS: dict[str, tuple[str, ...]] = {
     "requests": ("send_ts_ns", "end_ts_ns", "duration_ns", "ongoing", "connection", "bdi",
@@ -89,27 +90,6 @@ _TIME = {"requests": "send_ts_ns", "waits": "ts_ns"}
 CONNECT_TIMEOUT_S = 10
 LOCAL_WORKERS = 2
 TASK_BYTES = 64 << 20  # dask: consecutive parts of a host's table per task, on disk
-
-
-@dataclass
-class Scan:
-    """The merged partials of a capture's big tables, with what was read of them.
-
-    ``wait_paths`` and ``by_opcode`` are :func:`wait_paths` and :func:`requests_by_opcode`;
-    ``flag_rows`` (flag -> merged worst rows of each flag that selects rows of a big table),
-    ``servers`` and ``inflight`` feed :func:`flags`; ``rows`` counts the rows read per
-    (host, table) and ``damage`` names the parts skipped per host; ``worker_peak_rss`` (Dask
-    only): worker -> peak RSS bytes.
-    """
-
-    wait_paths: pd.DataFrame
-    flag_rows: dict[str, pd.DataFrame]
-    by_opcode: pd.DataFrame
-    servers: set[tuple[str, str, int]]
-    inflight: dict[str, list[tuple[str, np.ndarray]]]
-    rows: dict[tuple[str, str], int]
-    damage: dict[str, list[str]]
-    worker_peak_rss: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

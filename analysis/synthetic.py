@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from fusewb.contract.histogram import MAX_MSB, SUB_BITS, Histogram
 from fusewb.contract.meta import initial_meta
-from fusewb.contract.schema import FUSE_OPCODES, SCHEMA_VERSION, TABLES, part_name
+from fusewb.contract.schema import FUSE_OPCODES, SCHEMA_VERSION, TABLE_SPECS, TABLES, part_name
 
 __all__ = [
     "DEFAULT_PROBES",
@@ -119,17 +119,6 @@ EXAMPLE_STACKS: dict[str, list[str]] = {
     "other": ["folio_wait_writeback", "[unknown]", "0xffffffffc0a1b2c3", "some_driver_fn"],
 }
 
-# Defaults for columns a caller leaves out.
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "waits": {"ongoing": False, "bdi": "0:52", "stack_id": -1, "source": "sched_switch",
-              "index": 0, "ino": 2, "comm": "writer", "pid": 1000, "tgid": 1000, "duration_ns": 0},
-    "requests": {"ongoing": False, "connection": 52, "bdi": "0:52", "opcode": 16, "len": 4096,
-                 "error": 0, "comm": "kworker/u4:1", "pid": 50, "tgid": 50},
-    "throttle": {"bdi": "0:52", "comm": "writer", "pid": 1000, "tgid": 1000, "pause_ms": 10},
-    "vm": {"comm": "kswapd0", "pid": 80, "tgid": 80},
-    "stacks": {},
-}
-
 
 def make_meta(**overrides: Any) -> dict[str, Any]:
     """A complete ``meta.json`` for a synthetic capture; keyword arguments replace keys. Of the
@@ -185,7 +174,7 @@ def table_from(name: str, data: TableData) -> pa.Table:
         if not rows:
             return schema.empty_table()
     length = _column_length(columns)
-    defaults = dict(_DEFAULTS[name])
+    defaults = dict(TABLE_SPECS[name].synthetic)  # columns a caller leaves out
     if name == "requests" and "opcode_name" not in columns:
         opcodes = np.asarray(columns.get("opcode", np.full(length, defaults["opcode"])))
         names = np.array([FUSE_OPCODES.get(int(o), str(o)) for o in np.unique(opcodes)], object)

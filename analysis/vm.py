@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from fusewb.analysis.capture import Capture
-from fusewb.analysis.common import NS_PER_MS, mount_column, requires, seconds_since_start
+from fusewb.analysis.common import mount_column, requires, seconds_since_start
+from fusewb.contract.units import NS_PER_MS
 
 __all__ = [
     "writeback_functions",

@@ -14,7 +14,6 @@ import pandas as pd
 
 from fusewb.analysis.capture import Capture
 from fusewb.analysis.common import (
-    NS_PER_MS,
     mount_column,
     requires,
     seconds_since_start,
@@ -28,6 +27,7 @@ from fusewb.analysis.paths import (
     matching_frame,
     stack_summary,
 )
+from fusewb.contract.units import NS_PER_MS
 
 __all__ = ["waits", "wait_paths", "stack_paths", "unseen_waits", "derive_waits", "WAIT_COLUMNS",
            "wait_paths_partial", "combine_wait_paths", "wait_counts"]

@@ -10,18 +10,19 @@
 #if !defined(RING_PAGES) || !defined(MAX_PENDING) || !defined(MAX_INFLIGHT) || \
     !defined(STACK_ENTRIES) || !defined(FILTER_TGID) || !defined(ROW_REQ_NS) || \
     !defined(ROW_WAIT_NS) || !defined(REQ_HIST_ENTRIES) || !defined(WAIT_HIST_ENTRIES) || \
-    !defined(HIST_BUCKETS) || !defined(REQ_SLOTS) || !defined(WAIT_FN_START) || !defined(WAIT_FN_END)
+    !defined(HIST_BUCKETS) || !defined(REQ_SLOTS) || !defined(WAIT_FN_START) || !defined(WAIT_FN_END) || \
+    !defined(FILTER_ENTRIES) || !defined(SERVER_THREAD_ENTRIES) || !defined(INFLIGHT_CONN_ENTRIES)
 #error "compile through fusewb.tracers.program: it defines the sizes and options"
 #endif
 
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
-BPF_PERCPU_ARRAY(lost, u64, LOST_KINDS);
+BPF_PERCPU_ARRAY(lost, u64, NR_EV_IDS);
 BPF_PERCPU_ARRAY(counters, u64, NR_COUNTERS);
 BPF_STACK_TRACE(stacks, STACK_ENTRIES);
 
 /* The FUSE filter, filled and refreshed by user space: bdi names and connections. */
-BPF_HASH(fuse_bdis, struct bdi_key, u8, 1024);
-BPF_HASH(fuse_conns, u32, u8, 1024);
+BPF_HASH(fuse_bdis, struct bdi_key, u8, FILTER_ENTRIES);
+BPF_HASH(fuse_conns, u32, u8, FILTER_ENTRIES);
 BPF_ARRAY(filter_generation, u64, 1);
 
 static __always_inline void count(u32 which, u64 by)

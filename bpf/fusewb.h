@@ -27,6 +27,7 @@
  *                      undefined when it has none: the code reading it is left out
  *   FILTER_TGID        only this process's waits and throttling (0: all)
  *   MAX_PENDING, MAX_INFLIGHT, STACK_ENTRIES, REQ_HIST_ENTRIES, WAIT_HIST_ENTRIES,
+ *   FILTER_ENTRIES, SERVER_THREAD_ENTRIES, INFLIGHT_CONN_ENTRIES,
  *   REQ_SLOTS          map sizes (memory bound; REQ_SLOTS a power of two)
  *   ROW_REQ_NS, ROW_WAIT_NS  requests and waits this long or longer become rows (ring buffer
  *                      events); every ended one is filed in its histogram (0: all are rows)
@@ -40,18 +41,13 @@
 #define COMM_LEN 16
 #define SLEEP_STACK_DEPTH 12
 
-/* Event kinds: the first u32 of every ring buffer record. */
+/* Event kinds: the first u32 of every ring buffer record, and the index of its lost-event
+ * counter (per-CPU array "lost", counted when the ring buffer cannot take one). */
 #define EV_WAIT 1
 #define EV_REQUEST 2
 #define EV_THROTTLE 3
 #define EV_VM 4
-
-/* Lost-event counters (per-CPU array "lost"), by the kind that could not be sent. */
-#define LOST_WAIT 0
-#define LOST_REQUEST 1
-#define LOST_THROTTLE 2
-#define LOST_VM 3
-#define LOST_KINDS 4
+#define NR_EV_IDS 5 /* one past the last EV_* id: the size of "lost" */
 
 /* In-kernel aggregates (per-CPU array "counters"). */
 #define CNT_WAIT_TP_FUSE 0        /* wait tracepoint hits on FUSE bdis */

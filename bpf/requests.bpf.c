@@ -10,8 +10,8 @@
  * requests_pending when that slot is taken. */
 BPF_ARRAY(request_slots, struct request_pending, REQ_SLOTS);
 BPF_HASH(requests_pending, struct request_key, struct request_pending, MAX_INFLIGHT);
-BPF_HASH(server_threads, struct server_key, struct server_thread, 4096);
-BPF_HASH(writes_inflight, u32, struct inflight_writes, 1024);
+BPF_HASH(server_threads, struct server_key, struct server_thread, SERVER_THREAD_ENTRIES);
+BPF_HASH(writes_inflight, u32, struct inflight_writes, INFLIGHT_CONN_ENTRIES);
 BPF_PERCPU_HASH(request_hist, struct req_hist_key, struct hist_value, REQ_HIST_ENTRIES);
 BPF_PERCPU_ARRAY(server_cache, struct server_cache, 1);
 
@@ -197,7 +197,7 @@ static __always_inline struct request_event *request_ended(struct request_key *k
         return NULL;
     struct request_event *e = events.ringbuf_reserve(sizeof(struct request_event));
     if (!e) {
-        count_lost(LOST_REQUEST);
+        count_lost(EV_REQUEST);
         return NULL;
     }
     e->kind = EV_REQUEST;

@@ -16,7 +16,7 @@ TRACEPOINT_PROBE(writeback, balance_dirty_pages)
         return 0;
     struct throttle_event *e = events.ringbuf_reserve(sizeof(struct throttle_event));
     if (!e) {
-        count_lost(LOST_THROTTLE);
+        count_lost(EV_THROTTLE);
         return 0;
     }
     __builtin_memset(e, 0, sizeof(*e));

@@ -27,7 +27,7 @@ static __always_inline struct vm_event *vm_reserve(u32 vm_kind)
 {
     struct vm_event *e = events.ringbuf_reserve(sizeof(struct vm_event));
     if (!e) {
-        count_lost(LOST_VM);
+        count_lost(EV_VM);
         return NULL;
     }
     u64 id = bpf_get_current_pid_tgid();

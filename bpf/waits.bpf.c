@@ -58,7 +58,7 @@ static __always_inline void end_wait(struct wait_pending *w, u32 pid, u64 now, u
         return;
     struct wait_event *e = events.ringbuf_reserve(sizeof(struct wait_event));
     if (!e) {
-        count_lost(LOST_WAIT);
+        count_lost(EV_WAIT);
         return;
     }
     e->kind = EV_WAIT;

@@ -9,9 +9,9 @@ import errno
 
 __all__ = [
     "THRESHOLD_MS", "RING_PAGES", "MAX_PENDING", "MAX_INFLIGHT", "STACK_ENTRIES",
-    "REQUEST_SLOTS", "REQ_HIST_ENTRIES", "WAIT_HIST_ENTRIES", "HIGH_SEVERITY_MS", "high_severity_ms",
-    "MEDIUM_THROTTLE_MS", "STACK_NOISE_FRAMES", "WAIT_MACHINERY_PREFIXES",
-    "KERNEL_ENDED_ERRORS", "TRACING_FRAME_PREFIXES",
+    "REQUEST_SLOTS", "REQ_HIST_ENTRIES", "WAIT_HIST_ENTRIES", "FILTER_ENTRIES",
+    "SERVER_THREAD_ENTRIES", "INFLIGHT_CONN_ENTRIES", "HIGH_SEVERITY_MS", "high_severity_ms",
+    "MEDIUM_THROTTLE_MS", "KERNEL_ENDED_ERRORS",
 ]
 
 # A wait or request at or over this is reported (fusewb trace's live view, analyze, run) and
@@ -32,6 +32,9 @@ STACK_ENTRIES = 4096  # distinct kernel stacks
 # waits. A busy connection fills some 40 buckets per opcode.
 REQ_HIST_ENTRIES = 8192
 WAIT_HIST_ENTRIES = 4096
+FILTER_ENTRIES = 1024  # FUSE bdis and FUSE connections in the filter (one entry per mount)
+SERVER_THREAD_ENTRIES = 4096  # server threads that read or answered requests, per connection
+INFLIGHT_CONN_ENTRIES = 1024  # connections with WRITEs in flight counted
 
 # A wait or stalled request is "high" from this long, or from ten thresholds when that is more.
 HIGH_SEVERITY_MS = 1000.0
@@ -49,21 +52,3 @@ MEDIUM_THROTTLE_MS = 100.0
 
 # Request ends the kernel makes itself (an aborted or unmounted connection), not a server's reply.
 KERNEL_ENDED_ERRORS = (-errno.ECONNABORTED, -errno.ENOTCONN)
-
-# Frames of the tracing machinery on top of a tracepoint's stack when several programs share the
-# tracepoint (the static call goes through __traceiter_*): dropped so the traced function is first.
-TRACING_FRAME_PREFIXES = ("__traceiter_", "__bpf_trace_", "bpf_trace_run", "perf_trace_",
-                          "trace_event_raw_event_", "bpf_prog_")
-
-# Frames of syscall entry, kernel threads, workqueues and page faults: every stack has some, so
-# stack summaries leave them out (names after leading underscores are stripped).
-STACK_NOISE_FRAMES = frozenset(
-    "entry_SYSCALL_64_after_hwframe entry_SYSCALL_64 do_syscall_64 x64_sys_call ret_from_fork "
-    "ret_from_fork_asm kthread worker_thread process_one_work asm_exc_page_fault exc_page_fault "
-    "do_user_addr_fault handle_mm_fault __handle_mm_fault".split()
-)
-
-# Frames of the wait machinery itself, skipped when the live view names the caller of a wait.
-WAIT_MACHINERY_PREFIXES = ("folio_wait", "wait_on_page", "__filemap_fdatawait", "filemap_fdatawait",
-                           "file_write_and_wait", "filemap_write_and_wait", "__schedule", "schedule",
-                           "io_schedule")

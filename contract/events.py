@@ -4,23 +4,27 @@ declared once.
 An entry names the kind's id (``EV_*`` in ``bpf/fusewb.h``), its C struct there (the layout's
 one owner), the capture table its rows fill (:data:`fusewb.contract.schema.TABLES`) and what a
 probe name contains when that probe produces the kind (how a reader tells "nothing happened"
-from "not traced"). From an entry follow the tracer's decoder (:mod:`fusewb.tracers.events`),
+from "not traced"): its markers (kprobes), and the tracepoints declared to feed its table in
+:mod:`fusewb.contract.tracepoints`. From an entry follow the tracer's decoder (:mod:`fusewb.tracers.events`),
 its row builder (:mod:`fusewb.tracers.rows`: a column takes the struct field of the same name)
 and the analysis's check that a capture recorded the events a question needs
 (:data:`fusewb.analysis.capture.TABLE_PROBES`).
 
-Adding an event kind: its struct and ``EV_*`` id in ``bpf/fusewb.h``, the ``.bpf.c`` that sends
-it, an entry here (and its table in ``schema.TABLES``), and the question that reads it.
+Adding an event kind: docs/architecture.md "Where to add things" lists every file
+(tests/test_where_to_add.py adds one in a copy of the tree and checks that list).
 
 The ``vm`` table's rows carry a sub-kind (``vm_event.vm_kind``, ``VM_*`` in the header): each is
-declared in :data:`VM_EVENT_KINDS` with its ``vm.kind`` name and probes.
+declared in :data:`VM_EVENT_KINDS` with its ``vm.kind`` name and its tracepoint group.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["EventKind", "VmKind", "EVENT_KINDS", "VM_EVENT_KINDS", "STACKS_FROM", "event_kind"]
+from fusewb.contract.tracepoints import TRACEPOINT_GROUPS
+
+__all__ = ["EventKind", "VmKind", "EVENT_KINDS", "VM_EVENT_KINDS", "STACKS_FROM", "event_kind",
+           "FUSE_WAIT_FUNCTIONS", "REQUEST_KPROBES"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,15 @@ class EventKind:
     define: str  # its id in bpf/fusewb.h, the first u32 of the record ("EV_WAIT")
     struct: str  # its C struct in bpf/fusewb.h
     table: str  # the capture table its rows go to
-    probes: tuple[str, ...]  # a probe whose name contains one of these produces it
+    markers: tuple[str, ...]  # besides its tracepoints: a probe whose name contains one produces it
+
+    @property
+    def probes(self) -> tuple[str, ...]:
+        """What the name of a probe producing this kind contains: a marker, or the event name of
+        a tracepoint declared to feed its table (contract/tracepoints.py)."""
+        events = (tp.split(":", 1)[1] for group in TRACEPOINT_GROUPS if group.table == self.table
+                  for tp in group.tracepoints)
+        return tuple(dict.fromkeys((*self.markers, *events)))
 
 
 @dataclass(frozen=True)
@@ -39,18 +51,37 @@ class VmKind:
 
     define: str  # VM_* in bpf/fusewb.h
     name: str  # the vm.kind value
-    tracepoints: str  # the tracepoints (or begin/end pair) behind it
-    probes: tuple[str, ...]  # a probe whose name contains one of these produces it
+    group: str  # the define of its tracepoint group (contract/tracepoints.py)
+
+    @property
+    def tracepoints(self) -> tuple[str, ...]:
+        """The tracepoints (or begin/end pair) behind it."""
+        return next(g.tracepoints for g in TRACEPOINT_GROUPS if g.define == self.group)
+
+    @property
+    def probes(self) -> tuple[str, ...]:
+        """What the name of a probe producing it contains: its tracepoints' event names."""
+        return tuple(tp.split(":", 1)[1] for tp in self.tracepoints)
 
 
-_WAIT_PROBES = ("folio_wait_writeback", "wait_on_page_writeback", "fuse_set_nowrite",
-                "fuse_wait_on_page_writeback", "fuse_flush_times")
+# fuse.ko functions a task sleeps in waiting for in-flight WRITEs (temp-page era), or for the
+# answer to write_inode's SETATTR that a server busy with held WRITEs gives after them (close
+# behind a single-threaded server, the flusher), each with its define; probed at entry and
+# return (bpf/kprobes.bpf.c, FUSE_WAIT_KPROBES). All take the inode first.
+FUSE_WAIT_FUNCTIONS: list[str] = ["fuse_set_nowrite", "fuse_wait_on_page_writeback",
+                                  "fuse_flush_times"]
+
+# The request lifecycle without fuse:* tracepoints, probed at entry (bpf/requests.bpf.c):
+# queued (unique assigned), read by a server thread, answered. All three or none; with the
+# tracepoints (raw, keyed on the request) only fuse_dev_do_read, for the server's readers.
+REQUEST_KPROBES: list[str] = ["queue_request_and_unlock", "fuse_dev_do_read", "fuse_request_end"]
 
 EVENT_KINDS: tuple[EventKind, ...] = (
-    EventKind("EV_WAIT", "wait_event", "waits", _WAIT_PROBES),
-    EventKind("EV_REQUEST", "request_event", "requests",
-              ("fuse_request_send", "fuse_request_end", "queue_request_and_unlock")),
-    EventKind("EV_THROTTLE", "throttle_event", "throttle", ("balance_dirty_pages",)),
+    # timed by kprobes on folio_wait_writeback or in fuse.ko where kprobes attach
+    EventKind("EV_WAIT", "wait_event", "waits", ("folio_wait_writeback", *FUSE_WAIT_FUNCTIONS)),
+    # kprobes on the request lifecycle before the fuse:* tracepoints (queued, answered)
+    EventKind("EV_REQUEST", "request_event", "requests", (REQUEST_KPROBES[0], REQUEST_KPROBES[2])),
+    EventKind("EV_THROTTLE", "throttle_event", "throttle", ()),
     EventKind("EV_VM", "vm_event", "vm", ("vmscan", "migrate", "compaction")),
 )
 
@@ -58,18 +89,12 @@ EVENT_KINDS: tuple[EventKind, ...] = (
 STACKS_FROM = "waits"
 
 VM_EVENT_KINDS: tuple[VmKind, ...] = (
-    VmKind("VM_DIRECT", "direct_reclaim", "vmscan:mm_vmscan_direct_reclaim_begin/end",
-           ("mm_vmscan_direct_reclaim",)),
-    VmKind("VM_MEMCG", "memcg_reclaim", "vmscan:mm_vmscan_memcg_reclaim_begin/end",
-           ("mm_vmscan_memcg_reclaim",)),
-    VmKind("VM_SHRINK", "shrink_inactive", "vmscan:mm_vmscan_lru_shrink_inactive",
-           ("mm_vmscan_lru_shrink_inactive",)),
-    VmKind("VM_THROTTLE", "vmscan_throttled", "vmscan:mm_vmscan_throttled",
-           ("mm_vmscan_throttled",)),
-    VmKind("VM_MIGRATE_PAGES", "migrate_pages", "migrate:mm_migrate_pages_start/mm_migrate_pages",
-           ("mm_migrate_pages",)),
-    VmKind("VM_COMPACT", "compaction", "compaction:mm_compaction_begin/end",
-           ("mm_compaction_begin", "mm_compaction_end")),
+    VmKind("VM_DIRECT", "direct_reclaim", "VM_DIRECT_RECLAIM"),
+    VmKind("VM_MEMCG", "memcg_reclaim", "VM_MEMCG_RECLAIM"),
+    VmKind("VM_SHRINK", "shrink_inactive", "VM_SHRINK_INACTIVE"),
+    VmKind("VM_THROTTLE", "vmscan_throttled", "VM_THROTTLED"),
+    VmKind("VM_MIGRATE_PAGES", "migrate_pages", "VM_MIGRATE"),
+    VmKind("VM_COMPACT", "compaction", "VM_COMPACTION"),
 )
 
 

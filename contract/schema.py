@@ -33,11 +33,16 @@ kernel does not say" from a measured zero. A field the kernel only calls by an o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
 import pyarrow as pa
 
 from fusewb.contract.events import VM_EVENT_KINDS
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "VM_KINDS", "FUSE_OPCODES", "PART_GLOB", "part_name"]
+__all__ = ["SCHEMA_VERSION", "TABLES", "TableSpec", "TABLE_SPECS", "VM_KINDS", "FUSE_OPCODES",
+           "PART_GLOB", "part_name"]
 
 # 2: rows only for requests and waits from row_threshold_ms on, every one in meta.json's
 # histograms; 1: rows for every wait and (within a per-CPU budget) every request.
@@ -134,8 +139,40 @@ TABLES: dict[str, pa.Schema] = {
     ),
 }
 
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What the readers of a capture table must know besides its columns: one declaration per
+    table in :data:`TABLE_SPECS`, from which the reader's checks
+    (:data:`fusewb.analysis.capture.REQUIRED_COLUMNS`), the engines' split into big and small
+    tables (:mod:`fusewb.analysis.scan`), synthetic captures (:mod:`fusewb.analysis.synthetic`)
+    and the exports of :mod:`fusewb.analysis` follow."""
+
+    required: tuple[str, ...]  # columns every row has (the tracer never leaves them null)
+    big: bool  # rows by the million: read part by part by the streaming and Dask engines
+    home: str  # the analysis module of its questions (fusewb.analysis.<home>)
+    synthetic: MappingProxyType[str, Any]  # column values of synthetic rows when a test gives none
+
+
+def _spec(required: tuple[str, ...], *, big: bool, home: str, **synthetic: Any) -> TableSpec:
+    return TableSpec(required, big, home, MappingProxyType(synthetic))
+
+
+TABLE_SPECS: dict[str, TableSpec] = {
+    "waits": _spec(tuple(TABLES["waits"].names), big=True, home="waiting", ongoing=False,
+                   bdi="0:52", stack_id=-1, source="sched_switch", index=0, ino=2, comm="writer",
+                   pid=1000, tgid=1000, duration_ns=0),
+    "requests": _spec(("send_ts_ns", "duration_ns"), big=True, home="requests", ongoing=False,
+                      connection=52, bdi="0:52", opcode=16, len=4096, error=0,
+                      comm="kworker/u4:1", pid=50, tgid=50),
+    "throttle": _spec(("ts_ns",), big=False, home="vm", bdi="0:52", comm="writer", pid=1000,
+                      tgid=1000, pause_ms=10),
+    "vm": _spec(("ts_ns", "kind"), big=False, home="vm", comm="kswapd0", pid=80, tgid=80),
+    "stacks": _spec(("stack_id",), big=False, home="waiting"),
+}
+
 # vm.kind values and the tracepoints (or pairs) behind them (contract/events.py declares them).
-VM_KINDS: dict[str, str] = {kind.name: kind.tracepoints for kind in VM_EVENT_KINDS}
+VM_KINDS: dict[str, str] = {kind.name: ", ".join(kind.tracepoints) for kind in VM_EVENT_KINDS}
 
 # A table's parts: <table>/part-000001.parquet, numbered from 1.
 PART_GLOB = "part-*.parquet"

@@ -1,8 +1,11 @@
-"""Sizes in bytes, read from and written for people (binary units)."""
+"""Units: sizes in bytes, read from and written for people (binary units), and the
+nanoseconds of the capture's times in milliseconds."""
 
 from __future__ import annotations
 
-__all__ = ["parse_size", "format_size"]
+__all__ = ["parse_size", "format_size", "NS_PER_MS"]
+
+NS_PER_MS = 1_000_000  # capture times and durations are nanoseconds; reports speak milliseconds
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 

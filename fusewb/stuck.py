@@ -36,28 +36,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+
 from fusewb.command import Command
+from fusewb.contract.frames import (
+    LOCK_FRAMES,
+    PAGE_LOCK_FRAMES,
+    REQUEST_FRAMES,
+    TEMP_PAGE_FRAMES,
+    WRITEBACK_FRAMES,
+)
 
 __all__ = ["stuck", "snapshot", "wait_kind", "render_text", "FUSE_SYSCTL"]
 
 FUSE_SYSCTL = Path("/proc/sys/fs/fuse")
-# What a stack waits on, checked in this order; names are normalised (analysis.paths).
-REQUEST_FRAMES = frozenset("request_wait_answer fuse_get_req fuse_simple_request".split())
-WRITEBACK_FRAMES = frozenset(
-    "folio_wait_writeback wait_on_page_writeback folio_wait_stable wait_for_stable_page "
-    "filemap_fdatawait_range filemap_fdatawait_keep_errors filemap_fdatawait_range_keep_errors "
-    "wait_sb_inodes wb_wait_for_completion inode_wait_for_writeback balance_dirty_pages "
-    "reclaim_throttle fuse_wait_on_page_writeback fuse_wait_on_folio_writeback fuse_sync_writes".split())
-PAGE_LOCK_FRAMES = frozenset(
-    "folio_wait_bit_common folio_lock folio_lock_killable lock_page lock_page_killable "
-    "wait_on_page_bit_common".split())
-LOCK_FRAMES = frozenset(
-    "rwsem_down_write_slowpath rwsem_down_read_slowpath mutex_lock_slowpath "
-    "mutex_lock_common down_write down_read inode_lock".split())
-# FUSE functions that wait on their own page waitqueue in the temp-page era (before 6.16)
-TEMP_PAGE_FRAMES = frozenset(
-    "fuse_fsync fuse_flush fuse_page_mkwrite fuse_write_begin fuse_launder_folio "
-    "fuse_launder_page fuse_vma_close".split())
+# What a stack waits on is checked in this order (wait_kind): the frame sets of contract/frames.py.
 SELF_WAIT_PATHS = ("reclaim", "migration")
 INFERRED = "the only connection with waiting requests"
 

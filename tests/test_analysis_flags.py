@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from fusewb.analysis.capture import load_capture
-from fusewb.analysis.findings import FLAG_COLUMNS, FLAG_NAMES, FLAGS, flags, parse_flag_names
+from fusewb.analysis.findings import FLAG_COLUMNS, FLAG_NAMES, FLAGS, parse_flag_names
+from fusewb.analysis.flagging import flags
 from fusewb.analysis.report import REPORT_QUESTIONS, report_needs
 from fusewb.analysis.rules import Flag, flag_needs
 from fusewb.analysis.scan import scan

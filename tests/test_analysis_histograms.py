@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from fusewb.analysis.capture import CaptureError, load_capture
-from fusewb.analysis.findings import flags
+from fusewb.analysis.flagging import flags
 from fusewb.analysis.html_report import path_histograms
 from fusewb.analysis.report import build_report, render_json, render_report, render_text
 from fusewb.analysis.requests import request_totals, requests_by_opcode

@@ -11,7 +11,7 @@ import pytest
 
 from fusewb.analysis import capture as capture_module
 from fusewb.analysis.capture import CaptureError, MissingEventsError, load_capture
-from fusewb.analysis.findings import flags
+from fusewb.analysis.flagging import flags
 from fusewb.analysis.requests import (
     fuse_requests,
     inflight_writeback,

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from fusewb.analysis.capture import load_capture
-from fusewb.analysis.findings import flags
+from fusewb.analysis.flagging import flags
 from fusewb.analysis.synthetic import make_meta, write_capture
 from fusewb.cli import cli
 from fusewb.tracers.capture import CaptureWriter

@@ -1,21 +1,38 @@
 """The event registry (contract/events.py) against the header and the capture schema, the rows
-built from ring buffer events, and meta.json's one declaration (contract/meta.py). No kernel:
+built from ring buffer events, meta.json's one declaration (contract/meta.py), and the one
+declaration of each table (contract/schema.py TABLE_SPECS) and tracepoint group
+(contract/tracepoints.py) against every mapping derived from them, on every engine. No kernel:
 the layouts against the compiler are checked in test_tracer_plan.py."""
 
 from __future__ import annotations
 
 import ctypes
+import importlib
 import re
 
 import pytest
 
-from fusewb.analysis.capture import META_SPEC, TABLE_PROBES
-from fusewb.analysis.synthetic import make_meta
-from fusewb.contract.events import EVENT_KINDS, STACKS_FROM, VM_EVENT_KINDS
+from fusewb import analysis
+from fusewb.analysis.capture import META_SPEC, REQUIRED_COLUMNS, TABLE_PROBES, load_capture
+from fusewb.analysis.flagging import flags
+from fusewb.analysis.scan import BIG_TABLES, ENGINES, READ_COLUMNS, SMALL_TABLES, scan
+from fusewb.analysis.synthetic import START_NS, make_meta, write_capture
+from fusewb.contract.events import (
+    EVENT_KINDS,
+    FUSE_WAIT_FUNCTIONS,
+    REQUEST_KPROBES,
+    STACKS_FROM,
+    VM_EVENT_KINDS,
+    event_kind,
+)
 from fusewb.contract.meta import META, META_KEYS, initial_meta
-from fusewb.contract.schema import TABLES, VM_KINDS, part_name
+from fusewb.contract.schema import TABLE_SPECS, TABLES, VM_KINDS, part_name
+from fusewb.contract.tracepoints import TRACEPOINT_GROUPS
 from fusewb.tracers.events import HEADER, decode, header_defs
-from fusewb.tracers.rows import event_row
+from fusewb.tracers.features import KERNEL_FUNCTIONS, TRACEPOINTS
+from fusewb.tracers.plan import _OPTIONAL_TRACEPOINTS
+from fusewb.tracers.rows import _DERIVED, event_row
+from fusewb.tracers.tpfields import TRACEPOINT_FIELDS
 
 
 def _by_table(table: str):
@@ -154,3 +171,106 @@ def test_meta_declaration_gives_docs_checks_and_new_metas() -> None:
 
 def test_part_names() -> None:
     assert part_name("waits", 1) == "waits/part-000001.parquet"
+
+
+# --- one declaration per table and per tracepoint group: every mapping covers them -----------
+
+def test_every_table_is_declared_once_and_its_mappings_cover_it() -> None:
+    assert list(TABLE_SPECS) == list(TABLES)
+    for table, spec in TABLE_SPECS.items():
+        names = set(TABLES[table].names)
+        assert spec.required and set(spec.required) <= names, table
+        assert set(spec.synthetic) <= names, table
+    assert REQUIRED_COLUMNS == {t: s.required for t, s in TABLE_SPECS.items()}
+    assert sorted(BIG_TABLES + SMALL_TABLES) == sorted(TABLES)
+    assert set(BIG_TABLES) == {t for t, s in TABLE_SPECS.items() if s.big}
+    assert set(READ_COLUMNS) == set(BIG_TABLES)
+    assert {kind.table for kind in EVENT_KINDS} | {"stacks"} == set(TABLES)
+
+
+def test_every_event_kind_builds_its_whole_row() -> None:
+    """A column no same-named struct field fills has a derivation (tracers/rows.py)."""
+    structs = header_defs().structs
+    for kind in EVENT_KINDS:
+        fields = {name for name, _ in structs[kind.struct]._fields_}
+        unfilled = set(TABLES[kind.table].names) - fields
+        assert not unfilled or kind.table in _DERIVED, f"{kind.table}: {sorted(unfilled)}"
+
+
+def test_every_table_has_its_questions_exported() -> None:
+    """Each table's home module holds questions that read it, all exported by the package."""
+    for table, spec in TABLE_SPECS.items():
+        assert spec.home in analysis._HOME, table
+        module = importlib.import_module(f"fusewb.analysis.{spec.home}")
+        questions = {name for name in module.__all__
+                     if hasattr(getattr(module, name), "REQUIRES")}
+        assert any(table in getattr(module, q).REQUIRES for q in questions), table
+        assert questions <= set(analysis.__all__), (spec.home, questions - set(analysis.__all__))
+    assert sorted(analysis.__all__) == sorted(analysis._MODULE_OF)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_table_reads_on_every_engine(tmp_path, engine: str) -> None:
+    """One row in every declared table: each engine reads each one, and raises no
+    INCOMPLETE_CAPTURE for a table it did not know."""
+    one_row = {table: {column: [START_NS + 1] if column.endswith("ts_ns") else [None]
+                       for column in spec.required} for table, spec in TABLE_SPECS.items()}
+    one_row["waits"] = {"ts_ns": [START_NS + 1], "duration_ns": [5]}
+    one_row["requests"].update(end_ts_ns=[START_NS + 6], duration_ns=[5])
+    one_row["vm"]["kind"] = ["direct_reclaim"]
+    one_row["stacks"] = {"stack_id": [-1], "frames": [["folio_wait_writeback"]]}
+    folder = write_capture(tmp_path / "c", **one_row)
+    cap = load_capture(folder)
+    scanned = scan(cap, engine=engine)
+    assert scanned.rows == {("synthetic", table): 1 for table in TABLES}
+    assert not scanned.damage.get("synthetic")
+    raised = flags(cap, scan=scanned)
+    assert "INCOMPLETE_CAPTURE" not in set(raised["flag"].astype(str))
+    assert not raised.attrs["not_checked"]
+
+
+def test_every_tracepoint_is_declared_once_in_a_group() -> None:
+    tracepoints = [tp for group in TRACEPOINT_GROUPS for tp in group.tracepoints]
+    assert len(tracepoints) == len(set(tracepoints)) and TRACEPOINTS == tracepoints
+    for group in TRACEPOINT_GROUPS:
+        assert set(group.fields) <= set(group.tracepoints), group
+        assert group.define in HEADER.read_text(), f"{group.define} undocumented in fusewb.h"
+        if group.table is not None:  # its events are told apart by the kind's probe names
+            probes = event_kind(group.table).probes
+            assert all(any(p in tp for p in probes) for tp in group.tracepoints), group
+        for fields in group.fields.values():
+            for column in filter(None, fields.values()):
+                table, name = column.split(".")
+                assert table == group.table and name in TABLES[table].names, column
+    optional = [(list(g.tracepoints), g.define) for g in TRACEPOINT_GROUPS if g.optional]
+    assert _OPTIONAL_TRACEPOINTS == optional
+    assert {(f.tracepoint, f.names[0]) for f in TRACEPOINT_FIELDS} == {
+        (tp, spec.split("|")[0]) for g in TRACEPOINT_GROUPS for tp, fields in g.fields.items()
+        for spec in fields}
+
+
+def test_every_probe_name_is_declared_once() -> None:
+    """The fuse.ko functions behind waits and requests: one list each, in contract/events.py."""
+    for fn in FUSE_WAIT_FUNCTIONS:
+        assert fn in event_kind("waits").probes and fn in KERNEL_FUNCTIONS
+    assert all(fn in KERNEL_FUNCTIONS for fn in REQUEST_KPROBES)
+    assert len(KERNEL_FUNCTIONS) == len(set(KERNEL_FUNCTIONS))
+    lost = header_defs().names("EV_")  # the lost-event counters are indexed by the kind's id
+    assert set(lost.values()) == {kind.define[3:].lower() for kind in EVENT_KINDS}
+    assert max(lost) < header_defs().constants["NR_EV_IDS"]
+
+
+def test_analyze_help_names_every_flag() -> None:
+    """``fusewb analyze --help`` lists the flags without importing pandas: the declared ones."""
+    from fusewb.analysis.cli import analyze  # noqa: PLC0415
+    from fusewb.analysis.findings import FLAG_NAMES  # noqa: PLC0415
+
+    listed = re.search(r"Flags: ([A-Z_,\s]+)\.", analyze.help or "")
+    assert listed and [name.strip() for name in listed.group(1).split(",")] == FLAG_NAMES
+
+
+def test_every_vm_kind_has_one_tracepoint_group() -> None:
+    groups = {g.define: g for g in TRACEPOINT_GROUPS}
+    for kind in VM_EVENT_KINDS:
+        assert groups[kind.group].table == "vm", kind
+    assert len({kind.group for kind in VM_EVENT_KINDS}) == len(VM_EVENT_KINDS)

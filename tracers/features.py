@@ -17,6 +17,8 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fusewb.contract.events import FUSE_WAIT_FUNCTIONS, REQUEST_KPROBES
+from fusewb.contract.tracepoints import ALL_TRACEPOINTS
 from fusewb.tracers.headers import HeaderTree, find_header_tree
 from fusewb.tracers.tpfields import read_fields
 
@@ -30,26 +32,9 @@ __all__ = [
     "kallsyms_names",
 ]
 
-# Every tracepoint fusewb may use, "category:name". Older kernels name the wait tracepoint
-# wait_on_page_writeback (before the folio conversion in 5.16/5.17).
-TRACEPOINTS: list[str] = [
-    "writeback:folio_wait_writeback",
-    "writeback:wait_on_page_writeback",
-    "writeback:balance_dirty_pages",
-    "fuse:fuse_request_send",
-    "fuse:fuse_request_end",
-    "sched:sched_switch",
-    "vmscan:mm_vmscan_direct_reclaim_begin",
-    "vmscan:mm_vmscan_direct_reclaim_end",
-    "vmscan:mm_vmscan_memcg_reclaim_begin",
-    "vmscan:mm_vmscan_memcg_reclaim_end",
-    "vmscan:mm_vmscan_throttled",
-    "vmscan:mm_vmscan_lru_shrink_inactive",
-    "migrate:mm_migrate_pages_start",
-    "migrate:mm_migrate_pages",
-    "compaction:mm_compaction_begin",
-    "compaction:mm_compaction_end",
-]
+# Every tracepoint fusewb may use, "category:name" (declared in contract/tracepoints.py). Older
+# kernels name the wait tracepoint wait_on_page_writeback (before the folio conversion in 5.16/5.17).
+TRACEPOINTS: list[str] = list(ALL_TRACEPOINTS)
 
 # Kernel functions the kprobe plan may probe, and whose presence tells the FUSE writeback era.
 KERNEL_FUNCTIONS: list[str] = [
@@ -69,13 +54,11 @@ KERNEL_FUNCTIONS: list[str] = [
     "migrate_pages_batch",
     "wait_sb_inodes",
     # temp-page era (before 6.16): tasks wait in fuse.ko for the in-flight WRITEs of their range
-    "fuse_set_nowrite",  # every WRITE of the inode: fsync, flush (close), truncate, fallocate
-    "fuse_wait_on_page_writeback",  # one page: page_mkwrite, write_begin, launder, read (a .part.N clone)
-    "fuse_flush_times",  # write_inode's SETATTR, answered after the WRITEs a busy server holds
-    # FUSE request lifecycle without fuse:* tracepoints (before 6.12)
-    "queue_request_and_unlock",  # queued for the server (unique assigned)
-    "fuse_dev_do_read",  # a server thread reads /dev/fuse
-    "fuse_request_end",  # answered (or aborted)
+    # (fuse_set_nowrite: every WRITE of the inode; fuse_wait_on_page_writeback: one page, often
+    # a .part.N clone; fuse_flush_times: write_inode's SETATTR, answered after held WRITEs)
+    *FUSE_WAIT_FUNCTIONS,
+    # FUSE request lifecycle without fuse:* tracepoints (before 6.12): queued, read, answered
+    *REQUEST_KPROBES,
 ]
 
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))

@@ -38,8 +38,9 @@ def _per_cpu(bpf: Any, table: str, index: int) -> list[int]:
 
 
 def lost_events(bpf: Any) -> dict[str, Any]:
-    """Events the ring buffer could not take: total, per CPU, by kind (meta.json lost_events)."""
-    kinds = header_defs().names("LOST_")
+    """Events the ring buffer could not take: total, per CPU, by kind (meta.json lost_events),
+    counted at the index of the kind's ``EV_*`` id."""
+    kinds = header_defs().names("EV_")
     per_kind = {name: _per_cpu(bpf, "lost", index) for index, name in kinds.items()}
     ncpu = max((len(v) for v in per_kind.values()), default=0)
     per_cpu = [sum(v[cpu] for v in per_kind.values()) for cpu in range(ncpu)]

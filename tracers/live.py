@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from fusewb.contract.defaults import WAIT_MACHINERY_PREFIXES
+from fusewb.contract.frames import WAIT_MACHINERY_PREFIXES
 
 __all__ = ["path_hint", "wait_line", "WAIT_HEADER", "CaptureSummary", "StatusLine", "ERASE_LINE",
            "terminal_columns", "ticking"]

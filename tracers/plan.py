@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from fusewb.contract.events import FUSE_WAIT_FUNCTIONS, REQUEST_KPROBES
+from fusewb.contract.tracepoints import TRACEPOINT_GROUPS
 from fusewb.tracers.btf import BtfError, load_module_btf, load_vmlinux_btf
 from fusewb.tracers.kallsyms import function_range
 from fusewb.tracers.tpfields import select_fields
@@ -58,16 +60,8 @@ KPROBE_FUNCTIONS: list[str] = [
 OLDER_NAMES: dict[str, str] = {"folio_wait_writeback": "wait_on_page_writeback",
                                "shrink_folio_list": "shrink_page_list"}
 
-# fuse.ko functions a task sleeps in waiting for in-flight WRITEs (temp-page era), or for the
-# answer to write_inode's SETATTR that a server busy with held WRITEs gives after them (close
-# behind a single-threaded server, the flusher), each with its define; probed at entry and
-# return (bpf/kprobes.bpf.c, FUSE_WAIT_KPROBES). All take the inode first.
-FUSE_WAIT_FUNCTIONS: list[str] = ["fuse_set_nowrite", "fuse_wait_on_page_writeback", "fuse_flush_times"]
-
-# The request lifecycle without fuse:* tracepoints, probed at entry (bpf/requests.bpf.c):
-# queued (unique assigned), read by a server thread, answered. All three or none; with the
-# tracepoints (raw, keyed on the request) only fuse_dev_do_read, for the server's readers.
-REQUEST_KPROBES: list[str] = ["queue_request_and_unlock", "fuse_dev_do_read", "fuse_request_end"]
+# FUSE_WAIT_FUNCTIONS (the temp-page waits in fuse.ko) and REQUEST_KPROBES (the request
+# lifecycle without fuse:* tracepoints) are declared in contract/events.py.
 
 # (define, struct, member) read by the kprobes; vmlinux BTF for the first, the fuse module's
 # BTF (vmlinux's when fuse is built in) for the request fields.
@@ -105,19 +99,7 @@ def _request_len_layout() -> dict[str, str]:
 
 # Optional tracepoints: (tracepoints, the define that compiles their programs).
 _OPTIONAL_TRACEPOINTS: list[tuple[list[str], str]] = [
-    # FUSE requests (latency, opcode, errors, in-flight WRITEs, server threads)
-    (["fuse:fuse_request_send", "fuse:fuse_request_end"], "FUSE_REQUESTS"),
-    # dirty throttling pauses on FUSE bdis
-    (["writeback:balance_dirty_pages"], "FUSE_THROTTLE"),
-    (["vmscan:mm_vmscan_direct_reclaim_begin", "vmscan:mm_vmscan_direct_reclaim_end"],
-     "VM_DIRECT_RECLAIM"),
-    (["vmscan:mm_vmscan_memcg_reclaim_begin", "vmscan:mm_vmscan_memcg_reclaim_end"],
-     "VM_MEMCG_RECLAIM"),
-    (["vmscan:mm_vmscan_throttled"], "VM_THROTTLED"),
-    # reclaim scans (streamed when they meet dirty/writeback folios, else summed)
-    (["vmscan:mm_vmscan_lru_shrink_inactive"], "VM_SHRINK_INACTIVE"),
-    (["compaction:mm_compaction_begin", "compaction:mm_compaction_end"], "VM_COMPACTION"),
-]
+    (list(group.tracepoints), group.define) for group in TRACEPOINT_GROUPS if group.optional]
 
 
 @dataclass

@@ -49,6 +49,9 @@ class BuildOptions:
     stack_entries: int = defaults.STACK_ENTRIES
     req_hist_entries: int = defaults.REQ_HIST_ENTRIES
     wait_hist_entries: int = defaults.WAIT_HIST_ENTRIES
+    filter_entries: int = defaults.FILTER_ENTRIES
+    server_thread_entries: int = defaults.SERVER_THREAD_ENTRIES
+    inflight_conn_entries: int = defaults.INFLIGHT_CONN_ENTRIES
     row_request_ns: int = int(defaults.THRESHOLD_MS * 1e6)  # 0: every request is a row
     row_wait_ns: int = int(defaults.THRESHOLD_MS * 1e6)  # 0: every wait is a row
 
@@ -64,6 +67,9 @@ class BuildOptions:
             "STACK_ENTRIES": str(self.stack_entries),
             "REQ_HIST_ENTRIES": str(self.req_hist_entries),
             "WAIT_HIST_ENTRIES": str(self.wait_hist_entries),
+            "FILTER_ENTRIES": str(self.filter_entries),
+            "SERVER_THREAD_ENTRIES": str(self.server_thread_entries),
+            "INFLIGHT_CONN_ENTRIES": str(self.inflight_conn_entries),
             "ROW_REQ_NS": f"{self.row_request_ns}ULL",
             "ROW_WAIT_NS": f"{self.row_wait_ns}ULL",
             **histogram.defines(),

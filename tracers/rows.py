@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fusewb.contract.defaults import TRACING_FRAME_PREFIXES
+from fusewb.contract.frames import TRACING_FRAME_PREFIXES
 from fusewb.contract.events import VM_EVENT_KINDS, EventKind
 from fusewb.contract.schema import FUSE_OPCODES, TABLES
 from fusewb.tracers.events import cstr, header_defs

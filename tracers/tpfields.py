@@ -1,8 +1,9 @@
 """Tracepoint fields: which name each field fusewb reads has on the running kernel, read from
 the tracepoint's tracefs ``format`` file, never from the kernel version.
 
-Every field the BPF programs read (``args->...`` in ``bpf/``) is declared once in
-:data:`TRACEPOINT_FIELDS` with the names it has had, newest first (``"wb_dirty|bdi_dirty"``:
+Every field the BPF programs read (``args->...`` in ``bpf/``) is declared once, with its
+tracepoint's group in :data:`fusewb.contract.tracepoints.TRACEPOINT_GROUPS`, with the names it has
+had, newest first (:data:`TRACEPOINT_FIELDS` lists them) (``"wb_dirty|bdi_dirty"``:
 ``writeback:balance_dirty_pages`` says ``bdi_dirty`` on 6.1). Two kinds:
 
 * a *column* field fills one capture column. The BPF side reads it as ``args->TPF_<EVENT>_<FIELD>``
@@ -23,6 +24,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fusewb.contract.tracepoints import TRACEPOINT_GROUPS
+
 __all__ = [
     "TracepointField",
     "FieldSelection",
@@ -31,41 +34,6 @@ __all__ = [
     "read_fields",
     "select_fields",
 ]
-
-# tracepoint -> {"name|older_name": "table.column" (a column field) or None (required)}.
-_DECLARED: dict[str, dict[str, str | None]] = {
-    "writeback:folio_wait_writeback": {"name": None, "ino": None, "index": None},
-    "writeback:wait_on_page_writeback": {"name": None, "ino": None, "index": None},
-    "sched:sched_switch": {"prev_pid": None, "prev_state": None, "next_pid": None},
-    "fuse:fuse_request_send": {"connection": None, "unique": None, "opcode": None, "len": None},
-    "fuse:fuse_request_end": {"connection": None, "unique": None, "error": None},
-    "writeback:balance_dirty_pages": {
-        "bdi": None,
-        "pause": "throttle.pause_ms",
-        "period": "throttle.period_ms",
-        "paused": "throttle.paused_ms",
-        "think": "throttle.think_ms",
-        "dirty": "throttle.dirty",
-        "limit": "throttle.limit",
-        "setpoint": "throttle.setpoint",
-        "wb_dirty|bdi_dirty": "throttle.wb_dirty",  # bdi_dirty before the wb rename (6.1 has it)
-        "wb_setpoint|bdi_setpoint": "throttle.wb_setpoint",
-        "dirty_ratelimit": "throttle.dirty_ratelimit",
-        "task_ratelimit": "throttle.task_ratelimit",
-        "dirtied": "throttle.dirtied",
-    },
-    "vmscan:mm_vmscan_direct_reclaim_end": {"nr_reclaimed": None},
-    "vmscan:mm_vmscan_memcg_reclaim_end": {"nr_reclaimed": None},
-    "vmscan:mm_vmscan_throttled": {"usec_delayed": None, "reason": None},
-    "vmscan:mm_vmscan_lru_shrink_inactive": {
-        "nr_scanned": None, "nr_reclaimed": None, "nr_dirty": None, "nr_writeback": None,
-        "nr_immediate": None, "reclaim_flags": None,
-    },
-    "migrate:mm_migrate_pages_start": {"mode": None, "reason": None},
-    "migrate:mm_migrate_pages": {"succeeded": None, "failed": None, "mode": None, "reason": None},
-    "compaction:mm_compaction_begin": {"sync": None},
-    "compaction:mm_compaction_end": {"status": None},
-}
 
 
 @dataclass(frozen=True)
@@ -88,7 +56,8 @@ class TracepointField:
 
 TRACEPOINT_FIELDS: list[TracepointField] = [
     TracepointField(tp, tuple(spec.split("|")), column)
-    for tp, fields in _DECLARED.items()
+    for group in TRACEPOINT_GROUPS
+    for tp, fields in group.fields.items()
     for spec, column in fields.items()
 ]
 
