@@ -176,8 +176,18 @@ body { font-family: sans-serif; margin: 2em; max-width: 80em; }
 table { border-collapse: collapse; font-size: 0.85em; margin-bottom: 1em; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; vertical-align: top; }
 th { background: #eee; } .critical { color: #b00; font-weight: bold; }
+.verdict { border-left: 6px solid #b00; background: #fff6f6; padding: 0.2em 1em;
+  margin: 1em 0; font-size: 1.05em; }
 img { max-width: 100%; display: block; margin: 1em 0; }
 """
+
+
+def _verdict(said: dict[str, Any]) -> str:
+    """The verdict box: what happened, then what to do."""
+    actions = "".join(f"<li>{html.escape(a)}</li>" for a in said["actions"])
+    return ("<div class='verdict'><h2>Verdict</h2>"
+            + "".join(f"<p>{html.escape(s)}</p>" for s in said["sentences"])
+            + (f"<h3>What to do</h3><ul>{actions}</ul>" if actions else "") + "</div>")
 
 
 def render_html(cap: Capture, report: dict[str, Any]) -> str:
@@ -207,6 +217,7 @@ def render_html(cap: Capture, report: dict[str, Any]) -> str:
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>fusewb report</h1><p>{html.escape(capture['path'])} &middot; threshold "
         f"{threshold:g} ms &middot; {html.escape(report['generator'])}</p>",
+        _verdict(report["verdict"]),
         "<h2>Capture</h2>",
         _table(sources, ["host", "kernel_release", "plan", "duration_s", "complete",
                          "lost_events", "mounts"]),

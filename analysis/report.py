@@ -1,6 +1,7 @@
 """Reports: one JSON-able dict built from a capture, rendered as terminal text or JSON.
 
-The JSON schema (``REPORT_VERSION``) is stable: top-level ``report_version``, ``generator``,
+The JSON schema (``REPORT_VERSION``) is stable: top-level ``verdict`` (``sentences``, ``actions``,
+``text``: what happened and what to do, :mod:`fusewb.analysis.verdict`), ``report_version``, ``generator``,
 ``threshold_ms``, ``capture`` (path, hosts, kernel_release, plan, duration_s, complete,
 ``lost_events`` (int, total over hosts), sources[] with per-host detail, ``row_threshold_ms``
 (requests, waits: from how long one has a row; null before the in-kernel histograms) among
@@ -14,7 +15,8 @@ ongoing, mean, p50, p90, p99, max, total, percentile_error_pct, tasks, inodes),
 /proc/vmstat page counts per host, ``nr_writeback_temp`` before 6.16), ``writeback_functions``
 (kprobe plan: calls and latency of ``fuse_writepage(s)`` and others), ``reclaim``,
 ``migration``, ``flags`` (items with flag, severity, host, path, bdi, mount, pid, tgid, comm,
-ino, duration_ms, ongoing, count, total_ms, evidence, mechanism), ``flag_counts``,
+ino (as the kernel prints it: unsigned), duration_ms, ongoing, count, total_ms, evidence,
+mechanism), ``flag_counts``,
 ``not_checked``, ``not_recorded`` (the events a full report reads, :func:`report_needs`, that
 no probe of the capture produces), ``kernel_notes`` and ``host_totals`` (per host: waits,
 ongoing_waits, requests, flags, worst_severity, lost_events).
@@ -29,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +49,8 @@ from fusewb.analysis.requests import request_totals, requests_by_opcode
 from fusewb.analysis.rules import flag_needs
 from fusewb.analysis.scan import Scan
 from fusewb.analysis.scan import scan as run_scan
+from fusewb.analysis.tables import kernel_ino
+from fusewb.analysis.verdict import server_names, verdict
 from fusewb.analysis.vm import (
     dirty_throttling,
     migration_activity,
@@ -266,7 +271,7 @@ def build_report(
     counts = raised["flag"].astype(object).value_counts() if len(raised) else pd.Series(dtype=int)
     step("requests, throttling, reclaim and migration")
     by_opcode = scan.by_opcode if cap.recorded("requests") else scan.by_opcode.iloc[:0]
-    return {
+    report = {
         "report_version": REPORT_VERSION,
         "generator": f"fusewb {__version__}",
         "threshold_ms": float(threshold_ms),
@@ -282,13 +287,14 @@ def build_report(
         "writeback_functions": records(writeback_functions(cap)),
         "reclaim": _optional(cap, reclaim_activity),
         "migration": _optional(cap, migration_activity),
-        "flags": records(raised),
+        "flags": [{**r, "ino": kernel_ino(r["ino"])} for r in records(raised)],
         "flag_counts": {name: int(counts.get(name, 0)) for name in FLAG_NAMES if counts.get(name)},
         "not_checked": dict(raised.attrs.get("not_checked", {})),
         "not_recorded": [need for need in report_needs() if not cap.recorded(need)],
         "kernel_notes": _kernel_notes(cap, paths),
         "host_totals": _host_totals(cap, paths, by_opcode, raised),
     }
+    return {"verdict": verdict(report, server_names(cap)), **report}
 
 
 def render_json(report: dict[str, Any]) -> str:
@@ -333,6 +339,18 @@ def _where(item: dict[str, Any]) -> str:
     return where
 
 
+def _verdict_lines(said: dict[str, Any]) -> list[str]:
+    """The verdict wrapped for a terminal, then what to do."""
+    lines = ["Verdict"]
+    lines.extend(textwrap.wrap(said["text"], 100, initial_indent="  ", subsequent_indent="  "))
+    if said["actions"]:
+        lines.append("What to do")
+        for action in said["actions"]:
+            lines.extend(textwrap.wrap(action, 100, initial_indent="  - ",
+                                       subsequent_indent="    "))
+    return lines
+
+
 def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) -> str:
     """A terminal report: capture summary, waits per path, requests, flags, mechanisms, notes."""
     cap = report["capture"]
@@ -342,7 +360,10 @@ def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) ->
     def host(name: str) -> str:
         return f"{name:<{width}}" if multi else ""
     lines = [f"fusewb analysis of {cap['path']}"
-             + (f" ({len(cap['hosts'])} hosts)" if multi else "")]
+             + (f" ({len(cap['hosts'])} hosts)" if multi else ""), ""]
+    lines.extend(_verdict_lines(report["verdict"]))
+    lines.append("")
+    lines.append("Capture")
     for src in cap["sources"]:
         lost = (src["lost_events"] or {}).get("total", 0)
         duration = f"{src['duration_s']:.1f} s" if src["duration_s"] is not None else "unknown"
