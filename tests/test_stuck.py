@@ -33,6 +33,14 @@ fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY)
 os.write(fd, b"c" * 65536)
 os.close(fd)
 """
+FSYNC_ON_LINE = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY)
+os.write(fd, b"s" * 65536)
+print("written", flush=True)
+sys.stdin.readline()
+os.fsync(fd)
+"""
 STAT = "import os, sys; os.path.exists(sys.argv[1])  # a LOOKUP; ENOENT is its answer"
 
 
@@ -109,7 +117,7 @@ def test_a_stalled_fsync_is_reported_with_its_path_mount_bdi_and_connection(tmp_
             said = next(v for v in snap["verdict"]
                         if v.startswith(f"Connection {fx.mount.connection} "))
             assert f"({fx.mountpoint}, bdi {fx.mount.bdi})" in said
-            assert f"asleep" in said and "in fsync" in said
+            assert "asleep" in said and "in fsync" in said
             assert f"{waiting} request(s) waiting for the server (fusectl)" in said
             assert "are all asleep and none reads /dev/fuse" in said, said
         finally:
@@ -123,9 +131,15 @@ def test_a_stopped_server_is_named_as_the_cause(tmp_path) -> None:
     """A server stopped with SIGSTOP while a fsync waits on its WRITE: the verdict says it is
     stopped and how to resume it."""
     with mounted(tmp_path / "mnt", Faults()) as fx:
-        os.kill(fx.pid, signal.SIGSTOP)
+        # the file is opened and written while the server runs; fsync once it is stopped
+        child = subprocess.Popen([sys.executable, "-c", FSYNC_ON_LINE,
+                                  str(tmp_path / "mnt" / "f")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                 start_new_session=True)
         try:
-            child = _child(FSYNC, tmp_path / "mnt" / "f")
+            assert child.stdout.readline() == "written\n"
+            os.kill(fx.pid, signal.SIGSTOP)
+            child.stdin.write("go\n")
+            child.stdin.flush()
             try:
                 assert wait_until(lambda: asleep_in(child.pid, "fuse_fsync"), timeout=15), \
                     f"the fsync never slept in fuse_fsync: {read_frames(child.pid, child.pid)}"
@@ -137,7 +151,7 @@ def test_a_stopped_server_is_named_as_the_cause(tmp_path) -> None:
             os.kill(fx.pid, signal.SIGCONT)
         said = next(v for v in snap["verdict"]
                     if v.startswith(f"Connection {fx.mount.connection} "))
-        assert f"is stopped (every thread in state T" in said, said
+        assert "is stopped (every thread in state T" in said, said
         assert f"kill -CONT {fx.pid} resumes it" in said
         assert codes == [0]
 
