@@ -1,6 +1,6 @@
 """``fusewb analyze``: turn a capture into a text, JSON or HTML report, optionally failing CI.
 
-Imports only click at module level; pandas and matplotlib load inside the command.
+Imports only click at module level; pandas and Bokeh load inside the command.
 """
 
 from __future__ import annotations

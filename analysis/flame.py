@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -27,7 +28,7 @@ from fusewb.analysis.paths import clean_frames
 from fusewb.analysis.waiting import stack_paths
 
 __all__ = ["stack_weights", "folded_lines", "write_folded", "flame_rects", "FlameRect",
-           "WEIGHT_UNIT"]
+           "flame_figure", "WEIGHT_UNIT"]
 
 WEIGHT_UNIT = "microseconds waited"
 _COLUMNS = ("stack_id", "duration_ns", "ongoing", "bdi")
@@ -155,3 +156,51 @@ def flame_rects(stacks: Iterable[tuple[list[str], int, int]]) -> list[FlameRect]
 
     lay(tree, 0, 0, [])
     return out
+
+
+def flame_figure(weights: pd.DataFrame, title: str) -> Any | None:
+    """The flame graph of :func:`stack_weights` as a Bokeh figure (outermost frame at the
+    bottom, width = time waited; hover a frame for its time, share and caller chain), or None
+    without waits. Frames are coloured by their wait path where one path owns them."""
+    from bokeh.models import ColumnDataSource, HoverTool  # noqa: PLC0415
+    from bokeh.plotting import figure  # noqa: PLC0415
+
+    from fusewb.analysis.timeline import PATH_COLORS  # noqa: PLC0415
+
+    if weights.empty or int(weights["total_ns"].sum()) <= 0:
+        return None
+    path_of: dict[str, set[str]] = {}
+    for frames, path in zip(weights["frames"], weights["path"]):
+        for depth in range(len(frames)):
+            path_of.setdefault(" > ".join(frames[: depth + 1]), set()).add(str(path))
+    rects = flame_rects(zip(weights["frames"], weights["total_ns"], weights["count"]))
+    total = max(r.x1 for r in rects)
+    depth = max(r.depth for r in rects) + 1
+
+    def color(rect: FlameRect) -> str:
+        paths = path_of.get(rect.stack, set())
+        return PATH_COLORS.get(next(iter(paths)), "#bbbbbb") if len(paths) == 1 else "#bbbbbb"
+
+    data = {
+        "left": [r.x0 / total for r in rects], "right": [r.x1 / total for r in rects],
+        "bottom": [r.depth for r in rects], "top": [r.depth + 0.95 for r in rects],
+        "name": [r.name for r in rects], "stack": [r.stack for r in rects],
+        "time": [f"{r.total_ns / 1e6:.1f} ms in {r.count} wait(s)" for r in rects],
+        "share": [f"{100 * (r.x1 - r.x0) / total:.1f}%" for r in rects],
+        "color": [color(r) for r in rects],
+        "label": [r.name if (r.x1 - r.x0) / total > 0.06 else "" for r in rects],
+        "mid": [r.depth + 0.45 for r in rects],
+    }
+    source = ColumnDataSource(data)
+    fig = figure(height=60 + 22 * depth, sizing_mode="stretch_width", x_range=(0, 1),
+                 y_range=(0, depth), tools="xwheel_zoom,xpan,reset,save",
+                 active_scroll="xwheel_zoom", title=title)
+    quads = fig.quad(left="left", right="right", bottom="bottom", top="top", color="color",
+                     line_color="white", source=source)
+    fig.text(x="left", y="mid", text="label", source=source, text_font_size="8pt",
+             text_baseline="middle", x_offset=3)
+    fig.add_tools(HoverTool(renderers=[quads], tooltips=[
+        ("frame", "@name"), ("waited", "@time"), ("share", "@share"), ("callers", "@stack")]))
+    fig.axis.visible = False
+    fig.grid.grid_line_color = None
+    return fig

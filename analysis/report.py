@@ -510,9 +510,6 @@ def render_report(
     """
     if fmt not in FORMATS:
         raise FusewbError(f"unknown report format {fmt!r}", f"use one of {', '.join(FORMATS)}")
-    if fmt == "html" and engine != "pandas":
-        raise FusewbError(f"--format html plots every wait, which the {engine} engine never "
-                          "holds", "use --engine pandas for html, or --format text/json")
     if scheduler and engine != "dask":
         raise FusewbError("--scheduler is for the dask engine", "add --engine dask")
     cap = load_capture(capture_path, progress=progress)

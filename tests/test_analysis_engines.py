@@ -194,8 +194,6 @@ def test_text_report_has_totals_per_host(tmp_path: Path) -> None:
 def test_bad_engine_options_fail_on_one_line(tmp_path: Path) -> None:
     cap = clean_capture(tmp_path / "cap")
     cases = [
-        (["--engine", "streaming", "--format", "html", "-o", str(tmp_path / "r.html")],
-         "--engine pandas"),
         (["--scheduler", "tcp://127.0.0.1:1"], "--engine dask"),
         (["--engine", "dask", "--scheduler", "tcp://127.0.0.1:1"], "Dask scheduler"),
     ]
