@@ -65,7 +65,7 @@ from fusewb.contract.histogram import ERROR_TEXT, RELATIVE_ERROR
 
 __all__ = ["REPORT_VERSION", "FORMATS", "REPORT_QUESTIONS", "build_report", "render_text",
            "render_json", "records", "kernel_version", "render_report", "RenderedReport",
-           "report_needs"]
+           "report_needs", "choose_engine", "capture_bytes"]
 
 REPORT_VERSION = 2  # 2: counts from the in-kernel histograms, rows counted apart
 FORMATS = ("text", "json", "html")
@@ -485,12 +485,29 @@ def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) ->
 
 @dataclass(frozen=True)
 class RenderedReport:
-    """What :func:`render_report` produced: the report data, its rendering, the flags raised."""
+    """What :func:`render_report` produced: the report data, its rendering, the flags raised,
+    the engine that read the capture."""
 
     report: dict[str, Any]
     text: str
     raised: frozenset[str]
     output: Path | None
+    engine: str
+
+
+def capture_bytes(cap: Capture) -> int:
+    """Bytes on disk of the big tables' parts (waits, requests) of every host of ``cap``."""
+    return sum(part.stat().st_size for src in cap.sources for table in ("waits", "requests")
+               for part in src.table_files(table))
+
+
+def choose_engine(cap: Capture, engine: str = "auto") -> str:
+    """``engine`` unless it is ``auto``: then ``streaming`` for captures whose big tables take
+    more than :data:`~fusewb.contract.defaults.STREAMING_ABOVE_BYTES` on disk (bounded memory),
+    else ``pandas``."""
+    if engine != "auto":
+        return engine
+    return "streaming" if capture_bytes(cap) > defaults.STREAMING_ABOVE_BYTES else "pandas"
 
 
 def render_report(
@@ -499,11 +516,12 @@ def render_report(
     threshold_ms: float = defaults.THRESHOLD_MS,
     out: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
-    engine: str = "pandas",
+    engine: str = "auto",
     scheduler: str | None = None,
 ) -> RenderedReport:
-    """Analyse ``capture_path`` with ``engine`` (see :mod:`fusewb.analysis.scan`; ``scheduler``:
-    a Dask scheduler's address) and render it as ``fmt`` (text, json or html) into ``out``.
+    """Analyse ``capture_path`` with ``engine`` (see :mod:`fusewb.analysis.scan`; ``auto``:
+    :func:`choose_engine`; ``scheduler``: a Dask scheduler's address) and render it as ``fmt``
+    (text, json or html) into ``out``.
 
     With ``out`` the rendering is written there (html needs it); without, it is only returned.
     Raises ``FusewbError`` subclasses (one line, exit 2) for unreadable captures.
@@ -513,6 +531,7 @@ def render_report(
     if scheduler and engine != "dask":
         raise FusewbError("--scheduler is for the dask engine", "add --engine dask")
     cap = load_capture(capture_path, progress=progress)
+    engine = choose_engine(cap, engine)
     # every table is read now (pandas) or part by part: a corrupt one fails here, on one line
     scanned = run_scan(cap, threshold_ms, engine, scheduler, progress)
     report = build_report(cap, threshold_ms, progress, scanned)
@@ -534,4 +553,4 @@ def render_report(
             raise FusewbError(f"cannot write {target}: {exc.strerror}",
                               "choose a writable -o path") from None
     raised = frozenset(str(item["flag"]) for item in report["flags"])
-    return RenderedReport(report=report, text=text, raised=raised, output=target)
+    return RenderedReport(report=report, text=text, raised=raised, output=target, engine=engine)

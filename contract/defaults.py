@@ -11,7 +11,7 @@ __all__ = [
     "THRESHOLD_MS", "RING_PAGES", "MAX_PENDING", "MAX_INFLIGHT", "STACK_ENTRIES",
     "REQUEST_SLOTS", "REQ_HIST_ENTRIES", "WAIT_HIST_ENTRIES", "HIGH_SEVERITY_MS", "high_severity_ms",
     "MEDIUM_THROTTLE_MS", "STACK_NOISE_FRAMES", "WAIT_MACHINERY_PREFIXES",
-    "KERNEL_ENDED_ERRORS", "TRACING_FRAME_PREFIXES",
+    "KERNEL_ENDED_ERRORS", "TRACING_FRAME_PREFIXES", "STREAMING_ABOVE_BYTES",
 ]
 
 # A wait or request at or over this is reported (fusewb trace's live view, analyze, run) and
@@ -32,6 +32,11 @@ STACK_ENTRIES = 4096  # distinct kernel stacks
 # waits. A busy connection fills some 40 buckets per opcode.
 REQ_HIST_ENTRIES = 8192
 WAIT_HIST_ENTRIES = 4096
+
+# fusewb analyze without --engine: captures whose tables take more than this on disk are read
+# part by part (streaming engine, about 3x the capture's size in memory) instead of whole
+# (pandas, about 12x; bench/RESULTS.md, analysis part). 64 MiB: some 3M events.
+STREAMING_ABOVE_BYTES = 64 << 20
 
 # A wait or stalled request is "high" from this long, or from ten thresholds when that is more.
 HIGH_SEVERITY_MS = 1000.0
