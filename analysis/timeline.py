@@ -29,8 +29,9 @@ from fusewb.analysis.tables import kernel_ino
 from fusewb.analysis.waiting import WAIT_COLUMNS, derive_waits
 
 __all__ = ["longest_waits", "longest_requests", "timeline_figure", "ROWS_DRAWN", "TASK_LANES",
-           "PATH_COLORS"]
+           "PATH_COLORS", "LANES_NAME"]
 
+LANES_NAME = "fusewb-timeline-lanes"  # the Bokeh model name of the lanes' figure
 ROWS_DRAWN = 2000  # per host and table: the longest rows drawn
 TASK_LANES = 30  # waiting tasks drawn, most time waited first
 # One colour per kernel path (Bokeh's Category10, in PATHS order), the same in every report.
@@ -182,7 +183,7 @@ def timeline_figure(cap: Capture, waits: pd.DataFrame, requests: pd.DataFrame,
     lanes = list(reversed(lanes))  # first lane on top
     end_s = max(float(max(d["end"]) if d["end"] else 0.0) for _, d, _ in sources)
     x_range = Range1d(0, max(end_s * 1.02, 0.001), bounds=(0, max(end_s * 1.05, 0.001)))
-    lanes_fig = figure(y_range=lanes, x_range=x_range, height=max(90 + 26 * len(lanes), 260),
+    lanes_fig = figure(name=LANES_NAME, y_range=lanes, x_range=x_range, height=max(90 + 26 * len(lanes), 260),
                        sizing_mode="stretch_width", tools="xpan,xwheel_zoom,box_zoom,reset,save",
                        active_scroll="xwheel_zoom", title="What waited when (drag to pan, "
                        "scroll to zoom; hover a span for its details)",
