@@ -71,8 +71,8 @@ def _people_table(question: Question, rows: list[dict[str, Any]], limit: int | N
                 " class='num'" if numeric else "")
             tds.append(f"<td{style}>{html.escape(value)}</td>")
         cells.append("<tr>" + "".join(tds) + "</tr>")
-    same = (f"<p class='same'>every row: {html.escape(', '.join(table.same))}</p>"
-            if table.same else "")
+    same = ("<p class='same'>in every row (that has one): "
+            f"{html.escape(', '.join(table.same))}</p>" if table.same else "")
     more = (f"<p class='same'>... {len(rows) - len(shown)} more (see --format json)</p>"
             if len(rows) > len(shown) else "")
     heads = "".join(f"<th>{html.escape(h)}</th>" for h in table.heads)

@@ -47,7 +47,8 @@ from fusewb.analysis.capture import Capture
 from fusewb.analysis.histograms import row_thresholds
 from fusewb.contract.errors import FusewbError
 
-__all__ = ["export_perfetto", "choose_host", "read_trace", "ExportSummary", "TraceContents", "PAGE_BYTES"]
+__all__ = ["export_perfetto", "choose_host", "read_trace", "ExportSummary", "TraceContents",
+           "PAGE_BYTES"]
 
 PAGE_BYTES = 4096
 SEQUENCE = 0x46575342  # "FWSB": the trusted packet sequence of every packet

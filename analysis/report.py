@@ -1,8 +1,8 @@
 """Reports: one JSON-able dict built from a capture, rendered as terminal text or JSON.
 
-The JSON schema (``REPORT_VERSION``) is stable: top-level ``verdict`` (``sentences``, ``actions``,
-``text``: what happened and what to do, :mod:`fusewb.analysis.verdict`), ``report_version``, ``generator``,
-``threshold_ms``, ``capture`` (path, hosts, kernel_release, plan, duration_s, complete,
+The JSON schema (``REPORT_VERSION``) is stable: top-level ``verdict`` (``sentences``,
+``actions``, ``text``: what happened and what to do, :mod:`fusewb.analysis.verdict`),
+``report_version``, ``generator``, ``threshold_ms``, ``capture`` (path, hosts, kernel_release, plan, duration_s, complete,
 ``lost_events`` (int, total over hosts), sources[] with per-host detail, ``row_threshold_ms``
 (requests, waits: from how long one has a row; null before the in-kernel histograms) among
 them), ``histograms`` (hosts whose counts come from the in-kernel histograms,

@@ -105,7 +105,7 @@ QUESTIONS: tuple[Question, ...] = (
 @dataclass(frozen=True)
 class PeopleTable:
     """Formatted rows of one question: the headings shown, the rows (strings), and the context
-    columns left out because every row has the same value (``"host vm"``)."""
+    columns left out because every row that has one has the same value (``"host vm"``)."""
 
     heads: list[str]
     rows: list[list[str]]
@@ -134,11 +134,10 @@ def people_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) ->
     same = []
     if rows:
         for c in [c for c in shown if c.key in CONTEXT]:
-            values = {str(r.get(c.key)) for r in rows}
-            if len(values) == 1:
+            values = {str(r[c.key]) for r in rows if r.get(c.key) is not None}
+            if len(values) <= 1:
                 shown.remove(c)
-                value = rows[0].get(c.key)
-                if value is not None:
-                    same.append(f"{c.head} {value}")
+                if values:
+                    same.append(f"{c.head} {values.pop()}")
     return PeopleTable([c.head for c in shown],
                        [[_format(r.get(c.key), c.unit) for c in shown] for r in rows], same)

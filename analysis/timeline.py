@@ -183,7 +183,8 @@ def timeline_figure(cap: Capture, waits: pd.DataFrame, requests: pd.DataFrame,
     lanes = list(reversed(lanes))  # first lane on top
     end_s = max(float(max(d["end"]) if d["end"] else 0.0) for _, d, _ in sources)
     x_range = Range1d(0, max(end_s * 1.02, 0.001), bounds=(0, max(end_s * 1.05, 0.001)))
-    lanes_fig = figure(name=LANES_NAME, y_range=lanes, x_range=x_range, height=max(90 + 26 * len(lanes), 260),
+    lanes_fig = figure(name=LANES_NAME, y_range=lanes, x_range=x_range,
+                       height=max(90 + 26 * len(lanes), 260),
                        sizing_mode="stretch_width", tools="xpan,xwheel_zoom,box_zoom,reset,save",
                        active_scroll="xwheel_zoom", title="What waited when (drag to pan, "
                        "scroll to zoom; hover a span for its details)",

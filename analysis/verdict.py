@@ -28,8 +28,8 @@ ACTIONS: dict[str, str] = {
     "SERVER_SELF_WAIT": "keep the server of {mount} from allocating memory while it answers "
     "WRITEs (preallocate, or run it in a memory cgroup of its own with headroom): it waits on "
     "writeback only it can end",
-    "STALLED_REQUEST": "find why {server} takes so long to answer WRITEs on {mount} (`sudo fusewb stuck` "
-    "while it happens shows its threads; py-spy/strace them); bound it with FUSE request "
+    "STALLED_REQUEST": "find why {server} takes so long to answer WRITEs on {mount} (`sudo "
+    "fusewb stuck` while it happens shows its threads; py-spy/strace them); bound it with FUSE request "
     "timeouts (6.15+: echo 60 > /proc/sys/fs/fuse/default_request_timeout) or abort the "
     "connection (echo 1 > /sys/fs/fuse/connections/{connection}/abort: unwritten data is "
     "lost)",
@@ -137,7 +137,7 @@ def _headline(m: _Mount, mine: list[Mapping[str, Any]]) -> str | None:
     others = {(f.get("pid"), f.get("path")) for f in waits} - {(worst["pid"], worst["path"])}
     if others:
         paths = sorted({str(p) for _, p in others})
-        text += f"; {_plural(len(others), 'other wait')} over the threshold ({', '.join(paths)})"
+        text += f"; {_plural(len(others), 'other flagged wait')} ({', '.join(paths)})"
     return text
 
 

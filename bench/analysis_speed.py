@@ -1,7 +1,7 @@
 """Part 3, analysis: ``fusewb analyze CAPTURE --format json -o /dev/null`` on synthetic captures
 of 1M and 10M events (``fusewb.analysis.synthetic``) with the pandas engine, the streaming one
-and the default (``--engine auto``, which picks by the capture's size) side by side, wall time and peak memory (the child's ``ru_maxrss`` from ``wait4``)
-against the capture's size on disk; then a fleet (one sub-folder per host) with the pandas,
+and the default (``--engine auto``, which picks by the capture's size) side by side, wall time
+and peak memory (the child's ``ru_maxrss`` from ``wait4``) against the capture's size on disk; then a fleet (one sub-folder per host) with the pandas,
 streaming and dask engines, with each Dask worker's peak memory.
 
 Evidence for the memory bound: the decoded Arrow size of the capture's tables, the least an

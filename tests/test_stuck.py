@@ -133,8 +133,8 @@ def test_a_stopped_server_is_named_as_the_cause(tmp_path) -> None:
     with mounted(tmp_path / "mnt", Faults()) as fx:
         # the file is opened and written while the server runs; fsync once it is stopped
         child = subprocess.Popen([sys.executable, "-c", FSYNC_ON_LINE,
-                                  str(tmp_path / "mnt" / "f")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                 start_new_session=True)
+                                  str(tmp_path / "mnt" / "f")], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, start_new_session=True)
         try:
             assert child.stdout.readline() == "written\n"
             os.kill(fx.pid, signal.SIGSTOP)
