@@ -17,8 +17,11 @@ from typing import Any
 
 from fusewb.analysis.capture import Capture
 
-__all__ = ["verdict", "server_names", "human_ms", "ACTIONS", "WAIT_FLAGS"]
+__all__ = ["verdict", "server_names", "human_ms", "ACTIONS", "WAIT_FLAGS", "MOUNTS_TOLD"]
 
+# How a path reads in a sentence where its name alone would not.
+_PATH_WORDS = {"other": "a kernel path fusewb does not name (see its stack)"}
+MOUNTS_TOLD = 3  # on a capture of several hosts: the mounts told in full, worst first
 # Flags raised on the waits of tasks (one task, one kernel path, one inode each).
 WAIT_FLAGS = ("BLOCKED_WAIT", "RECLAIM_WAIT", "MIGRATION_WAIT", "SYNC_WAIT", "SERVER_SELF_WAIT")
 
@@ -127,13 +130,14 @@ def _headline(m: _Mount, mine: list[Mapping[str, Any]]) -> str | None:
         return None
     worst = max(waits, key=lambda f: f.get("duration_ms") or 0)
     inode = f" inode {worst['ino']} of" if worst.get("ino") is not None else ""
+    path = _PATH_WORDS.get(worst["path"], worst["path"])
     if worst.get("ongoing"):
         text = (f"{m.prefix}{_task(worst)} was still waiting after "
-                f"{human_ms(worst['duration_ms'])} in {worst['path']} on{inode} {m.name} when "
+                f"{human_ms(worst['duration_ms'])} in {path} on{inode} {m.name} when "
                 "tracing stopped")
     else:
         text = (f"{m.prefix}{_task(worst)} waited {human_ms(worst['duration_ms'])} in "
-                f"{worst['path']} on{inode} {m.name}")
+                f"{path} on{inode} {m.name}")
     others = {(f.get("pid"), f.get("path")) for f in waits} - {(worst["pid"], worst["path"])}
     if others:
         paths = sorted({str(p) for _, p in others})
@@ -212,32 +216,48 @@ def _quiet(report: Mapping[str, Any]) -> str:
             f"{worst['path']}.")
 
 
+def _flag_spread(report: Mapping[str, Any]) -> str:
+    """``BLOCKED_WAIT on 4 hosts, SYNC_WAIT on 1 host``: each flag kind and on how many hosts."""
+    hosts: dict[str, set[str]] = {}
+    for item in report["flags"]:
+        hosts.setdefault(item["flag"], set()).add(item["host"])
+    return ", ".join(f"{flag} on {_plural(len(h), 'host')}" for flag, h in hosts.items())
+
+
 def verdict(report: Mapping[str, Any],
             servers: Mapping[tuple[str, str], list[str]] | None = None) -> dict[str, Any]:
     """The verdict of ``report`` (plain report data): ``sentences`` (what happened, worst mount
-    first, each ending in a full stop), ``actions`` (what to do, one per flag kind raised) and
-    ``text`` (the sentences as one paragraph). ``servers``: :func:`server_names`."""
+    first, each ending in a full stop), ``actions`` (what to do, one per flag kind raised, with
+    the hosts it applies to on a capture of several) and ``text`` (the sentences as one
+    paragraph). On a capture of several hosts only the :data:`MOUNTS_TOLD` worst mounts are
+    told, then which flags the hosts raised.
+    ``servers``: :func:`server_names`."""
     servers = servers or {}
     mounts = _mounts(report)
+    multi = len(report["capture"]["hosts"]) > 1
     order: list[tuple[str, str | None]] = []
     for item in report["flags"]:  # worst first
         key = (item["host"], item.get("bdi"))
         if item["flag"] != "INCOMPLETE_CAPTURE" and key not in order:
             order.append(key)
-    sentences, actions = [], []
+    told = order[:MOUNTS_TOLD] if multi else order
+    sentences: list[str] = []
+    actions: dict[str, list[str]] = {}  # what to do -> the hosts it applies to
     for key in order:
         m = mounts[key]
         mine = [f for f in report["flags"] if (f["host"], f.get("bdi")) == key]
         names = servers.get((m.host, m.bdi or ""), [])
-        head, server = _headline(m, mine), _server(m, mine, report, names)
-        named = [f for f in ("BLOCKED_WAIT", "STALLED_REQUEST")
-                 if any(x["flag"] == f for x in mine)]
-        said = f" ({', '.join(named)})" if named else ""
-        if head and server:
-            sentences.append(f"{head}: {server}{said}.")
-        elif head or server:
-            sentences.append(f"{head or f'{m.prefix}On {m.name}, {server}'}{said}.")
-        sentences.extend(f"{sentence}." for sentence in _extra(m, mine))
+        if key in told:
+            head, server = _headline(m, mine), _server(m, mine, report, names)
+            named = [f for f in ("BLOCKED_WAIT", "STALLED_REQUEST")
+                     if any(x["flag"] == f for x in mine)]
+            said = f" ({', '.join(named)})" if named else ""
+            if head and server:
+                sentences.append(f"{head}: {server}{said}.")
+            elif head or server:
+                sentences.append(f"{head or f'{m.prefix}On {m.name}, {server}'}{said}.")
+            if not multi:
+                sentences.extend(f"{sentence}." for sentence in _extra(m, mine))
         raised = {f["flag"] for f in mine}
         if "STALLED_REQUEST" in raised:  # its action says what BLOCKED_WAIT's would
             raised.discard("BLOCKED_WAIT")
@@ -246,15 +266,23 @@ def verdict(report: Mapping[str, Any],
                 text = action.format(mount=m.mount or "?", bdi=m.bdi or "?",
                                      connection=m.connection if m.connection is not None
                                      else "N", server=", ".join(names) or "the server")
-                actions.append(f"{m.prefix}{text}")
-    for item in report["flags"]:
-        if item["flag"] == "INCOMPLETE_CAPTURE":
-            prefix = f"{item['host']}: " if len(report["capture"]["hosts"]) > 1 else ""
-            sentences.append(f"{prefix}The capture is incomplete ({item['evidence']}).")
-            action = f"{prefix}{ACTIONS['INCOMPLETE_CAPTURE']}"
-            if action not in actions:
-                actions.append(action)
+                actions.setdefault(text, []).append(m.host)
+    if multi and report["flags"]:
+        flagged = {item["host"] for item in report["flags"]}
+        sentences.append(f"{len(flagged)} of {len(report['capture']['hosts'])} hosts raised "
+                         f"flags: {_flag_spread(report)} (the hosts table has each one's "
+                         "worst).")
+    incomplete = [item for item in report["flags"] if item["flag"] == "INCOMPLETE_CAPTURE"]
+    if incomplete and not multi:
+        sentences.append(f"The capture is incomplete ({incomplete[0]['evidence']}).")
+    elif incomplete:
+        sentences.append(f"The captures of {', '.join(i['host'] for i in incomplete)} are "
+                         f"incomplete ({incomplete[0]['host']}: {incomplete[0]['evidence']}).")
+    for item in incomplete:
+        actions.setdefault(ACTIONS["INCOMPLETE_CAPTURE"], []).append(item["host"])
     if not sentences:
         sentences.append(_quiet(report))
-    return {"sentences": sentences, "actions": list(dict.fromkeys(actions)),
+    return {"sentences": sentences,
+            "actions": [f"{', '.join(dict.fromkeys(hosts))}: {text}" if multi else text
+                        for text, hosts in actions.items()],
             "text": " ".join(sentences)}

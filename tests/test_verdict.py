@@ -89,3 +89,19 @@ def test_the_verdict_comes_first_in_text_json_and_html(everything: Path, tmp_pat
     page = out.read_text()
     assert page.index("Verdict") < page.index("<h2>Capture</h2>")
     assert "kcompactd0[102] was still waiting after 3 s" in page
+
+
+def test_many_hosts_get_a_short_verdict(tmp_path: Path) -> None:
+    """Four hosts: the three worst mounts told, then the flags per host; each action once,
+    naming its hosts."""
+    for host in ("web1", "web2", "db1", "batch1"):
+        everything_capture(tmp_path / "fleet" / host, host=host)
+    said = _verdict(tmp_path / "fleet")
+    assert len(said["sentences"]) == 5, said["sentences"]
+    assert [s.split(":")[0] for s in said["sentences"][:3]] == ["batch1", "db1", "web1"]
+    assert said["sentences"][3].startswith("4 of 4 hosts raised flags: ")
+    assert "SYNC_WAIT on 4 hosts" in said["sentences"][3]
+    assert said["sentences"][4] == ("The captures of batch1, db1, web1, web2 are incomplete "
+                                    "(batch1: lost 3 events (waits 3)).")
+    assert len(said["actions"]) == 8
+    assert all(a.startswith("batch1, db1, web1, web2: ") for a in said["actions"])
