@@ -34,9 +34,10 @@ __all__ = ["longest_waits", "longest_requests", "timeline_figure", "ROWS_DRAWN",
 LANES_NAME = "fusewb-timeline-lanes"  # the Bokeh model name of the lanes' figure
 ROWS_DRAWN = 2000  # per host and table: the longest rows drawn
 TASK_LANES = 30  # waiting tasks drawn, most time waited first
-# One colour per kernel path (Bokeh's Category10, in PATHS order), the same in every report.
-_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-            "#7f7f7f", "#bcbd22", "#17becf"]
+# One colour per kernel path (in PATHS order), the same in every report; red is kept for the
+# requests never answered.
+_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
+            "#7f7f7f", "#17becf", "#aec7e8"]
 PATH_COLORS = {path: _PALETTE[i % len(_PALETTE)] for i, path in enumerate(PATHS)}
 _WAIT_READ = ("ts_ns", "duration_ns", "ongoing", "pid", "tgid", "comm", "bdi", "ino", "index",
               "stack_id")
