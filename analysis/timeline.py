@@ -12,7 +12,7 @@ opcode and unique. The figure is self-contained once embedded with ``bokeh.resou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,12 +44,19 @@ _WAIT_READ = ("ts_ns", "duration_ns", "ongoing", "pid", "tgid", "comm", "bdi", "
 _REQUEST_READ = ("send_ts_ns", "end_ts_ns", "duration_ns", "ongoing", "connection", "bdi",
                  "unique", "opcode", "opcode_name", "len", "error", "pid", "tgid", "comm",
                  "end_pid", "end_tgid", "end_comm")
+# table -> the columns read, how its question derives them, its columns, its time column
+_TABLES: dict[str, tuple[tuple[str, ...], Callable[[Capture, pd.DataFrame], pd.DataFrame],
+                         list[str], str]] = {
+    "waits": (_WAIT_READ, derive_waits, WAIT_COLUMNS, "ts_ns"),
+    "requests": (_REQUEST_READ, derive_requests, REQUEST_COLUMNS, "send_ts_ns"),
+}
 
 
-def _longest(cap: Capture, table: str, columns: Sequence[str], limit: int
-             ) -> list[tuple[str, pa.Table]]:
-    """Per host, the ``limit`` rows of ``table`` with the largest ``duration_ns``."""
-    out = []
+def _longest(cap: Capture, table: str, limit: int) -> pd.DataFrame:
+    """Per host the ``limit`` rows of ``table`` with the largest ``duration_ns``, derived as its
+    question derives them, sorted by host and time."""
+    columns, derive, names, when = _TABLES[table]
+    frames = []
     for src in cap.sources:
         kept: list[pa.Table] = []
 
@@ -64,8 +71,11 @@ def _longest(cap: Capture, table: str, columns: Sequence[str], limit: int
         for part in check_table(src, table):
             read_part(table, part, columns, use)  # a damaged part: the report says so already
         if kept and kept[0].num_rows:
-            out.append((src.host, kept[0]))
-    return out
+            frames.append(derive(cap, frame_with_host(kept[0], src.host, cap.hosts)))
+    if not frames:
+        return pd.DataFrame(columns=names)
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values(["host", when], kind="stable").reset_index(drop=True)
 
 
 @requires("waits")
@@ -74,14 +84,10 @@ def longest_waits(cap: Capture, limit: int = ROWS_DRAWN) -> pd.DataFrame:
     far), as :func:`fusewb.analysis.waiting.waits` has them.
 
     Columns: those of ``waits`` (host, t_s, ts_ns, duration_ns, duration_ms, ongoing, pid, tgid,
-    comm, bdi, mount, ino, index, path, frame, stack, stack_id). Sorted by host and time.
+    comm, bdi, mount, ino, index, path, frame, stack, stack_id; not source). Sorted by host and
+    time.
     """
-    frames = [derive_waits(cap, frame_with_host(t, host, cap.hosts))
-              for host, t in _longest(cap, "waits", _WAIT_READ, limit)]
-    if not frames:
-        return pd.DataFrame(columns=WAIT_COLUMNS)
-    out = pd.concat(frames, ignore_index=True)
-    return out.sort_values(["host", "ts_ns"], kind="stable").reset_index(drop=True)
+    return _longest(cap, "waits", limit)
 
 
 @requires("requests")
@@ -93,12 +99,7 @@ def longest_requests(cap: Capture, limit: int = ROWS_DRAWN) -> pd.DataFrame:
     duration_ms, ongoing, connection, bdi, mount, unique, opcode, opcode_name, len, error, pid,
     tgid, comm, end_pid, end_tgid, end_comm). Sorted by host and send time.
     """
-    frames = [derive_requests(cap, frame_with_host(t, host, cap.hosts))
-              for host, t in _longest(cap, "requests", _REQUEST_READ, limit)]
-    if not frames:
-        return pd.DataFrame(columns=REQUEST_COLUMNS)
-    out = pd.concat(frames, ignore_index=True)
-    return out.sort_values(["host", "send_ts_ns"], kind="stable").reset_index(drop=True)
+    return _longest(cap, "requests", limit)
 
 
 def _text(values: Any) -> list[str]:
