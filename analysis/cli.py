@@ -51,7 +51,8 @@ def _progress_printer() -> Callable[[str], None] | None:
 def analyze(capture: Path, threshold_ms: float, fmt: str, output: Path | None,
             fail_on: str | None, engine: str, scheduler: str | None) -> None:
     """Analyse a capture (or a folder of captures, one per host) and report what waited on FUSE
-    writeback, in which kernel path, and the flags raised.
+    writeback, in which kernel path, and the flags raised. Every format starts with the
+    verdict: what happened in a few sentences, then what to do (JSON: the "verdict" key).
 
     Flags: BLOCKED_WAIT, RECLAIM_WAIT, MIGRATION_WAIT, SYNC_WAIT, SERVER_SELF_WAIT,
     STALLED_REQUEST, DIRTY_THROTTLE, RECLAIM_THROTTLE, INCOMPLETE_CAPTURE.
