@@ -182,6 +182,8 @@ def timeline_figure(cap: Capture, waits: pd.DataFrame, requests: pd.DataFrame,
             sources.append((f"wait in {path}", data, {
                 "waited": "@duration", "inode": "@inode", "bdi": "@bdi", "mount": "@mount",
                 "stack": "@stack"}))
+    if multi:  # each host's lanes together, in the capture's host order
+        lanes.sort(key=lambda lane: cap.hosts.index(lane.split(" ", 1)[0]))
     lanes = list(reversed(lanes))  # first lane on top
     end_s = max(float(max(d["end"]) if d["end"] else 0.0) for _, d, _ in sources)
     x_range = Range1d(0, max(end_s * 1.02, 0.001), bounds=(0, max(end_s * 1.05, 0.001)))
