@@ -34,7 +34,8 @@ Modules: ``capture`` (reading and validation only), ``histograms`` (the in-kerne
 per group), ``paths`` (``PATH_RULES``: the table that
 maps kernel stacks to the paths reclaim, migration, sync, fsync, close, write, truncate,
 page_mkwrite, other), ``report`` (text and JSON, ``render_report`` for ``fusewb run``),
-``html_report`` (matplotlib), ``cli`` (``fusewb analyze``), ``synthetic`` (captures for tests
+``html_report`` (Bokeh: the timeline, the flame graph), ``verdict``, ``tables``, ``timeline``,
+``flame`` (collapsed stacks), ``cli`` (``fusewb analyze``), ``synthetic`` (captures for tests
 and benchmarks, vectorised).
 
 The names below load lazily, so ``fusewb.analysis.cli`` (and ``fusewb --help``) need not import

@@ -1,6 +1,6 @@
 """``fusewb analyze``: turn a capture into a text, JSON or HTML report, optionally failing CI.
 
-Imports only click at module level; pandas and matplotlib load inside the command.
+Imports only click at module level; pandas and Bokeh load inside the command.
 """
 
 from __future__ import annotations
@@ -39,17 +39,20 @@ def _progress_printer() -> Callable[[str], None] | None:
               help="Write the report to this file instead of standard output.")
 @click.option("--fail-on", metavar="FLAG[,FLAG]",
               help="Exit 1 when any of these flags is raised (for the CI of FUSE servers).")
-@click.option("--engine", type=click.Choice(["pandas", "streaming", "dask"]), default="pandas",
-              show_default=True,
-              help="pandas: whole tables in memory (needed for html); streaming: part by part, "
-              "about 3x the capture's size in memory; dask: parts as tasks on a Dask cluster.")
+@click.option("--engine", type=click.Choice(["auto", "pandas", "streaming", "dask"]),
+              default="auto", show_default=True,
+              help="auto: streaming for captures over "
+              f"{defaults.STREAMING_ABOVE_BYTES >> 20} MiB on disk, else pandas; pandas: whole "
+              "tables in memory (about 12x the capture's size); streaming: part by part, about "
+              "3x; dask: parts as tasks on a Dask cluster.")
 @click.option("--scheduler", metavar="ADDRESS",
               help="With --engine dask: a running scheduler (tcp://HOST:8786) whose workers "
               "have fusewb and read the capture at the same path; default a local cluster.")
 def analyze(capture: Path, threshold_ms: float, fmt: str, output: Path | None,
             fail_on: str | None, engine: str, scheduler: str | None) -> None:
     """Analyse a capture (or a folder of captures, one per host) and report what waited on FUSE
-    writeback, in which kernel path, and the flags raised.
+    writeback, in which kernel path, and the flags raised. Every format starts with the
+    verdict: what happened in a few sentences, then what to do (JSON: the "verdict" key).
 
     Flags: BLOCKED_WAIT, RECLAIM_WAIT, MIGRATION_WAIT, SYNC_WAIT, SERVER_SELF_WAIT,
     STALLED_REQUEST, DIRTY_THROTTLE, RECLAIM_THROTTLE, INCOMPLETE_CAPTURE.
@@ -62,7 +65,8 @@ def analyze(capture: Path, threshold_ms: float, fmt: str, output: Path | None,
       fusewb analyze cap/ --format json -o report.json
       fusewb analyze cap/ --format html -o report.html
       fusewb analyze caps/                             a folder of captures from many hosts
-      fusewb analyze big-cap/ --engine streaming       bounded memory, same answers
+      fusewb analyze big-cap/                          over 64 MiB: the streaming engine
+      fusewb analyze cap/ --engine pandas              force one engine
       fusewb analyze caps/ --engine dask               many hosts on a local Dask cluster
       fusewb analyze caps/ --engine dask --scheduler tcp://10.0.0.5:8786
       fusewb analyze cap/ --fail-on SERVER_SELF_WAIT,STALLED_REQUEST   gate a FUSE server's CI
@@ -88,7 +92,8 @@ def analyze(capture: Path, threshold_ms: float, fmt: str, output: Path | None,
     if output is None:
         click.echo(rendered.text, nl=False)
     else:
-        click.echo(f"fusewb analyze: wrote {fmt} report to {output}", err=True)
+        click.echo(f"fusewb analyze: wrote {fmt} report to {output} ({rendered.engine} engine)",
+                   err=True)
     hit = sorted(set(gates) & rendered.raised)
     if hit:
         click.echo(f"fusewb analyze: failing because {', '.join(hit)} raised", err=True)

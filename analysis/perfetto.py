@@ -47,7 +47,8 @@ from fusewb.analysis.capture import Capture
 from fusewb.analysis.histograms import row_thresholds
 from fusewb.contract.errors import FusewbError
 
-__all__ = ["export_perfetto", "read_trace", "ExportSummary", "TraceContents", "PAGE_BYTES"]
+__all__ = ["export_perfetto", "choose_host", "read_trace", "ExportSummary", "TraceContents",
+           "PAGE_BYTES"]
 
 PAGE_BYTES = 4096
 SEQUENCE = 0x46575342  # "FWSB": the trusted packet sequence of every packet
@@ -150,7 +151,8 @@ def _value(value: Any) -> Any:
     return value
 
 
-def _host(cap: Capture, host: str | None) -> str:
+def choose_host(cap: Capture, host: str | None) -> str:
+    """The host to export: ``host`` (FusewbError when the capture lacks it), else the only one."""
     if host is None:
         if len(cap.hosts) > 1:
             raise FusewbError(f"{cap.path} holds captures of {len(cap.hosts)} hosts "
@@ -374,7 +376,7 @@ def export_perfetto(cap: Capture, output: Path, host: str | None = None) -> Expo
     trace to ``output`` (see the module docstring); what was written."""
     from perfetto.trace_builder.proto_builder import StreamingTraceProtoBuilder  # noqa: PLC0415
 
-    chosen = _host(cap, host)
+    chosen = choose_host(cap, host)
     build = _Builder()
     tasks, wait_count = _add_waits(build, cap, chosen)
     request_count, counters = _add_requests(build, cap, chosen)

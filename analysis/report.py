@@ -1,7 +1,8 @@
 """Reports: one JSON-able dict built from a capture, rendered as terminal text or JSON.
 
-The JSON schema (``REPORT_VERSION``) is stable: top-level ``report_version``, ``generator``,
-``threshold_ms``, ``capture`` (path, hosts, kernel_release, plan, duration_s, complete,
+The JSON schema (``REPORT_VERSION``) is stable: top-level ``verdict`` (``sentences``,
+``actions``, ``text``: what happened and what to do, :mod:`fusewb.analysis.verdict`),
+``report_version``, ``generator``, ``threshold_ms``, ``capture`` (path, hosts, kernel_release, plan, duration_s, complete,
 ``lost_events`` (int, total over hosts), sources[] with per-host detail, ``row_threshold_ms``
 (requests, waits: from how long one has a row; null before the in-kernel histograms) among
 them), ``histograms`` (hosts whose counts come from the in-kernel histograms,
@@ -14,7 +15,8 @@ ongoing, mean, p50, p90, p99, max, total, percentile_error_pct, tasks, inodes),
 /proc/vmstat page counts per host, ``nr_writeback_temp`` before 6.16), ``writeback_functions``
 (kprobe plan: calls and latency of ``fuse_writepage(s)`` and others), ``reclaim``,
 ``migration``, ``flags`` (items with flag, severity, host, path, bdi, mount, pid, tgid, comm,
-ino, duration_ms, ongoing, count, total_ms, evidence, mechanism), ``flag_counts``,
+ino (as the kernel prints it: unsigned), duration_ms, ongoing, count, total_ms, evidence,
+mechanism), ``flag_counts``,
 ``not_checked``, ``not_recorded`` (the events a full report reads, :func:`report_needs`, that
 no probe of the capture produces), ``kernel_notes`` and ``host_totals`` (per host: waits,
 ongoing_waits, requests, flags, worst_severity, lost_events).
@@ -29,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +50,8 @@ from fusewb.analysis.requests import request_totals, requests_by_opcode
 from fusewb.analysis.rules import flag_needs
 from fusewb.analysis.scan import scan as run_scan
 from fusewb.analysis.scanned import Scan
+from fusewb.analysis.tables import kernel_ino
+from fusewb.analysis.verdict import server_names, verdict
 from fusewb.analysis.vm import (
     dirty_throttling,
     migration_activity,
@@ -61,7 +66,7 @@ from fusewb.contract.histogram import ERROR_TEXT, RELATIVE_ERROR
 
 __all__ = ["REPORT_VERSION", "FORMATS", "REPORT_QUESTIONS", "build_report", "render_text",
            "render_json", "records", "kernel_version", "render_report", "RenderedReport",
-           "report_needs"]
+           "report_needs", "choose_engine", "capture_bytes"]
 
 REPORT_VERSION = 2  # 2: counts from the in-kernel histograms, rows counted apart
 FORMATS = ("text", "json", "html")
@@ -267,7 +272,7 @@ def build_report(
     counts = raised["flag"].astype(object).value_counts() if len(raised) else pd.Series(dtype=int)
     step("requests, throttling, reclaim and migration")
     by_opcode = scan.by_opcode if cap.recorded("requests") else scan.by_opcode.iloc[:0]
-    return {
+    report = {
         "report_version": REPORT_VERSION,
         "generator": f"fusewb {__version__}",
         "threshold_ms": float(threshold_ms),
@@ -283,13 +288,14 @@ def build_report(
         "writeback_functions": records(writeback_functions(cap)),
         "reclaim": _optional(cap, reclaim_activity),
         "migration": _optional(cap, migration_activity),
-        "flags": records(raised),
+        "flags": [{**r, "ino": kernel_ino(r["ino"])} for r in records(raised)],
         "flag_counts": {name: int(counts.get(name, 0)) for name in FLAG_NAMES if counts.get(name)},
         "not_checked": dict(raised.attrs.get("not_checked", {})),
         "not_recorded": [need for need in report_needs() if not cap.recorded(need)],
         "kernel_notes": _kernel_notes(cap, paths),
         "host_totals": _host_totals(cap, paths, by_opcode, raised),
     }
+    return {"verdict": verdict(report, server_names(cap)), **report}
 
 
 def render_json(report: dict[str, Any]) -> str:
@@ -334,6 +340,18 @@ def _where(item: dict[str, Any]) -> str:
     return where
 
 
+def _verdict_lines(said: dict[str, Any]) -> list[str]:
+    """The verdict wrapped for a terminal, then what to do."""
+    lines = ["Verdict"]
+    lines.extend(textwrap.wrap(said["text"], 100, initial_indent="  ", subsequent_indent="  "))
+    if said["actions"]:
+        lines.append("What to do")
+        for action in said["actions"]:
+            lines.extend(textwrap.wrap(action, 100, initial_indent="  - ",
+                                       subsequent_indent="    "))
+    return lines
+
+
 def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) -> str:
     """A terminal report: capture summary, waits per path, requests, flags, mechanisms, notes."""
     cap = report["capture"]
@@ -343,7 +361,10 @@ def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) ->
     def host(name: str) -> str:
         return f"{name:<{width}}" if multi else ""
     lines = [f"fusewb analysis of {cap['path']}"
-             + (f" ({len(cap['hosts'])} hosts)" if multi else "")]
+             + (f" ({len(cap['hosts'])} hosts)" if multi else ""), ""]
+    lines.extend(_verdict_lines(report["verdict"]))
+    lines.append("")
+    lines.append("Capture")
     for src in cap["sources"]:
         lost = (src["lost_events"] or {}).get("total", 0)
         duration = f"{src['duration_s']:.1f} s" if src["duration_s"] is not None else "unknown"
@@ -465,12 +486,29 @@ def render_text(report: dict[str, Any], flags_per_kind: int = FLAGS_PER_KIND) ->
 
 @dataclass(frozen=True)
 class RenderedReport:
-    """What :func:`render_report` produced: the report data, its rendering, the flags raised."""
+    """What :func:`render_report` produced: the report data, its rendering, the flags raised,
+    the engine that read the capture."""
 
     report: dict[str, Any]
     text: str
     raised: frozenset[str]
     output: Path | None
+    engine: str
+
+
+def capture_bytes(cap: Capture) -> int:
+    """Bytes on disk of the big tables' parts (waits, requests) of every host of ``cap``."""
+    return sum(part.stat().st_size for src in cap.sources for table in ("waits", "requests")
+               for part in src.table_files(table))
+
+
+def choose_engine(cap: Capture, engine: str = "auto") -> str:
+    """``engine`` unless it is ``auto``: then ``streaming`` for captures whose big tables take
+    more than :data:`~fusewb.contract.defaults.STREAMING_ABOVE_BYTES` on disk (bounded memory),
+    else ``pandas``."""
+    if engine != "auto":
+        return engine
+    return "streaming" if capture_bytes(cap) > defaults.STREAMING_ABOVE_BYTES else "pandas"
 
 
 def render_report(
@@ -479,23 +517,22 @@ def render_report(
     threshold_ms: float = defaults.THRESHOLD_MS,
     out: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
-    engine: str = "pandas",
+    engine: str = "auto",
     scheduler: str | None = None,
 ) -> RenderedReport:
-    """Analyse ``capture_path`` with ``engine`` (see :mod:`fusewb.analysis.scan`; ``scheduler``:
-    a Dask scheduler's address) and render it as ``fmt`` (text, json or html) into ``out``.
+    """Analyse ``capture_path`` with ``engine`` (see :mod:`fusewb.analysis.scan`; ``auto``:
+    :func:`choose_engine`; ``scheduler``: a Dask scheduler's address) and render it as ``fmt``
+    (text, json or html) into ``out``.
 
     With ``out`` the rendering is written there (html needs it); without, it is only returned.
     Raises ``FusewbError`` subclasses (one line, exit 2) for unreadable captures.
     """
     if fmt not in FORMATS:
         raise FusewbError(f"unknown report format {fmt!r}", f"use one of {', '.join(FORMATS)}")
-    if fmt == "html" and engine != "pandas":
-        raise FusewbError(f"--format html plots every wait, which the {engine} engine never "
-                          "holds", "use --engine pandas for html, or --format text/json")
     if scheduler and engine != "dask":
         raise FusewbError("--scheduler is for the dask engine", "add --engine dask")
     cap = load_capture(capture_path, progress=progress)
+    engine = choose_engine(cap, engine)
     # every table is read now (pandas) or part by part: a corrupt one fails here, on one line
     scanned = run_scan(cap, threshold_ms, engine, scheduler, progress)
     report = build_report(cap, threshold_ms, progress, scanned)
@@ -517,4 +554,4 @@ def render_report(
             raise FusewbError(f"cannot write {target}: {exc.strerror}",
                               "choose a writable -o path") from None
     raised = frozenset(str(item["flag"]) for item in report["flags"])
-    return RenderedReport(report=report, text=text, raised=raised, output=target)
+    return RenderedReport(report=report, text=text, raised=raised, output=target, engine=engine)

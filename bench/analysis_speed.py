@@ -1,7 +1,7 @@
 """Part 3, analysis: ``fusewb analyze CAPTURE --format json -o /dev/null`` on synthetic captures
-of 1M and 10M events (``fusewb.analysis.synthetic``) with today's engine (pandas) and the
-streaming one side by side, wall time and peak memory (the child's ``ru_maxrss`` from ``wait4``)
-against the capture's size on disk; then a fleet (one sub-folder per host) with the pandas,
+of 1M and 10M events (``fusewb.analysis.synthetic``) with the pandas engine, the streaming one
+and the default (``--engine auto``, which picks by the capture's size) side by side, wall time
+and peak memory (the child's ``ru_maxrss`` from ``wait4``) against the capture's size on disk; then a fleet (one sub-folder per host) with the pandas,
 streaming and dask engines, with each Dask worker's peak memory.
 
 Evidence for the memory bound: the decoded Arrow size of the capture's tables, the least an
@@ -29,7 +29,8 @@ TARGET_SECONDS = {10_000_000: 60.0}
 TARGET_MEMORY_RATIO = 4.0
 SIZES = [1_000_000, 10_000_000]
 SIZES_QUICK = [100_000, 1_000_000]
-ENGINES_SINGLE = ["pandas", "streaming"]
+# auto: fusewb analyze's default, which picks the engine by the capture's size on disk
+ENGINES_SINGLE = ["pandas", "streaming", "auto"]
 FLEET = (8, 1_000_000)  # hosts x events per host (8 x 10M would need ~25 GiB for pandas)
 FLEET_QUICK = (3, 100_000)
 DASK_LABEL = "dask (2 local workers)"
@@ -151,7 +152,7 @@ def _single(settings: Settings, progress: Callable[[str], None], result: PartRes
             result.rows.append(_time_row(_label(events), engine, seconds,
                                          base if engine != "pandas" else None, target_s))
             result.rows.append(_memory_row(_label(events), engine, peaks, disk,
-                                           bool(target_s) and engine == "streaming"))
+                                           bool(target_s) and engine != "pandas"))
         medians = {engine: Spread.of([a.peak_rss_bytes / disk for a in
                                       samples[(events, engine)]]).median
                    for engine in ENGINES_SINGLE}
@@ -159,7 +160,8 @@ def _single(settings: Settings, progress: Callable[[str], None], result: PartRes
             f"{_label(events)} ({rows_in[events]:,} rows): {disk / 2**20:.0f} MiB on disk, "
             f"{arrow / 2**20:.0f} MiB as decoded Arrow columns ({arrow / disk:.1f}x disk); peak "
             f"RSS {fmt_number(medians['pandas'])}x disk with the pandas engine, "
-            f"{fmt_number(medians['streaming'])}x with the streaming engine.")
+            f"{fmt_number(medians['streaming'])}x with the streaming engine, "
+            f"{fmt_number(medians['auto'])}x by default (--engine auto).")
     result.notes.insert(0, (
         "Method: `synthetic_capture(path, n_waits=N/2)` (N/2 waits over every path, N/2 WRITE "
         "requests, 1% of N/2 each of throttle and vm rows, 1M-row Parquet parts); `fusewb "

@@ -11,7 +11,7 @@ __all__ = [
     "THRESHOLD_MS", "RING_PAGES", "MAX_PENDING", "MAX_INFLIGHT", "STACK_ENTRIES",
     "REQUEST_SLOTS", "REQ_HIST_ENTRIES", "WAIT_HIST_ENTRIES", "FILTER_ENTRIES",
     "SERVER_THREAD_ENTRIES", "INFLIGHT_CONN_ENTRIES", "HIGH_SEVERITY_MS", "high_severity_ms",
-    "MEDIUM_THROTTLE_MS", "KERNEL_ENDED_ERRORS",
+    "MEDIUM_THROTTLE_MS", "KERNEL_ENDED_ERRORS", "STREAMING_ABOVE_BYTES",
 ]
 
 # A wait or request at or over this is reported (fusewb trace's live view, analyze, run) and
@@ -35,6 +35,11 @@ WAIT_HIST_ENTRIES = 4096
 FILTER_ENTRIES = 1024  # FUSE bdis and FUSE connections in the filter (one entry per mount)
 SERVER_THREAD_ENTRIES = 4096  # server threads that read or answered requests, per connection
 INFLIGHT_CONN_ENTRIES = 1024  # connections with WRITEs in flight counted
+
+# fusewb analyze without --engine: captures whose tables take more than this on disk are read
+# part by part (streaming engine, about 3x the capture's size in memory) instead of whole
+# (pandas, about 12x; bench/RESULTS.md, analysis part). 64 MiB: some 3M events.
+STREAMING_ABOVE_BYTES = 64 << 20
 
 # A wait or stalled request is "high" from this long, or from ten thresholds when that is more.
 HIGH_SEVERITY_MS = 1000.0

@@ -59,6 +59,10 @@ class Scenario:
     # measured on Debian 12's 6.1: what the kernel does there and the flags it must raise.
     temp_page_expect: str | None = None
     temp_page_flags: tuple[str, ...] | None = None
+    # What the analysis' verdict (fusewb.analysis.verdict) must say besides the name of each
+    # expected flag, on 6.16+ and with temp pages (None: the same as on 6.16+).
+    verdict_says: tuple[str, ...] = ()
+    temp_page_verdict_says: tuple[str, ...] | None = None
 
     def expected(self, with_temp_pages: bool) -> tuple[str, tuple[str, ...]]:
         """(what the kernel does, the flags it must raise) on a kernel with or without temp pages."""
@@ -94,6 +98,7 @@ SCENARIOS: dict[str, Scenario] = {
             expect="msync waits in fuse_fsync -> file_write_and_wait_range -> "
             "folio_wait_writeback until the server has answered every WRITE (all kernels)",
             expected_flags=("BLOCKED_WAIT",),
+            verdict_says=("in fsync on",),
             temp_page_expect="temp pages end writeback at once, so msync waits in fuse_fsync -> "
             "fuse_set_nowrite for the inode's in-flight WRITEs instead (6.1: 250 ms)",
             temp_page_flags=("BLOCKED_WAIT",),
@@ -107,6 +112,7 @@ SCENARIOS: dict[str, Scenario] = {
             expect="close calls fuse_flush -> write_inode_now, which waits for the writeback it "
             "started (writeback cache mode, all kernels)",
             expected_flags=("BLOCKED_WAIT",),
+            verdict_says=("in close on",),
             temp_page_expect="temp pages end writeback at once, so close waits in fuse_flush -> "
             "fuse_set_nowrite for the inode's in-flight WRITEs instead (6.1: 212 ms)",
             temp_page_flags=("BLOCKED_WAIT",),
@@ -122,6 +128,8 @@ SCENARIOS: dict[str, Scenario] = {
             "(SYNC_WAIT); with the fix (skip the data-integrity wait for FUSE) sync returns at "
             "once leaving the data unwritten, and close still waits in fuse_flush",
             expected_flags=("STALLED_REQUEST", "BLOCKED_WAIT"),
+            verdict_says=("was still waiting after", "in close on", "answered none of"),
+            temp_page_verdict_says=("answered none of",),
             temp_page_expect="the copied pages' writeback ends at once, so sync(2) and syncfs(2) "
             "return without waiting for the held WRITEs (6.1: 113 ms and 2 ms; close 7 ms), "
             "leaving the data unwritten",
@@ -138,6 +146,8 @@ SCENARIOS: dict[str, Scenario] = {
             "they meet. The block is moved to ZONE_MOVABLE first so the folios land in it, and "
             "given back afterwards",
             expected_flags=("MIGRATION_WAIT", "BLOCKED_WAIT"),
+            verdict_says=("in migration on", "In memory migration or compaction"),
+            temp_page_verdict_says=(),
             temp_page_expect="the temp-page copy ended the folios' writeback at once, so "
             "migration meets none under writeback and offlining does not wait for the server "
             "(6.1: offline 0.42 s while WRITEs were held 3 s)",
@@ -172,6 +182,8 @@ SCENARIOS: dict[str, Scenario] = {
             "own WRITEs until the load lifts the limit: SERVER_SELF_WAIT via RECLAIM_THROTTLE, "
             "no RECLAIM_WAIT",
             expected_flags=("SERVER_SELF_WAIT", "RECLAIM_THROTTLE"),
+            verdict_says=("A thread of the FUSE server itself",),
+            temp_page_verdict_says=(),
             temp_page_expect="reclaim meets none of the server's folios under writeback (temp "
             "pages), so the server is not stuck behind its own WRITEs; it is throttled by the "
             "cgroup's memory.high instead (6.1: mem_cgroup_handle_over_high), no SERVER_SELF_WAIT",
@@ -186,6 +198,7 @@ SCENARIOS: dict[str, Scenario] = {
             expect="the FUSE bdi may hold only its max_ratio (1%) share of the dirty limit "
             "(strictlimit), so balance_dirty_pages pauses the writer early (all kernels since 3.x)",
             expected_flags=("DIRTY_THROTTLE",),
+            verdict_says=("were paused by balance_dirty_pages",),
         ),
     ]
 }
@@ -208,6 +221,7 @@ class ScenarioOutcome:
     # the fixture bdi's waits per kernel path (analysis wait_paths: path, count, max_ms)
     waits: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    report_verdict: str = ""  # the analysis' verdict (report["verdict"]["text"])
 
     @property
     def expected_flags(self) -> tuple[str, ...]:
@@ -222,7 +236,8 @@ class ScenarioOutcome:
         """This outcome as one entry of ``fusewb run --results`` (the README's kernel table)."""
         return {"scenario": self.scenario.name, "ok": self.ok, "flags": sorted(self.raised),
                 "expected_flags": list(self.expected_flags), "missing": self.missing,
-                "foreign_bdi_flags": self.foreign_bdi_flags, "waits": self.waits,
+                "verdict_missing": self.verdict_missing, "foreign_bdi_flags": self.foreign_bdi_flags,
+                "waits": self.waits,
                 "seconds": round(self.seconds, 1)}
 
     @property
@@ -230,8 +245,21 @@ class ScenarioOutcome:
         return [f for f in self.expected_flags if f not in self.raised]
 
     @property
+    def verdict_expected(self) -> tuple[str, ...]:
+        """What the analysis' verdict must say on this kernel: each expected flag's name and
+        the scenario's phrases."""
+        says = self.scenario.verdict_says
+        if self.temp_pages and self.scenario.temp_page_verdict_says is not None:
+            says = self.scenario.temp_page_verdict_says
+        return (*self.expected_flags, *says)
+
+    @property
+    def verdict_missing(self) -> list[str]:
+        return [p for p in self.verdict_expected if p not in self.report_verdict]
+
+    @property
     def ok(self) -> bool:
-        return not self.missing and not self.foreign_bdi_flags
+        return not self.missing and not self.foreign_bdi_flags and not self.verdict_missing
 
     def verdict(self) -> str:
         lines = [f"scenario {self.scenario.name}: {self.scenario.title}"]
@@ -245,6 +273,10 @@ class ScenarioOutcome:
             lines.append(f"  MISSING expected flags: {', '.join(self.missing)}")
         if self.foreign_bdi_flags:
             lines.append(f"  UNEXPECTED flags on other bdis: {', '.join(self.foreign_bdi_flags)}")
+        lines.append(f"  analysis verdict: {self.report_verdict or '(none)'}")
+        if self.verdict_missing:
+            lines.append("  the verdict does NOT say: "
+                         + ", ".join(repr(p) for p in self.verdict_missing))
         lines.append(f"  verdict: {'as expected' if self.ok else 'NOT as expected'}")
         return "\n".join(lines)
 
@@ -344,6 +376,7 @@ def run_scenario(scenario: Scenario, workdir: Path, fmt: str = "text", threshold
         kernel_release=release,
         temp_pages=temp_pages(),
         waits=waits,
+        report_verdict=rendered.report["verdict"]["text"],
     )
 
 

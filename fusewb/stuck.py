@@ -22,6 +22,9 @@ server: ``/proc`` does not tie a ``/dev/fuse`` descriptor to its connection, so 
 ``/dev/fuse`` is matched by the mountpoint in its command line, else by the fs subtype
 (``fuse.sshfs``) against its name, else as the only holder (``match`` says which). A server thread
 asleep in ``D`` on writeback, reclaim, migration or FUSE is flagged ``SERVER_SELF_WAIT``.
+
+The snapshot starts with its ``verdict`` (:func:`verdict`): per connection with tasks or
+requests waiting, the likely cause from its server's threads.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import json
 import os
 import subprocess
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,7 +50,8 @@ from fusewb.contract.frames import (
     WRITEBACK_FRAMES,
 )
 
-__all__ = ["stuck", "snapshot", "wait_kind", "render_text", "FUSE_SYSCTL"]
+__all__ = ["stuck", "snapshot", "verdict", "wait_kind", "render_text", "FUSE_SYSCTL",
+           "DEV_READ_FRAMES"]
 
 FUSE_SYSCTL = Path("/proc/sys/fs/fuse")
 # What a stack waits on is checked in this order (wait_kind): the frame sets of contract/frames.py.
@@ -355,7 +360,7 @@ def snapshot() -> dict:
             "servers": servers,
             "abort": str(FUSECTL / str(conn) / "abort"),
         })
-    return {
+    snap = {
         "kernel": os.uname().release,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "stacks_read": scanned[0] + len(server_threads),
@@ -367,6 +372,75 @@ def snapshot() -> dict:
         "connections": connections,
         "request_timeouts": _timeouts(),
     }
+    return {"verdict": verdict(snap), **snap}
+
+
+# A server thread in one of these frames is reading requests from /dev/fuse.
+DEV_READ_FRAMES = frozenset("fuse_dev_do_read fuse_dev_read fuse_dev_splice_read".split())
+STOPPED_STATES = frozenset("Tt")  # stopped by a signal (SIGSTOP, SIGTSTP) or by a tracer
+
+
+def _server_cause(server: dict) -> str:
+    """Why one server process does not answer, from its threads' states and stacks."""
+    from fusewb.analysis.paths import normalize_frame  # noqa: PLC0415
+
+    threads = server["threads"]
+    name = f"{server['comm']}[{server['pid']}]"
+    if not threads:
+        return f"its server {name} has no thread left to read"
+    self_wait = [t for t in threads if t["flags"]]
+    if self_wait:
+        t = self_wait[0]
+        return (f"server thread {t['comm']}[{t['tid']}] itself waits on writeback or reclaim "
+                f"({t['reason']}: {_stack_line(t['stack'])}), which only its own answers can "
+                "end (SERVER_SELF_WAIT)")
+    if all(t["state"] in STOPPED_STATES for t in threads):
+        return (f"its server {name} is stopped (every thread in state T: SIGSTOP, SIGTSTP or a "
+                f"debugger), so nothing reads its requests; kill -CONT {server['pid']} resumes it")
+    reading = [t for t in threads
+               if any(normalize_frame(f) in DEV_READ_FRAMES for f in t["stack"])]
+    if reading:
+        return (f"{len(reading)} of the {len(threads)} thread(s) of its server {name} wait in "
+                "a /dev/fuse read, so the server has read the requests and holds them, or "
+                "answers slowly")
+    if all(t["state"] in "SD" for t in threads):
+        where = sorted({_stack_line(t["stack"][:2]) for t in threads if t["stack"]})
+        return (f"the {len(threads)} thread(s) of its server {name} are all asleep and none "
+                f"reads /dev/fuse (in {'; '.join(where[:3]) or '?'}): it holds the requests it "
+                "read, or waits on something else (a lock, the network, a poll that never "
+                "wakes)")
+    return f"its server {name} runs but has not answered"
+
+
+def verdict(snap: dict) -> list[str]:
+    """The likely cause per FUSE connection with tasks or requests waiting, as sentences: how
+    many tasks wait and for how long, the requests waiting (fusectl), and what the server's
+    threads are doing (stopped; all asleep outside /dev/fuse reads; a thread waiting on
+    writeback or reclaim itself, with its frames)."""
+    out = []
+    for c in snap["connections"]:
+        mine = [t for t in snap["tasks"] if t["connection"] == c["connection"]]
+        if not mine and not c["waiting"]:
+            continue
+        where = ", ".join(c["mounts"]) or "no mount in this namespace"
+        parts = [f"Connection {c['connection']} ({where}, bdi {c['bdi'] or '?'}):"]
+        if mine:
+            worst = max(mine, key=lambda t: t["asleep_s"] or 0.0)
+            parts.append(f"{len(mine)} task(s) wait on it, {worst['comm']}[{worst['pid']}] "
+                         f"asleep {_asleep(worst['asleep_s'])} in {worst['path']}"
+                         + (";" if c["waiting"] is not None else "."))
+        if c["waiting"] is not None:
+            parts.append(f"{c['waiting']} request(s) waiting for the server (fusectl).")
+        causes = [_server_cause(s) for s in c["servers"]]
+        if not c["servers"]:
+            causes = ["no /dev/fuse holder matched its server (gone, or in another PID "
+                      "namespace)"]
+        parts.append("Likely cause: " + "; ".join(causes) + ".")
+        out.append(" ".join(parts))
+    unplaced = [t for t in snap["tasks"] if t["connection"] is None]
+    if unplaced:
+        out.append(f"{len(unplaced)} task(s) wait on FUSE on a connection /proc does not name.")
+    return out or ["Nothing waits on FUSE now."]
 
 
 def _asleep(seconds: float | None) -> str:
@@ -385,7 +459,10 @@ def render_text(snap: dict) -> str:
     """The snapshot for a terminal: tasks, connections with their servers, what to do."""
     lines = [f"fusewb stuck: {len(snap['tasks'])} task(s) waiting on FUSE, "
              f"{len(snap['connections'])} FUSE connection(s); kernel {snap['kernel']}, "
-             f"{snap['time']}, {snap['stacks_read']} kernel stacks read in {snap['seconds']:.2f} s"]
+             f"{snap['time']}, {snap['stacks_read']} kernel stacks read in {snap['seconds']:.2f} s",
+             "", "Verdict"]
+    for sentence in snap["verdict"]:
+        lines.extend(textwrap.wrap(sentence, 100, initial_indent="  ", subsequent_indent="    "))
     if snap["tasks"]:
         lines += ["", "Tasks (asleep: time since the task last ran, from /proc/.../sched)",
                   f"  {'pid/tid':<13} {'comm':<15} st {'asleep':>8}  {'waits on':<10} "
@@ -459,6 +536,8 @@ def stuck(as_json: bool) -> None:
     rules), mount and bdi where /proc tells them, how long it has slept and its stack; per FUSE
     connection the waiting count and the server's threads (SERVER_SELF_WAIT when one sleeps on
     writeback or reclaim); then how to abort a connection and the request-timeout sysctls.
+    It starts with a verdict: per connection the likely cause (server stopped, its threads all
+    asleep outside /dev/fuse reads, a server thread waiting on writeback or reclaim itself).
     Needs root (kernel stacks).
 
     \b
@@ -466,6 +545,7 @@ def stuck(as_json: bool) -> None:
       sudo fusewb stuck
       sudo fusewb stuck --json | jq '.tasks[] | {pid, comm, path, mount, asleep_s}'
       sudo fusewb stuck --json | jq '.connections[] | {connection, waiting}'
+      sudo fusewb stuck --json | jq -r '.verdict[]'
     """
     snap = snapshot()
     click.echo(json.dumps(snap, indent=2) if as_json else render_text(snap))

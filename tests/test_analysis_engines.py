@@ -18,7 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from fusewb.analysis import capture
+from click.testing import CliRunner
+
 from fusewb.analysis.capture import load_capture
+from fusewb.analysis.cli import analyze
 from fusewb.analysis.report import render_report
 from fusewb.analysis.scan import scan
 from fusewb.analysis.synthetic import synthetic_capture
@@ -194,8 +197,6 @@ def test_text_report_has_totals_per_host(tmp_path: Path) -> None:
 def test_bad_engine_options_fail_on_one_line(tmp_path: Path) -> None:
     cap = clean_capture(tmp_path / "cap")
     cases = [
-        (["--engine", "streaming", "--format", "html", "-o", str(tmp_path / "r.html")],
-         "--engine pandas"),
         (["--scheduler", "tcp://127.0.0.1:1"], "--engine dask"),
         (["--engine", "dask", "--scheduler", "tcp://127.0.0.1:1"], "Dask scheduler"),
     ]
@@ -204,3 +205,27 @@ def test_bad_engine_options_fail_on_one_line(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and fix in done.stderr, done.stderr
+
+
+def test_the_engine_chooses_itself_by_the_capture_size(tmp_path: Path, monkeypatch) -> None:
+    """Without --engine: pandas for a small capture, streaming once its waits and requests
+    take more than STREAMING_ABOVE_BYTES on disk; --engine still forces one."""
+    from fusewb.analysis.report import capture_bytes, choose_engine
+    from fusewb.contract import defaults
+
+    folder = everything_capture(tmp_path / "cap")
+    cap = load_capture(folder)
+    size = capture_bytes(cap)
+    parts = [*folder.glob("waits/*.parquet"), *folder.glob("requests/*.parquet")]
+    assert size == sum(p.stat().st_size for p in parts) > 0
+    assert choose_engine(cap) == "pandas"
+    monkeypatch.setattr(defaults, "STREAMING_ABOVE_BYTES", size - 1)
+    assert choose_engine(cap) == "streaming"
+    assert choose_engine(cap, "pandas") == "pandas" and choose_engine(cap, "dask") == "dask"
+    out = tmp_path / "r.html"
+    done = CliRunner().invoke(analyze, [str(folder), "--format", "html", "-o", str(out)])
+    assert done.exit_code == 0 and "(streaming engine)" in done.output, done.output
+    assert "<h2>Timeline</h2>" in out.read_text()
+    forced = CliRunner().invoke(analyze, [str(folder), "--engine", "pandas", "--format", "json",
+                                          "-o", str(tmp_path / "r.json")])
+    assert "(pandas engine)" in forced.output

@@ -42,14 +42,16 @@ def test_quick_analysis_part_prints_and_records_the_table_of_ratios(tmp_path) ->
     assert header[:4] == ["part", "case", "variant", "median"]
     assert {"ratio", "spread", "to", "target", "met"} <= set(header)
     rss_rows = [line for line in done.stdout.splitlines() if "peak RSS" in line]
-    # per capture size and engine (pandas, streaming); the fleet: 3 engines + the largest worker
-    assert len(rss_rows) == 2 * 2 + 4, rss_rows
+    # per capture size and engine (pandas, streaming, auto: the default); the fleet: 3 engines +
+    # the largest worker
+    assert len(rss_rows) == 2 * 3 + 4, rss_rows
     for line in rss_rows:
         cells = line.split()
         ratio = cells[cells.index("MiB") + 1]
         assert float(ratio) > 1.0  # memory is always above the Parquet size on disk
     text = results.read_text()
     assert "## Results" in text and "| analysis | 1M events: wall time | streaming |" in text
+    assert "| analysis | 1M events: peak RSS | auto |" in text
     assert "| analysis | fleet 3x100k events: peak RSS | dask (2 local workers): largest worker |" \
         in text
     assert "kernel:" in text and "cpu:" in text

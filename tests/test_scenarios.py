@@ -65,6 +65,9 @@ def test_slow_server_blocks_path(tmp_path, name: str, path: str) -> None:
     outcome, _ = _run(name, tmp_path)
     raised, cap = _flags_and_capture(outcome)
     bdi = _fixture_bdi(cap)
+    # the verdict names the task, the path and the mount, and what the server did
+    assert f" in {path} on " in outcome.report_verdict and f"bdi {bdi}" in outcome.report_verdict
+    assert "the server python" in outcome.report_verdict, outcome.report_verdict
     blocked = raised[(raised["flag"] == "BLOCKED_WAIT") & (raised["bdi"].astype(object) == bdi)]
     assert not blocked.empty
     assert set(blocked["path"].astype(object)) == {path}
@@ -93,6 +96,8 @@ def test_sync_stalled_returns_at_once_close_waits(tmp_path) -> None:
     # close still waited, and was still waiting when tracing stopped
     blocked = raised[(raised["flag"] == "BLOCKED_WAIT") & (raised["path"].astype(object) == "close")]
     assert not blocked.empty and blocked["ongoing"].any()
+    # the verdict: the close still waiting, behind a server that answered none of the WRITEs
+    assert not outcome.verdict_missing, outcome.verdict()
 
 
 def test_hot_unplug_waits_in_migration(tmp_path) -> None:
@@ -129,6 +134,8 @@ def test_reclaim_in_memcg_skips_fuse_writeback(tmp_path) -> None:
     # ...and no task waited on FUSE writeback in reclaim (6.16+ skips such folios)
     assert _waits_by_path(cap).get("reclaim", 0) == 0
     assert "RECLAIM_WAIT" not in set(raised["flag"].astype(object))
+    assert "RECLAIM_WAIT" not in outcome.report_verdict and "In memory reclaim" not in \
+        outcome.report_verdict, outcome.report_verdict
 
 
 def test_self_wait_server_is_throttled_not_deadlocked(tmp_path) -> None:
@@ -173,6 +180,7 @@ def test_dirty_throttle_on_fuse_bdi(tmp_path) -> None:
     table = cap.table("throttle")
     assert (table["bdi"].astype(object) == bdi).all()
     assert (table["pause_ms"] > 0).any()
+    assert not outcome.verdict_missing, outcome.verdict()
 
 
 def test_run_cli_html_index(tmp_path) -> None:
@@ -187,7 +195,7 @@ def test_run_cli_html_index(tmp_path) -> None:
     assert index.parent.parent == tmp_path
     assert "msync-slow" in index.read_text()
     report = (index.parent / "msync-slow" / "report.html").read_text()
-    assert "data:image/png;base64" in report
+    assert "<h2>Verdict</h2>" in report and "<h2>Timeline</h2>" in report
     assert "BLOCKED_WAIT" in report
 
 
@@ -258,14 +266,20 @@ def test_verdicts_follow_the_kernels_writeback_era() -> None:
     hot-unplug does not wait there, and self-wait is throttled by memory.high instead."""
     from fusewb.scenarios import SCENARIOS, ScenarioOutcome
 
-    def outcome(name: str, raised: set[str], temp: bool) -> ScenarioOutcome:
+    def outcome(name: str, raised: set[str], temp: bool, said: str = "") -> ScenarioOutcome:
         return ScenarioOutcome(SCENARIOS[name], Path("cap"), "", None, frozenset(raised), [], "load", [],
-                               "k", temp_pages=temp)
+                               "k", temp_pages=temp, report_verdict=said)
 
     assert outcome("hot-unplug", {"STALLED_REQUEST"}, True).ok
     assert not outcome("hot-unplug", {"STALLED_REQUEST"}, False).ok
     assert "temp pages" in outcome("self-wait", set(), True).verdict()
-    assert outcome("msync-slow", {"BLOCKED_WAIT"}, True).ok and not outcome("msync-slow", set(), True).ok
+    fsync = "python3[5] waited 207 ms in fsync on /mnt (bdi 0:43): ... (BLOCKED_WAIT)."
+    assert outcome("msync-slow", {"BLOCKED_WAIT"}, True, fsync).ok
+    assert not outcome("msync-slow", set(), True, fsync).ok
+    # the verdict is held to the scenario's expectation too
+    unsaid = outcome("msync-slow", {"BLOCKED_WAIT"}, False, "python3[5] waited 207 ms in close")
+    assert not unsaid.ok and unsaid.verdict_missing == ["BLOCKED_WAIT", "in fsync on"]
+    assert "the verdict does NOT say: 'BLOCKED_WAIT', 'in fsync on'" in unsaid.verdict()
     assert all(s.temp_page_flags is not None for s in SCENARIOS.values() if s.name != "dirty-throttle")
 
 
@@ -286,12 +300,13 @@ def test_list_states_each_kernel_ranges_expectation_and_results_are_written(tmp_
             assert f"  {RANGES[key]}: expect {flags}" in block, (scenario.name, key)
     good = ScenarioOutcome(SCENARIOS["msync-slow"], Path("cap"), "", None, frozenset({"BLOCKED_WAIT"}), [],
                            "load", [], "k", temp_pages=True, waits=[{"path": "fsync", "count": 3, "max_ms": 250.0}],
-                           seconds=36.04)
+                           seconds=36.04, report_verdict="x waited 250 ms in fsync on /m: BLOCKED_WAIT")
     bad = ScenarioOutcome(SCENARIOS["hot-unplug"], Path("cap"), "", None, frozenset(), [], "load", [], "k")
     _write_results(tmp_path / "r.json", [good, bad])
     doc = json.loads((tmp_path / "r.json").read_text())
     assert [s["scenario"] for s in doc["scenarios"]] == ["msync-slow", "hot-unplug"]
     assert doc["scenarios"][0] == {"scenario": "msync-slow", "ok": True, "flags": ["BLOCKED_WAIT"],
-                                   "expected_flags": ["BLOCKED_WAIT"], "missing": [], "foreign_bdi_flags": [],
+                                   "expected_flags": ["BLOCKED_WAIT"], "missing": [], "verdict_missing": [],
+                                   "foreign_bdi_flags": [],
                                    "waits": [{"path": "fsync", "count": 3, "max_ms": 250.0}], "seconds": 36.0}
     assert doc["scenarios"][1]["missing"] == ["MIGRATION_WAIT", "BLOCKED_WAIT"] and not doc["scenarios"][1]["ok"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from fusewb.contract.errors import FusewbError
 from fusewb.fixtures.faults import Faults
-from fusewb.stuck import _require_proc, wait_kind
+from fusewb.stuck import _require_proc, render_text, verdict, wait_kind
 from fusewb.tracers.mounts import FUSECTL, fusectl_mounted
 from fusewb.tracers.procscan import read_frames
 from tests.fixture_helpers import asleep_in, mounted, wait_until
@@ -31,6 +32,14 @@ import os, sys
 fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY)
 os.write(fd, b"c" * 65536)
 os.close(fd)
+"""
+FSYNC_ON_LINE = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY)
+os.write(fd, b"s" * 65536)
+print("written", flush=True)
+sys.stdin.readline()
+os.fsync(fd)
 """
 STAT = "import os, sys; os.path.exists(sys.argv[1])  # a LOOKUP; ENOENT is its answer"
 
@@ -104,11 +113,47 @@ def test_a_stalled_fsync_is_reported_with_its_path_mount_bdi_and_connection(tmp_
             assert {t["tid"] for t in servers[fx.pid]["threads"]} == {
                 int(t) for t in os.listdir(f"/proc/{fx.pid}/task")}
             assert child.poll() is None, "the fsync returned while its WRITE was stalled"
+            # the fixture holds the WRITE it read: its threads sleep, none in a /dev/fuse read
+            said = next(v for v in snap["verdict"]
+                        if v.startswith(f"Connection {fx.mount.connection} "))
+            assert f"({fx.mountpoint}, bdi {fx.mount.bdi})" in said
+            assert "asleep" in said and "in fsync" in said
+            assert f"{waiting} request(s) waiting for the server (fusectl)" in said
+            assert "are all asleep and none reads /dev/fuse" in said, said
         finally:
             fx.release()
             codes = _finish([child])
         assert codes == [0]
         assert all(t["tid"] != child.pid for t in _stuck_json()["tasks"])
+
+
+def test_a_stopped_server_is_named_as_the_cause(tmp_path) -> None:
+    """A server stopped with SIGSTOP while a fsync waits on its WRITE: the verdict says it is
+    stopped and how to resume it."""
+    with mounted(tmp_path / "mnt", Faults()) as fx:
+        # the file is opened and written while the server runs; fsync once it is stopped
+        child = subprocess.Popen([sys.executable, "-c", FSYNC_ON_LINE,
+                                  str(tmp_path / "mnt" / "f")], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            assert child.stdout.readline() == "written\n"
+            os.kill(fx.pid, signal.SIGSTOP)
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            try:
+                assert wait_until(lambda: asleep_in(child.pid, "fuse_fsync"), timeout=15), \
+                    f"the fsync never slept in fuse_fsync: {read_frames(child.pid, child.pid)}"
+                snap = _stuck_json()
+            finally:
+                os.kill(fx.pid, signal.SIGCONT)
+                codes = _finish([child])
+        finally:
+            os.kill(fx.pid, signal.SIGCONT)
+        said = next(v for v in snap["verdict"]
+                    if v.startswith(f"Connection {fx.mount.connection} "))
+        assert "is stopped (every thread in state T" in said, said
+        assert f"kill -CONT {fx.pid} resumes it" in said
+        assert codes == [0]
 
 
 def test_close_and_a_lookup_behind_a_single_threaded_server(tmp_path) -> None:
@@ -220,3 +265,65 @@ def test_kernel_threads_are_told_from_user_tasks() -> None:
     me = list(scan_tasks(None, tgids=[os.getpid()]))
     assert kthreadd and all(t.kernel_thread for t in kthreadd)
     assert me and not any(t.kernel_thread for t in me)
+
+
+def _snap(threads: list[dict], waiting: int | None = 3) -> dict:
+    """A snapshot with one fsync waiting on connection 40, its server's threads given."""
+    task = {"pid": 8606, "tid": 8606, "comm": "python3", "state": "D", "waits_on": "writeback",
+            "path": "fsync", "connection": 40, "asleep_s": 4.26}
+    server = {"pid": 900, "comm": "rclone", "match": "mountpoint in its command line",
+              "threads": [{"tid": 900 + i, "comm": "rclone", "flags": [], "reason": None,
+                           "asleep_s": None, **t} for i, t in enumerate(threads)]}
+    return {"tasks": [task], "connections": [
+        {"connection": 40, "waiting": waiting, "mounts": ["/mnt/x"], "bdi": "0:40",
+         "fstype": "fuse.rclone", "tasks": 1, "abort": "/sys/fs/fuse/connections/40/abort",
+         "servers": [server]},
+        {"connection": 41, "waiting": 0, "mounts": ["/mnt/idle"], "bdi": "0:41",
+         "fstype": "fuse.sshfs", "tasks": 0, "abort": "/sys/fs/fuse/connections/41/abort",
+         "servers": []}]}
+
+
+@pytest.mark.parametrize(("threads", "cause"), [
+    ([{"state": "T", "stack": ["do_signal_stop", "get_signal"]}] * 2,
+     "its server rclone[900] is stopped (every thread in state T: SIGSTOP, SIGTSTP or a "
+     "debugger), so nothing reads its requests; kill -CONT 900 resumes it"),
+    ([{"state": "S", "stack": ["do_epoll_wait", "__x64_sys_epoll_wait"]},
+      {"state": "S", "stack": ["futex_wait_queue", "futex_wait"]}],
+     "the 2 thread(s) of its server rclone[900] are all asleep and none reads /dev/fuse (in "
+     "do_epoll_wait < __x64_sys_epoll_wait; futex_wait_queue < futex_wait)"),
+    ([{"state": "S", "stack": ["fuse_dev_do_read", "fuse_dev_read", "vfs_read"]},
+      {"state": "S", "stack": ["futex_wait_queue", "futex_wait"]}],
+     "1 of the 2 thread(s) of its server rclone[900] wait in a /dev/fuse read"),
+    ([{"state": "D", "flags": ["SERVER_SELF_WAIT"], "reason": "reclaim (shrink_lruvec)",
+       "stack": ["reclaim_throttle", "shrink_lruvec", "shrink_node"]},
+      {"state": "S", "stack": ["fuse_dev_do_read", "fuse_dev_read"]}],
+     "server thread rclone[900] itself waits on writeback or reclaim (reclaim (shrink_lruvec): "
+     "reclaim_throttle < shrink_lruvec < shrink_node), which only its own answers can end "
+     "(SERVER_SELF_WAIT)"),
+])
+def test_stuck_verdict_names_the_likely_cause(threads: list[dict], cause: str) -> None:
+    snap = _snap(threads)
+    said = verdict(snap)
+    assert len(said) == 1, said  # the idle connection says nothing
+    assert said[0].startswith("Connection 40 (/mnt/x, bdi 0:40): 1 task(s) wait on it, "
+                              "python3[8606] asleep 4.3 s in fsync; 3 request(s) waiting for "
+                              "the server (fusectl). Likely cause: ")
+    assert cause in said[0]
+
+
+def test_stuck_verdict_without_waiters_or_server() -> None:
+    assert verdict({"tasks": [], "connections": []}) == ["Nothing waits on FUSE now."]
+    snap = _snap([])
+    snap["connections"][0]["servers"] = []
+    assert "no /dev/fuse holder matched its server" in verdict(snap)[0]
+
+
+def test_stuck_text_starts_with_the_verdict() -> None:
+    snap = {**_snap([{"state": "T", "stack": []}]), "kernel": "6.18", "time": "now",
+            "stacks_read": 3, "seconds": 0.01, "fusectl_mounted": True, "request_timeouts": None}
+    snap["verdict"] = verdict(snap)
+    snap["tasks"][0].update(mount="/mnt/x", bdi="0:40", syscall="fsync", file=None,
+                            mount_source="fd", server=False, kernel_thread=False,
+                            evidence="FUSE function in the stack", stack=["fuse_fsync"])
+    lines = render_text(snap).splitlines()
+    assert lines[2] == "Verdict" and lines[3].startswith("  Connection 40 (/mnt/x, bdi 0:40)")
