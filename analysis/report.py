@@ -56,6 +56,7 @@ from fusewb.analysis.vm import (
 from fusewb.analysis.waiting import stack_paths, unseen_waits, wait_paths
 from fusewb.contract import defaults
 from fusewb.contract.errors import FusewbError
+from fusewb.contract.extras import require
 from fusewb.contract.histogram import ERROR_TEXT, RELATIVE_ERROR
 
 __all__ = ["REPORT_VERSION", "FORMATS", "REPORT_QUESTIONS", "build_report", "render_text",
@@ -494,6 +495,8 @@ def render_report(
                           "holds", "use --engine pandas for html, or --format text/json")
     if scheduler and engine != "dask":
         raise FusewbError("--scheduler is for the dask engine", "add --engine dask")
+    if fmt == "html":
+        require("report")  # before the analysis, not after it
     cap = load_capture(capture_path, progress=progress)
     # every table is read now (pandas) or part by part: a corrupt one fails here, on one line
     scanned = run_scan(cap, threshold_ms, engine, scheduler, progress)

@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 from fusewb.bpf import source_dir
 from fusewb.contract import defaults, histogram
 from fusewb.contract.errors import FusewbError
+from fusewb.contract.extras import missing_bcc
 from fusewb.tracers.plan import ProbePlan
 
 if TYPE_CHECKING:
@@ -104,7 +105,10 @@ def _first_error_line(exc: Exception) -> str:
 
 def compile_program(plan: ProbePlan, options: BuildOptions) -> BPF:
     """Compile and load (bcc attaches the tracepoints); FusewbError on any failure."""
-    from bcc import BPF  # noqa: PLC0415 - heavy, only when tracing
+    try:
+        from bcc import BPF  # noqa: PLC0415 - heavy, only when tracing
+    except ImportError as exc:
+        raise missing_bcc(exc) from None
 
     from fusewb.tracers.headers import prepare_bcc_environment  # noqa: PLC0415
 
