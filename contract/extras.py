@@ -2,10 +2,11 @@
 
 The core install (``pip install fusewb``: click, pandas, pyarrow) runs ``fusewb trace``,
 ``stuck``, ``doctor`` and ``analyze`` (text and JSON). bcc is not on PyPI: it comes from the
-distribution (:data:`BCC_PACKAGES`). Everything else is an extra of pyproject.toml, declared here
-once with the top-level modules it provides; :func:`require` turns a missing one into
-``FusewbError`` (one line, exit 2) at the place that needs it, and the tests block these modules
-to prove the core commands import none of them.
+distribution (:data:`BCC_PACKAGES`), as do the kernel headers it compiles against
+(:data:`HEADERS_FIX`). Everything else is an extra of pyproject.toml, declared here once with the
+top-level modules it provides; :func:`require` turns a missing one into ``FusewbError`` (one
+line, exit 2) at the place that needs it, and the tests block these modules to prove the core
+commands import none of them.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ from dataclasses import dataclass
 
 from fusewb.contract.errors import FusewbError
 
-__all__ = ["BCC_PACKAGES", "EXTRAS", "Extra", "missing_bcc", "require"]
+__all__ = ["BCC_PACKAGES", "EXTRAS", "Extra", "HEADERS_FIX", "missing_bcc", "require"]
 
 # The distribution packages that provide bcc's Python module, as "command (distributions)".
 BCC_PACKAGES = ("apt-get install python3-bpfcc (Debian, Ubuntu)",
                 "dnf install python3-bcc (Fedora, RHEL)",
                 "pacman -S python-bcc (Arch)")
+# How a host gets the kernel headers bcc compiles against (tracers/headers.py finds them).
+HEADERS_FIX = ("install the running kernel's headers: apt-get install linux-headers-$(uname -r) "
+               "(Debian, Ubuntu), dnf install kernel-devel-$(uname -r) (Fedora, RHEL), "
+               "or modprobe kheaders where the kernel has it")
 
 
 @dataclass(frozen=True)

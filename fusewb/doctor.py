@@ -67,7 +67,7 @@ def _verify(chosen: ProbePlan) -> tuple[dict | None, tuple[str, str] | None]:
 def diagnose(test_loads: bool = True, defines: Mapping[str, str] | None = None) -> Diagnosis:
     """Collect the evidence (imports bcc lazily; safe to call without root). ``defines`` are
     added to the plan's before the verification compile (tests force a failing one)."""
-    from fusewb.contract.extras import missing_bcc  # noqa: PLC0415
+    from fusewb.contract.extras import HEADERS_FIX, missing_bcc  # noqa: PLC0415
     from fusewb.tracers.features import probe_features  # noqa: PLC0415
     from fusewb.tracers.mounts import fuse_mounts  # noqa: PLC0415
 
@@ -82,7 +82,7 @@ def diagnose(test_loads: bool = True, defines: Mapping[str, str] | None = None) 
         error = missing_bcc(bcc_error)
         problems.append((error.problem, error.fix or ""))
     if feats.headers is None:
-        problems.append(("no kernel headers for bcc", "apt-get install linux-headers-amd64 (or run 'make setup')"))
+        problems.append(("no kernel headers for bcc", HEADERS_FIX))
     wait_tp = feats.tracepoints.get("writeback:folio_wait_writeback") or feats.tracepoints.get(
         "writeback:wait_on_page_writeback"
     )

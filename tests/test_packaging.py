@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fusewb.analysis.synthetic import synthetic_capture
-from fusewb.contract.extras import EXTRAS
+from fusewb.contract.extras import BCC_PACKAGES, EXTRAS
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -24,17 +24,24 @@ BLOCKED = sorted(m for extra in EXTRAS.values() for m in extra.modules)
 # Installs every extra: the development set (make setup) and the all-in-one.
 AGGREGATES = {"all", "test"}
 
-# A sitecustomize that makes the modules of every extra unimportable, as on a core-only install.
-BLOCKER = f'''
+
+
+def _blocking_env(site: Path, modules: list[str]) -> dict[str, str]:
+    """The environment of a Python where ``modules`` are not installed: a sitecustomize in
+    ``site`` whose meta-path finder raises ModuleNotFoundError for them."""
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(f'''
 import importlib.abc, sys
-BLOCKED = {BLOCKED!r}
+BLOCKED = {modules!r}
 class Blocker(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
             raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)", name=name)
         return None
 sys.meta_path.insert(0, Blocker())
-'''
+''')
+    return dict(os.environ, PYTHONPATH=str(site))
+
 # One command line per extra that needs it ({cap}: a capture, {tmp}: a scratch folder).
 NEEDS = {
     "fixture": ["fixture", "mount", "{tmp}/mnt"],
@@ -91,12 +98,10 @@ def test_pyproject_declares_the_extras_of_contract() -> None:
 
 @pytest.fixture(scope="module")
 def blocked(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], Path]:
-    """The environment of a core-only install, and a small synthetic capture."""
+    """The environment of a core-only install (every extra's modules blocked), and a small
+    synthetic capture."""
     tmp = tmp_path_factory.mktemp("core")
-    (tmp / "site").mkdir()
-    (tmp / "site" / "sitecustomize.py").write_text(BLOCKER)
-    env = dict(os.environ, PYTHONPATH=str(tmp / "site"))
-    return env, synthetic_capture(tmp / "cap", 2000, 500, seed=3)
+    return _blocking_env(tmp / "site", BLOCKED), synthetic_capture(tmp / "cap", 2000, 500, seed=3)
 
 
 def _fusewb(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -140,3 +145,14 @@ def test_missing_extra_is_one_line(blocked: tuple[dict[str, str], Path], tmp_pat
     assert len(lines) == 1, done.stderr
     assert f"need the '{extra}' extra" in lines[0] and f"pip install 'fusewb[{extra}]'" in lines[0]
     assert not (tmp_path / "mnt").exists(), "fixture mount went on without its extra"
+
+
+def test_missing_bcc_names_the_distribution_packages(tmp_path: Path) -> None:
+    env = _blocking_env(tmp_path / "site", ["bcc"])
+    done = subprocess.run(
+        [sys.executable, "-c", "from fusewb.tracers.program import compile_program\n"
+         "from fusewb.contract.errors import FusewbError\n"
+         "try:\n    compile_program(None, None)\nexcept FusewbError as exc:\n    print(exc)"],
+        env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.startswith("bcc is not importable (No module named 'bcc'")
+    assert all(package in done.stdout for package in BCC_PACKAGES), done.stdout
