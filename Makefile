@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 FUSEWB := $(VENV)/bin/fusewb
 DEMO_OUT ?= /tmp/fusewb-demo
 
-.PHONY: setup demo test soak bench clean
+.PHONY: setup demo test soak bench dist clean
 
 setup:
 	@scripts/setup.sh
@@ -32,5 +32,9 @@ soak:
 bench: setup
 	$(PY) -m bench
 
+# sdist, wheel, a wheelhouse of the core dependencies and one .pyz for this Python (scripts/dist.sh)
+dist: setup
+	@scripts/dist.sh dist
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

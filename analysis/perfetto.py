@@ -46,6 +46,7 @@ import pandas as pd
 from fusewb.analysis.capture import Capture
 from fusewb.analysis.histograms import row_thresholds
 from fusewb.contract.errors import FusewbError
+from fusewb.contract.extras import require
 
 __all__ = ["export_perfetto", "choose_host", "read_trace", "ExportSummary", "TraceContents",
            "PAGE_BYTES"]
@@ -374,6 +375,7 @@ def _annotate(track_event: Any, args: dict[str, Any]) -> None:
 def export_perfetto(cap: Capture, output: Path, host: str | None = None) -> ExportSummary:
     """Write ``cap`` (one host of it: ``host``, required when it holds several) as a Perfetto
     trace to ``output`` (see the module docstring); what was written."""
+    require("perfetto")
     from perfetto.trace_builder.proto_builder import StreamingTraceProtoBuilder  # noqa: PLC0415
 
     chosen = choose_host(cap, host)

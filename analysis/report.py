@@ -62,6 +62,7 @@ from fusewb.analysis.vm import (
 from fusewb.analysis.waiting import stack_paths, unseen_waits, wait_paths
 from fusewb.contract import defaults
 from fusewb.contract.errors import FusewbError
+from fusewb.contract.extras import require
 from fusewb.contract.histogram import ERROR_TEXT, RELATIVE_ERROR
 
 __all__ = ["REPORT_VERSION", "FORMATS", "REPORT_QUESTIONS", "build_report", "render_text",
@@ -531,6 +532,8 @@ def render_report(
         raise FusewbError(f"unknown report format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     if scheduler and engine != "dask":
         raise FusewbError("--scheduler is for the dask engine", "add --engine dask")
+    if fmt == "html":
+        require("report")  # before the analysis, not after it
     cap = load_capture(capture_path, progress=progress)
     engine = choose_engine(cap, engine)
     # every table is read now (pandas) or part by part: a corrupt one fails here, on one line

@@ -73,6 +73,7 @@ from fusewb.analysis.waiting import (
 )
 from fusewb.contract import defaults
 from fusewb.contract.errors import FusewbError
+from fusewb.contract.extras import require
 from fusewb.contract.schema import TABLE_SPECS, TABLES
 
 __all__ = ["ENGINES", "Scan", "scan", "BIG_TABLES", "READ_COLUMNS", "CONNECT_TIMEOUT_S"]
@@ -314,6 +315,7 @@ def _scan(cap: Capture, threshold_ms: float, declared: tuple[Flag, ...], run: Ru
 def _dask_client(scheduler: str | None) -> Iterator[Any]:
     """A client of the scheduler at ``scheduler``, or of a local cluster of LOCAL_WORKERS
     single-threaded worker processes closed on exit."""
+    require("dask")
     from dask.distributed import Client, LocalCluster  # noqa: PLC0415 (heavy, dask only)
 
     if scheduler:

@@ -44,11 +44,11 @@ class Diagnosis:
         }
 
 
-def _bcc_importable() -> str | None:
+def _bcc_import_error() -> ImportError | None:
     try:
         import bcc  # noqa: F401, PLC0415
     except ImportError as exc:
-        return str(exc)
+        return exc
     return None
 
 
@@ -67,6 +67,7 @@ def _verify(chosen: ProbePlan) -> tuple[dict | None, tuple[str, str] | None]:
 def diagnose(test_loads: bool = True, defines: Mapping[str, str] | None = None) -> Diagnosis:
     """Collect the evidence (imports bcc lazily; safe to call without root). ``defines`` are
     added to the plan's before the verification compile (tests force a failing one)."""
+    from fusewb.contract.extras import HEADERS_FIX, missing_bcc  # noqa: PLC0415
     from fusewb.tracers.features import probe_features  # noqa: PLC0415
     from fusewb.tracers.mounts import fuse_mounts  # noqa: PLC0415
 
@@ -76,11 +77,12 @@ def diagnose(test_loads: bool = True, defines: Mapping[str, str] | None = None) 
         problems.append(("not running as root", "run fusewb doctor/trace as root (sudo)"))
     if not feats.tracefs.ok:
         problems.append(("tracefs is not mounted", "mount -t tracefs nodev /sys/kernel/tracing"))
-    bcc_error = _bcc_importable()
+    bcc_error = _bcc_import_error()
     if bcc_error:
-        problems.append((f"bcc is not importable ({bcc_error})", "run 'make setup' (Debian python3-bpfcc)"))
+        error = missing_bcc(bcc_error)
+        problems.append((error.problem, error.fix or ""))
     if feats.headers is None:
-        problems.append(("no kernel headers for bcc", "apt-get install linux-headers-amd64 (or run 'make setup')"))
+        problems.append(("no kernel headers for bcc", HEADERS_FIX))
     wait_tp = feats.tracepoints.get("writeback:folio_wait_writeback") or feats.tracepoints.get(
         "writeback:wait_on_page_writeback"
     )

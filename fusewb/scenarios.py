@@ -32,6 +32,7 @@ from fusewb.command import Command
 from fusewb.contract import defaults
 
 from fusewb.contract.errors import FusewbError
+from fusewb.contract.extras import require
 from fusewb.contract.worker import Worker
 
 __all__ = ["Scenario", "SCENARIOS", "ScenarioOutcome", "RANGES", "run_scenario", "run", "temp_pages"]
@@ -509,6 +510,9 @@ def run(scenarios: tuple[str, ...], keep: Path | None, fmt: str, threshold_ms: f
     chosen = _selected(scenarios)
     if os.geteuid() != 0:
         raise FusewbError("fusewb run needs root (BPF, FUSE mounts, cgroups)", "run it with sudo")
+    if fmt == "html":
+        require("report")  # before any scenario, not after the first
+    require("fixture")
     if keep is not None:
         # a new folder per run: earlier captures in --keep are never overwritten
         keep.mkdir(parents=True, exist_ok=True)

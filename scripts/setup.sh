@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for fusewb on Debian 12 as root: apt packages, a virtualenv from the system
 # Python 3.11 (which can import bcc from python3-bpfcc), and fusewb installed editable with its
-# test extras. A second run checks stamps and returns in well under a second.
+# test extra (every extra of pyproject.toml, the test tools and make dist's build and shiv). A second
+# run checks stamps and returns in well under a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${FUSEWB_VENV:-.venv}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusewb.contract.errors import FusewbError
+from fusewb.contract.extras import HEADERS_FIX
 
 __all__ = ["HeaderTree", "cache_root", "find_header_tree", "prepare_bcc_environment"]
 
@@ -116,7 +117,7 @@ def prepare_bcc_environment() -> HeaderTree:
         raise FusewbError(
             "no kernel headers for bcc: no /lib/modules/$(uname -r)/build, no "
             "/sys/kernel/kheaders.tar.xz and no Debian linux-headers package",
-            "run 'make setup' (installs linux-headers-amd64)",
+            HEADERS_FIX,
         )
     if tree.kind == "debian-fallback":
         os.environ["BCC_KERNEL_SOURCE"] = str(tree.path)

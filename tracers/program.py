@@ -2,13 +2,15 @@
 attach by itself (kprobes), and render the C for ``fusewb trace --ebpf``.
 
 bcc attaches ``TRACEPOINT_PROBE`` and ``RAW_TRACEPOINT_PROBE`` programs when it loads them;
-``BPF.cleanup()`` detaches everything. :func:`verify_program` (``fusewb doctor``) compiles the same
+``BPF.cleanup()`` detaches everything; :func:`release_compile_memory` returns the compile's heap. :func:`verify_program` (``fusewb doctor``) compiles the same
 program and loads each of its programs into the verifier without attaching any.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import os
 import re
 import sys
@@ -22,13 +24,15 @@ from typing import IO, TYPE_CHECKING, Any
 from fusewb.bpf import source_dir
 from fusewb.contract import defaults, histogram
 from fusewb.contract.errors import FusewbError
+from fusewb.contract.extras import missing_bcc
 from fusewb.tracers.plan import ProbePlan
 
 if TYPE_CHECKING:
     from bcc import BPF
 
 __all__ = ["BPF_DIR", "MAIN_SOURCE", "BuildOptions", "cflags", "ebpf_text", "compile_program",
-           "attach_kprobes", "detach_probes", "kprobe_function_names", "verify_program"]
+           "attach_kprobes", "detach_probes", "kprobe_function_names", "release_compile_memory",
+           "verify_program"]
 
 BPF_DIR = source_dir()
 MAIN_SOURCE = BPF_DIR / "fusewb.bpf.c"
@@ -110,7 +114,10 @@ def _first_error_line(exc: Exception) -> str:
 
 def compile_program(plan: ProbePlan, options: BuildOptions) -> BPF:
     """Compile and load (bcc attaches the tracepoints); FusewbError on any failure."""
-    from bcc import BPF  # noqa: PLC0415 - heavy, only when tracing
+    try:
+        from bcc import BPF  # noqa: PLC0415 - heavy, only when tracing
+    except ImportError as exc:
+        raise missing_bcc(exc) from None
 
     from fusewb.tracers.headers import prepare_bcc_environment  # noqa: PLC0415
 
@@ -122,6 +129,16 @@ def compile_program(plan: ProbePlan, options: BuildOptions) -> BPF:
             f"bcc could not compile or attach fusewb's BPF program ({_first_error_line(exc)})",
             "run 'fusewb doctor' and 'fusewb trace --ebpf' to see the plan and the C",
         ) from None
+
+
+def release_compile_memory() -> None:
+    """Give back what bcc's compile freed: clang and LLVM build the program on the C heap and free
+    most of it once it is loaded, but glibc keeps freed heap mapped; ``malloc_trim(0)`` returns it
+    to the kernel (a no-op without glibc). Call once the program is loaded and attached."""
+    gc.collect()
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def _program_names(plan: ProbePlan) -> list[tuple[str, str]]:

@@ -171,7 +171,11 @@ class Tracer:
     def start(self) -> None:
         """Load, attach, open the capture; returns once tracing is live. On any failure
         everything attached is detached again and nothing of the capture is left."""
-        from fusewb.tracers.program import attach_kprobes, compile_program  # noqa: PLC0415
+        from fusewb.tracers.program import (  # noqa: PLC0415
+            attach_kprobes,
+            compile_program,
+            release_compile_memory,
+        )
 
         self._validate()
         CaptureWriter.check_new(self.options.output)  # before the slow compile
@@ -192,6 +196,7 @@ class Tracer:
             self.bpf.cleanup()
             self.bpf = None
             raise
+        release_compile_memory()
         self.options.live(WAIT_HEADER)
 
     def _initial_meta(self, start_epoch_ns: int) -> dict[str, Any]:
