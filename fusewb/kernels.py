@@ -277,6 +277,8 @@ def _cell(outcome: dict) -> str:
     waits = sorted(outcome.get("waits") or [], key=lambda w: -w["max_ms"])
     where = "; ".join(f"{w['path']} x{w['count']}, max {w['max_ms']:.0f} ms" for w in waits[:2]) or "no wait"
     flags = ", ".join(outcome.get("flags") or []) or "no flag"
+    if outcome.get("not_checked"):
+        flags += " (" + ", ".join(outcome["not_checked"]) + " not checked here)"
     lacking = [*(outcome.get("missing") or []), *(repr(p) for p in outcome.get("verdict_missing") or [])]
     mark = "" if outcome.get("ok") else "**NOT as expected** (missing " + ", ".join(lacking) + "): "
     return f"{mark}{where}; {flags}"

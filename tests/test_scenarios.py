@@ -307,6 +307,24 @@ def test_list_states_each_kernel_ranges_expectation_and_results_are_written(tmp_
     assert [s["scenario"] for s in doc["scenarios"]] == ["msync-slow", "hot-unplug"]
     assert doc["scenarios"][0] == {"scenario": "msync-slow", "ok": True, "flags": ["BLOCKED_WAIT"],
                                    "expected_flags": ["BLOCKED_WAIT"], "missing": [], "verdict_missing": [],
+                                   "not_checked": [],
                                    "foreign_bdi_flags": [],
                                    "waits": [{"path": "fsync", "count": 3, "max_ms": 250.0}], "seconds": 36.0}
     assert doc["scenarios"][1]["missing"] == ["MIGRATION_WAIT", "BLOCKED_WAIT"] and not doc["scenarios"][1]["ok"]
+
+
+def test_expected_flags_a_kernel_cannot_check_are_said_not_missed() -> None:
+    """5.10 traces no requests (the fuse module has no BTF): sync-stalled's STALLED_REQUEST and
+    the verdict's words on the server's answers are not asked for there, and the outcome says so."""
+    from fusewb.scenarios import SCENARIOS, ScenarioOutcome
+
+    why = "the capture has no requests events"
+    outcome = ScenarioOutcome(SCENARIOS["sync-stalled"], Path("cap"), "", None, frozenset({"DIRTY_THROTTLE"}), [],
+                              "load", [], "5.10.0-46-amd64", temp_pages=True, report_verdict="nothing to say",
+                              not_checked={"STALLED_REQUEST": why})
+    assert outcome.ok and outcome.expected_flags == () and outcome.unchecked_flags == ["STALLED_REQUEST"]
+    assert f"expected STALLED_REQUEST not checked on this kernel: {why}" in outcome.verdict()
+    assert outcome.result()["not_checked"] == ["STALLED_REQUEST"]
+    checked = ScenarioOutcome(SCENARIOS["sync-stalled"], Path("cap"), "", None, frozenset({"STALLED_REQUEST"}), [],
+                              "load", [], "6.1.0-57-amd64", temp_pages=True, report_verdict="STALLED_REQUEST")
+    assert not checked.ok and checked.verdict_missing == ["answered none of"]
