@@ -33,7 +33,7 @@ import click
 from fusewb.command import Command
 from fusewb.tracers.headers import cache_root
 
-__all__ = ["Series", "MATRIX", "Kernel", "matrix_kernels", "fetch", "release_key", "series_of",
+__all__ = ["Series", "MATRIX", "HELD_IN_SMALL_GUESTS", "GUEST_ENVIRONMENT", "Kernel", "matrix_kernels", "fetch", "release_key", "series_of",
            "kernel_table", "main"]
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -57,6 +57,17 @@ class Series:
     package: str
     role: str
     why: str
+    # scenarios `fusewb run` leaves out in this series' guest, and why (the guest environment)
+    scenarios_held: tuple[str, ...] = ()
+    held_why: str | None = None
+
+
+HELD_IN_SMALL_GUESTS = ("sync-stalled", "hot-unplug", "self-wait")
+GUEST_ENVIRONMENT = ("in a 3 GiB guest the FUSE mount's 1% strictlimit share of the dirty limit "
+                     "(~5 MiB) parks sync-stalled's and hot-unplug's writers in balance_dirty_pages until the "
+                     "server is released, and the guest's cgroup v2 memory.high never takes self-wait's "
+                     "server into reclaim_throttle (run 2026-12-04: 3 of 7 scenarios NOT as expected on "
+                     "6.17.13 and 7.3.4 for these reasons, the other 4 as expected)")
 
 
 MATRIX: tuple[Series, ...] = (
@@ -68,9 +79,9 @@ MATRIX: tuple[Series, ...] = (
     Series("6.12", ("trixie",), r"linux-image-(?P<release>6\.12\.\d+\+deb\d+-amd64)", "conformance",
            "Debian 13: temp pages, fuse tracepoints with the send before unique is assigned"),
     Series("6.17", ("trixie-backports",), r"linux-image-(?P<release>6\.17\.\d+\+deb\d+-amd64)",
-           "conformance", "no temp pages, iomap writeback, the early send"),
+           "conformance", "no temp pages, iomap writeback, the early send", HELD_IN_SMALL_GUESTS, GUEST_ENVIRONMENT),
     Series("7.x", ("trixie-backports", "sid"), r"linux-image-(?P<release>7\.\d+\.\d+\+deb\d+-amd64)",
-           "full", "the newest in the archive"),
+           "full", "the newest in the archive", HELD_IN_SMALL_GUESTS, GUEST_ENVIRONMENT),
 )
 
 
@@ -308,6 +319,10 @@ def kernel_table(results: Path) -> str:
             cells.append(_cell(found[0]) if found else "not run")
         lines.append("| " + " | ".join(cells) + " |")
     pages = {s.name: ("temp pages" if d["temp_pages"] else "no temp pages") for s, d in columns if d}
+    for series, _doc in columns:
+        if series.scenarios_held:
+            lines.append("")
+            lines.append(f"{series.name}: {', '.join(series.scenarios_held)} not run in its guest: {series.held_why}.")
     lines.append("")
     lines.append("Each cell: the kernel paths the fixture's writers waited in (count, longest wait), then the "
                  "flags raised on the fixture's bdi."
@@ -365,11 +380,14 @@ def list_command(as_json: bool) -> None:
         kernel = here.get(series.name)
         if as_json:
             click.echo(json.dumps({"series": series.name, "role": series.role, "why": series.why,
+                                   "scenarios_held": list(series.scenarios_held), "held_why": series.held_why,
                                    "release": kernel.release if kernel else None,
                                    "image": str(kernel.image) if kernel else None}))
         else:
             where = f"{kernel.release} ({kernel.image})" if kernel else "not here"
             click.echo(f"{series.name:5} {series.role:11} {where}: {series.why}")
+            if series.scenarios_held:
+                click.echo(f"      not run here: {', '.join(series.scenarios_held)}: {series.held_why}")
 
 
 @main.command("table", cls=Command)

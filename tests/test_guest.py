@@ -32,6 +32,8 @@ def test_finished_guest_stages_are_read_from_its_output(tmp_path: Path) -> None:
     assert "-m guest " in script and "'x y'" in script and "fusewb run all" in script
     assert "fusewb doctor" in script and f"--results {tmp_path}/results-$(uname -r).json" in script
     assert "-m conformance " in guest._script(tmp_path, [], run_all=False, role="conformance")
+    held = guest._script(tmp_path, [], run_all=True, held=("sync-stalled", "hot-unplug", "self-wait"))
+    assert "fusewb run msync-slow close-slow reclaim-memcg dirty-throttle --keep" in held
     assert guest.GuestResult("r", "tcg", 0.0, pytest_rc=0, doctor_rc=0, run_all_rc=0).ok
     assert not guest.GuestResult("r", "tcg", 0.0, pytest_rc=0, doctor_rc=2, run_all_rc=0).ok
     cmd = guest._command(Path("/boot/vmlinuz-x"), tmp_path, tmp_path / "s.sh", False, 2, "3G")

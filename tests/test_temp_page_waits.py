@@ -30,6 +30,7 @@ import pytest
 
 from fusewb.analysis import flags, load_capture
 from fusewb.fixtures.faults import Faults
+from fusewb.scenarios import temp_pages
 from fusewb.tracers.procscan import read_frames
 from fusewb.fixtures.manage import Fixture
 from tests.fixture_helpers import asleep_in, mounted, wait_until
@@ -165,14 +166,13 @@ def test_fsync_close_and_mkwrite_behind_slow_writes_are_waits_and_stalled_writes
     report = json.loads(result.stdout)
     kernel = platform.release()
     blocked = [f for f in report["flags"] if f["flag"] == "BLOCKED_WAIT" and f["pid"] == os.getpid()]
-    meta = json.loads((cap / "meta.json").read_text())
     for path, seconds in took.items():
         waits = [f for f in blocked if f["path"] == path and f["ino"] == inodes[path]]
         assert waits, f"{kernel}: no BLOCKED_WAIT on the {path} path ({seconds:.2f} s); flags {blocked}"
         assert ACTIONS[path][2] * LATENCY_MS <= waits[0]["duration_ms"] <= seconds * 1000 + 50, (kernel, seconds, waits)
         stack = waits[0]["evidence"]  # "1 wait, worst N ms at T: frame < caller < ..."
         assert ACTIONS[path][1] in stack, (kernel, stack)
-        if "kprobe:fuse_set_nowrite" in meta["probes"]:
+        if temp_pages():
             # the temp-page era's waits: inside fuse.ko, not in folio_wait_writeback
             inside = "fuse_wait_on_page_writeback" if path == "page_mkwrite" else "fuse_set_nowrite"
             assert inside in stack, (kernel, stack)
