@@ -314,9 +314,10 @@ def kernel_table(results: Path) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name in names:
         cells = [f"`{name}`"]
-        for _series, doc in columns:
+        for series, doc in columns:
             found = [o for o in (doc or {}).get("scenarios", []) if o["scenario"] == name]
-            cells.append(_cell(found[0]) if found else "not run")
+            held = name in series.scenarios_held
+            cells.append(_cell(found[0]) if found else "held back in this guest (below)" if held else "not run")
         lines.append("| " + " | ".join(cells) + " |")
     pages = {s.name: ("temp pages" if d["temp_pages"] else "no temp pages") for s, d in columns if d}
     for series, _doc in columns:
