@@ -58,12 +58,9 @@ def export(capture: Path, perfetto: bool, folded: bool, output: Path | None,
     if folded:
         if host is not None:
             choose_host(cap, host)
-        from fusewb.analysis.flame import WEIGHT_UNIT, folded_lines, stack_weights  # noqa: PLC0415
+        from fusewb.analysis.flame import WEIGHT_UNIT, folded_text  # noqa: PLC0415
 
-        weights = stack_weights(cap)
-        if host is not None:
-            weights = weights[weights["host"] == host]
-        text = "".join(f"{line}\n" for line in folded_lines(weights))
+        text = folded_text(cap, host)
         if output is None:
             sys.stdout.write(text)
             return

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -27,7 +26,7 @@ from fusewb.analysis.histograms import histogram_hosts
 from fusewb.analysis.paths import clean_frames
 from fusewb.analysis.waiting import stack_paths
 
-__all__ = ["stack_weights", "folded_lines", "write_folded", "flame_rects", "FlameRect",
+__all__ = ["stack_weights", "folded_lines", "folded_text", "flame_rects", "FlameRect",
            "flame_figure", "WEIGHT_UNIT"]
 
 WEIGHT_UNIT = "microseconds waited"
@@ -107,15 +106,12 @@ def folded_lines(weights: pd.DataFrame) -> list[str]:
     return [f"{key} {max(total // 1000, 1)}" for key, total in totals.items() if total > 0]
 
 
-def write_folded(cap: Capture, out: Path, host: str | None = None) -> int:
-    """Write the collapsed stacks of ``cap``'s waits (of ``host`` only when given) to ``out``;
-    the number of stacks written."""
+def folded_text(cap: Capture, host: str | None = None) -> str:
+    """The collapsed stacks of ``cap``'s waits (of ``host`` only when given), a line each."""
     weights = stack_weights(cap)
     if host is not None:
         weights = weights[weights["host"] == host]
-    lines = folded_lines(weights)
-    out.write_text("".join(f"{line}\n" for line in lines))
-    return len(lines)
+    return "".join(f"{line}\n" for line in folded_lines(weights))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+import pandas as pd
+
 from fusewb.analysis.capture import Capture
 from fusewb.analysis.findings import FLAG_KINDS
 from fusewb.analysis.flame import WEIGHT_UNIT, flame_figure, stack_weights
@@ -99,18 +101,12 @@ def _figures(cap: Capture, report: dict[str, Any]) -> tuple[str, str, str]:
     from bokeh.embed import components  # noqa: PLC0415
     from bokeh.resources import Resources  # noqa: PLC0415
 
-    waits = longest_waits(cap) if cap.recorded("waits") else None
-    requests = longest_requests(cap) if cap.recorded("requests") else None
-    import pandas as pd  # noqa: PLC0415
-
-    timeline = timeline_figure(cap, waits if waits is not None else pd.DataFrame(),
-                               requests if requests is not None else pd.DataFrame(),
-                               report["threshold_ms"]) \
-        if waits is not None or requests is not None else None
-    weights = stack_weights(cap) if cap.recorded("waits") else None
+    waits = longest_waits(cap) if cap.recorded("waits") else pd.DataFrame()
+    requests = longest_requests(cap) if cap.recorded("requests") else pd.DataFrame()
+    timeline = timeline_figure(cap, waits, requests, report["threshold_ms"])  # None: nothing to draw
+    weights = stack_weights(cap) if cap.recorded("waits") else pd.DataFrame()
     flame = flame_figure(weights, "Where tasks waited: kernel stacks of the waits on FUSE "
-                         "writeback, width = time waited (hover a frame; scroll to zoom)") \
-        if weights is not None else None
+                         "writeback, width = time waited (hover a frame; scroll to zoom)")
     shown = {k: f for k, f in (("timeline", timeline), ("flame", flame)) if f is not None}
     if not shown:
         return "", "<p>nothing to draw</p>", "<p>no waits</p>"

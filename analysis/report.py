@@ -48,6 +48,7 @@ from fusewb.analysis.histograms import histogram_hosts, row_thresholds
 from fusewb.analysis.paths import PATH_MECHANISMS
 from fusewb.analysis.requests import request_totals, requests_by_opcode
 from fusewb.analysis.rules import flag_needs
+from fusewb.analysis.scan import BIG_TABLES
 from fusewb.analysis.scan import scan as run_scan
 from fusewb.analysis.scanned import Scan
 from fusewb.analysis.tables import kernel_ino
@@ -498,8 +499,8 @@ class RenderedReport:
 
 
 def capture_bytes(cap: Capture) -> int:
-    """Bytes on disk of the big tables' parts (waits, requests) of every host of ``cap``."""
-    return sum(part.stat().st_size for src in cap.sources for table in ("waits", "requests")
+    """Bytes on disk of the big tables' parts (``BIG_TABLES``: waits, requests) of every host of ``cap``."""
+    return sum(part.stat().st_size for src in cap.sources for table in BIG_TABLES
                for part in src.table_files(table))
 
 

@@ -198,9 +198,7 @@ def table_from(name: str, data: TableData) -> pa.Table:
 
 def _histogram(durations: np.ndarray) -> dict[str, Any]:
     """count, total_ns, max_ns and buckets of exact durations, as meta.json holds them."""
-    hist = Histogram.of_values(durations)
-    return {"count": hist.count, "total_ns": hist.total_ns, "max_ns": hist.max_ns,
-            "buckets": hist.meta_buckets()}
+    return Histogram.of_values(durations).to_meta()
 
 
 def _ended(tables: list[pa.Table], columns: list[str]) -> dict[str, np.ndarray]:

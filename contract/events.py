@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from fusewb.contract.tracepoints import TRACEPOINT_GROUPS
 
 __all__ = ["EventKind", "VmKind", "EVENT_KINDS", "VM_EVENT_KINDS", "STACKS_FROM", "event_kind",
-           "FUSE_WAIT_FUNCTIONS", "REQUEST_KPROBES"]
+           "FUSE_WAIT_FUNCTIONS", "REQUEST_KPROBES", "OLDER_NAMES"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,11 @@ FUSE_WAIT_FUNCTIONS: list[str] = ["fuse_set_nowrite", "fuse_wait_on_page_writeba
 # queued (unique assigned), read by a server thread, answered. All three or none; with the
 # tracepoints (raw, keyed on the request) only fuse_dev_do_read, for the server's readers.
 REQUEST_KPROBES: list[str] = ["queue_request_and_unlock", "fuse_dev_do_read", "fuse_request_end"]
+
+# Pre-folio names (before 5.16-6.2) of functions the kprobe plan probes: the same place in the
+# kernel, so a probe on the first attaches to the second where only that is in kallsyms (5.10).
+OLDER_NAMES: dict[str, str] = {"folio_wait_writeback": "wait_on_page_writeback",
+                               "shrink_folio_list": "shrink_page_list"}
 
 EVENT_KINDS: tuple[EventKind, ...] = (
     # timed by kprobes on folio_wait_writeback or in fuse.ko where kprobes attach

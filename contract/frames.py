@@ -11,8 +11,8 @@ from __future__ import annotations
 
 __all__ = [
     "TRACING_FRAME_PREFIXES", "STACK_NOISE_FRAMES", "WAIT_MACHINERY_PREFIXES",
-    "REQUEST_FRAMES", "WRITEBACK_FRAMES", "PAGE_LOCK_FRAMES", "LOCK_FRAMES", "TEMP_PAGE_FRAMES",
-]
+    "REQUEST_FRAMES", "DEV_READ_FRAMES", "WRITEBACK_FRAMES", "PAGE_LOCK_FRAMES", "LOCK_FRAMES",
+    "TEMP_PAGE_FRAMES"]
 
 # Frames of the tracing machinery on top of a tracepoint's stack when several programs share the
 # tracepoint (the static call goes through __traceiter_*): dropped so the traced function is first.
@@ -34,6 +34,8 @@ WAIT_MACHINERY_PREFIXES = ("folio_wait", "wait_on_page", "__filemap_fdatawait", 
 
 # What a stack waits on, checked in this order; names are normalised (analysis.paths).
 REQUEST_FRAMES = frozenset("request_wait_answer fuse_get_req fuse_simple_request".split())
+# a FUSE server thread waiting for the next request on /dev/fuse (fusewb stuck's verdict)
+DEV_READ_FRAMES = frozenset("fuse_dev_do_read fuse_dev_read fuse_dev_splice_read".split())
 WRITEBACK_FRAMES = frozenset(
     "folio_wait_writeback wait_on_page_writeback folio_wait_stable wait_for_stable_page "
     "filemap_fdatawait_range filemap_fdatawait_keep_errors filemap_fdatawait_range_keep_errors "

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -127,6 +128,11 @@ class Histogram:
     def meta_buckets(self) -> list[list[int]]:
         """The buckets as ``meta.json`` stores them: ``[index, count]`` pairs, by index."""
         return [[i, n] for i, n in sorted(self.buckets.items()) if n]
+
+    def to_meta(self) -> dict[str, Any]:
+        """This histogram as a ``meta.json`` entry holds it (the inverse of :meth:`from_meta`)."""
+        return {"count": self.count, "total_ns": self.total_ns, "max_ns": self.max_ns,
+                "buckets": self.meta_buckets()}
 
     def quantile_ns(self, q: float) -> float:
         """The ``q`` quantile (0..1, nearest rank) in nanoseconds: the midpoint of its bucket

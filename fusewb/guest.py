@@ -3,7 +3,7 @@ Debian 12's 6.1 from /boot, 5.10, 6.12, 6.17 and the newest 7.x fetched from Deb
 with this machine's userspace under virtme-ng and qemu, and run there ``fusewb doctor``, the
 kernel-dependent tests (pytest marker ``guest`` where the kernel's role is full, ``conformance``
 elsewhere; the lists are in tests/conftest.py) and ``fusewb run all``, whose per-scenario
-outcomes go to ``results-<release>.json`` (README's kernel table: scripts/kernel_table.py).
+outcomes go to ``results-<release>.json`` (README's kernel table: ``python -m fusewb.kernels table``).
 
 Every result names its kernel: a junit file ``junit-<release>.xml`` per kernel in ``--out``, each
 guest output line prefixed with ``[<release>]``, and one summary line per kernel with its time,
@@ -27,7 +27,6 @@ import collections
 import contextlib
 import fcntl
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -42,7 +41,7 @@ from pathlib import Path
 
 import click
 from fusewb.command import Command
-from fusewb.kernels import MATRIX, Kernel, Series, matrix_kernels
+from fusewb.kernels import MATRIX, Kernel, Series, matrix_kernels, release_of_image
 from fusewb.scenarios import SCENARIOS
 
 __all__ = ["GuestResult", "hardware_virtualization", "run_guest", "main"]
@@ -82,7 +81,7 @@ class GuestResult:
 def _given_kernel(image: Path) -> Kernel:
     """A kernel named by its image (``--kernel``): /boot/vmlinuz-<release> or
     .../modules/<release>/vmlinuz; it runs the full list."""
-    release = image.parent.name if image.name == "vmlinuz" else image.name.removeprefix("vmlinuz-")
+    release = release_of_image(image)
     return Kernel(Series(release, (), re.escape(release), "full", "given with --kernel"), release, image)
 
 

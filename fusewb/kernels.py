@@ -33,7 +33,7 @@ import click
 from fusewb.command import Command
 from fusewb.tracers.headers import cache_root
 
-__all__ = ["Series", "MATRIX", "HELD_IN_SMALL_GUESTS", "GUEST_ENVIRONMENT", "Kernel", "matrix_kernels", "fetch", "release_key", "series_of",
+__all__ = ["Series", "MATRIX", "Kernel", "matrix_kernels", "release_of_image", "fetch", "release_key", "series_of",
            "kernel_table", "main"]
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -85,6 +85,9 @@ MATRIX: tuple[Series, ...] = (
 )
 
 
+ARCHIVE_SERIES = tuple(series for series in MATRIX if series.suites)  # fetched from the archive
+
+
 @dataclass(frozen=True)
 class Kernel:
     """A kernel of the matrix on this machine: its series, release and image to boot."""
@@ -122,10 +125,12 @@ def _apt_options(root: Path) -> list[str]:
             "-o", "Debug::NoLocking=1"]
 
 
+SUITES = sorted({suite for series in MATRIX for suite in series.suites})
+
+
 def _sources() -> str:
-    suites = sorted({s for series in MATRIX for s in series.suites})
     lines = []
-    for suite in suites:
+    for suite in SUITES:
         base = SECURITY if suite.endswith("-security") else ARCHIVE
         lines.append(f"deb [signed-by={KEYRING}] {base} {suite} main")
     return "\n".join(lines) + "\n"
@@ -143,20 +148,21 @@ def _run(cmd: list[str], what: str, timeout: float = 900, cwd: Path | None = Non
     return done.stdout
 
 
-def _update_index(root: Path, echo) -> None:
-    """The archive's index for the matrix suites, refreshed when older than a day."""
+def _update_index(root: Path, echo) -> bool:
+    """The archive's index for the matrix suites, refreshed when older than a day; whether it
+    was refreshed now."""
     for sub in ("apt-state/lists/partial", "apt-cache/archives/partial"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     sources = root / "sources.list"
     stamp = root / "index-updated"
     fresh = stamp.exists() and time.time() - stamp.stat().st_mtime < INDEX_MAX_AGE_S
     if fresh and sources.exists() and sources.read_text() == _sources():
-        return
+        return False
     sources.write_text(_sources())
-    echo("fusewb kernels: reading the archive's index (" + ", ".join(
-        sorted({s for series in MATRIX for s in series.suites})) + ")")
+    echo(f"fusewb kernels: reading the archive's index ({', '.join(SUITES)})")
     _run(["apt-get", *_apt_options(root), "-q", "update"], "apt-get update of the kernel suites")
     stamp.touch()
+    return True
 
 
 def _available(root: Path) -> dict[str, dict[str, str]]:
@@ -225,30 +231,31 @@ def _extract(root: Path, image_package: str, release: str, packages: dict[str, d
     return image
 
 
+def release_of_image(image: Path) -> str:
+    """The kernel release of an image: /boot/vmlinuz-<release>, or .../modules/<release>/vmlinuz
+    (7.0+ packaging)."""
+    return image.parent.name if image.name == "vmlinuz" else image.name.removeprefix("vmlinuz-")
+
+
 def matrix_kernels(boot: Path = Path("/boot")) -> list[Kernel]:
-    """The matrix kernels present on this machine (fetched or in /boot), in matrix order; the
-    running kernel is never among them."""
+    """The matrix kernels present on this machine (fetched or in /boot), in matrix order, the
+    newest of each series; the running kernel is never among them. /boot serves the series
+    without suites, the cache the others."""
     running = os.uname().release
-    found: list[Kernel] = []
+    images = [image for image in boot.glob("vmlinuz-*")]
     fetched = _root()
-    for series in MATRIX:
-        candidates: list[tuple[str, Path]] = []
-        if not series.suites:
-            for image in boot.glob("vmlinuz-*"):
-                release = image.name.removeprefix("vmlinuz-")
-                if re.fullmatch(series.package, release):
-                    candidates.append((release, image))
-        elif fetched.is_dir():
-            for ready in fetched.glob("*/fusewb-ready"):
-                release = ready.parent.name
-                image = Path(ready.read_text().strip())
-                if re.fullmatch(series.package, f"linux-image-{release}") and image.exists():
-                    candidates.append((release, image))
-        candidates = [c for c in candidates if c[0] != running]
-        if candidates:
-            release, image = max(candidates, key=lambda c: release_key(c[0]))
-            found.append(Kernel(series, release, image))
-    return found
+    if fetched.is_dir():
+        images += [Path(ready.read_text().strip()) for ready in fetched.glob("*/fusewb-ready")]
+    newest: dict[str, Kernel] = {}
+    for image in images:
+        release = release_of_image(image)
+        series = series_of(release)
+        from_boot = image.parent == boot
+        if series is None or release == running or from_boot == bool(series.suites) or not image.exists():
+            continue
+        if series.name not in newest or release_key(release) > release_key(newest[series.name].release):
+            newest[series.name] = Kernel(series, release, image)
+    return [newest[s.name] for s in MATRIX if s.name in newest]
 
 
 def fetch(echo=print) -> list[str]:
@@ -257,17 +264,21 @@ def fetch(echo=print) -> list[str]:
     root = _root()
     root.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
+    chosen_file = root / "newest.json"  # series -> [image package, release], as read from the index
     try:
-        _update_index(root, echo)
+        refreshed = _update_index(root, echo)
+        chosen = {} if refreshed or not chosen_file.exists() else json.loads(chosen_file.read_text())
+        if len(chosen) == len(ARCHIVE_SERIES) and all((root / rel / "fusewb-ready").exists() for _, rel in chosen.values()):
+            return problems  # the index did not change and its newest of each series is here
         packages = _available(root)
+        chosen = {s.name: newest for s in ARCHIVE_SERIES if (newest := _newest(s, packages))}
+        chosen_file.write_text(json.dumps(chosen))
     except click.ClickException as exc:
-        packages = {}
+        packages, chosen = {}, {}
         problems.append(f"{exc.message} (the archive cannot be reached: kernels fetched before are used)")
     have = {k.series.name for k in matrix_kernels()}
-    for series in MATRIX:
-        if not series.suites:
-            continue
-        newest = _newest(series, packages) if packages else None
+    for series in ARCHIVE_SERIES:
+        newest = chosen.get(series.name)
         if newest is None:
             if series.name not in have:
                 problems.append(f"kernel {series.name}: not in the index of {', '.join(series.suites)}")
@@ -398,6 +409,9 @@ def list_command(as_json: bool) -> None:
               help="Rewrite the table between this file's kernel-table markers (else print it).")
 def table_command(results: Path, readme: Path | None) -> None:
     """The scenario x kernel table from the guest stage's results."""
+    if not any(results.glob("results-*.json")):
+        click.echo(f"fusewb kernels: no results-*.json in {results} (no guest ran): the table stays as it is")
+        return
     table = kernel_table(results)
     if readme is None:
         click.echo(table)

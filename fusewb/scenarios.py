@@ -72,6 +72,12 @@ class Scenario:
                     self.expected_flags if self.temp_page_flags is None else self.temp_page_flags)
         return self.expect, self.expected_flags
 
+    def says(self, with_temp_pages: bool) -> tuple[str, ...]:
+        """The phrases the analysis' verdict must hold, on a kernel with or without temp pages."""
+        if with_temp_pages and self.temp_page_verdict_says is not None:
+            return self.temp_page_verdict_says
+        return self.verdict_says
+
 
 # The kernel ranges a scenario states an expectation for (``fusewb run --list``); which one a
 # kernel is in is decided from the kernel itself (:func:`temp_pages`), never from its version.
@@ -259,9 +265,7 @@ class ScenarioOutcome:
     def verdict_expected(self) -> tuple[str, ...]:
         """What the analysis' verdict must say on this kernel: each expected flag's name and
         the scenario's phrases."""
-        says = self.scenario.verdict_says
-        if self.temp_pages and self.scenario.temp_page_verdict_says is not None:
-            says = self.scenario.temp_page_verdict_says
+        says = self.scenario.says(self.temp_pages)
         # the phrases tell the evidence of the expected flags: not asked for when one of those
         # could not be checked here
         return (*self.expected_flags, *(() if self.unchecked_flags else says))
@@ -436,7 +440,7 @@ def _clock(seconds: float) -> str:
 def _write_results(path: Path, outcomes: list[ScenarioOutcome]) -> None:
     """``--results``: this kernel and each scenario's outcome so far, as JSON (rewritten after
     every scenario, so a run cut short keeps what it did)."""
-    doc = {"kernel_release": os.uname().release, "temp_pages": temp_pages(),
+    doc = {"kernel_release": os.uname().release, "temp_pages": outcomes[0].temp_pages,
            "scenarios": [o.result() for o in outcomes]}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1) + "\n")

@@ -43,6 +43,7 @@ import click
 
 from fusewb.command import Command
 from fusewb.contract.frames import (
+    DEV_READ_FRAMES,
     LOCK_FRAMES,
     PAGE_LOCK_FRAMES,
     REQUEST_FRAMES,
@@ -50,8 +51,7 @@ from fusewb.contract.frames import (
     WRITEBACK_FRAMES,
 )
 
-__all__ = ["stuck", "snapshot", "verdict", "wait_kind", "render_text", "FUSE_SYSCTL",
-           "DEV_READ_FRAMES"]
+__all__ = ["stuck", "snapshot", "verdict", "wait_kind", "render_text", "FUSE_SYSCTL"]
 
 FUSE_SYSCTL = Path("/proc/sys/fs/fuse")
 # What a stack waits on is checked in this order (wait_kind): the frame sets of contract/frames.py.
@@ -375,8 +375,6 @@ def snapshot() -> dict:
     return {"verdict": verdict(snap), **snap}
 
 
-# A server thread in one of these frames is reading requests from /dev/fuse.
-DEV_READ_FRAMES = frozenset("fuse_dev_do_read fuse_dev_read fuse_dev_splice_read".split())
 STOPPED_STATES = frozenset("Tt")  # stopped by a signal (SIGSTOP, SIGTSTP) or by a tracer
 
 

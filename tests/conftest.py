@@ -44,16 +44,18 @@ CONFORMANCE_TESTS = frozenset({
 assert CONFORMANCE_TESTS <= GUEST_TESTS
 
 
-_LISTS = {"guest": GUEST_TESTS, "conformance": CONFORMANCE_TESTS}
+# marker -> the test files its list names
+_FILES = {marker: {entry.split("::")[0] for entry in listed}
+          for marker, listed in (("guest", GUEST_TESTS), ("conformance", CONFORMANCE_TESTS))}
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """``-m guest``/``-m conformance`` (the guests of make test) import only the files of their
     list: importing every test module costs minutes under TCG."""
-    listed = _LISTS.get(config.option.markexpr)
-    if listed is None or not collection_path.name.startswith("test_") or collection_path.suffix != ".py":
+    files = _FILES.get(config.option.markexpr)
+    if files is None or not collection_path.name.startswith("test_") or collection_path.suffix != ".py":
         return None
-    return collection_path.name not in {entry.split("::")[0] for entry in listed} or None
+    return collection_path.name not in files or None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

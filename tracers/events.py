@@ -42,7 +42,7 @@ class HeaderDefs:
         return {
             value: name[len(prefix) :].lower()
             for name, value in self.constants.items()
-            if name.startswith(prefix) and not name.startswith(("NR_", f"{prefix}KINDS"))
+            if name.startswith(prefix) and not name.startswith("NR_")
         }
 
 

@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fusewb.contract.events import FUSE_WAIT_FUNCTIONS, REQUEST_KPROBES
+from fusewb.contract.events import FUSE_WAIT_FUNCTIONS, OLDER_NAMES, REQUEST_KPROBES
 from fusewb.contract.tracepoints import ALL_TRACEPOINTS
 from fusewb.tracers.headers import HeaderTree, find_header_tree
 from fusewb.tracers.tpfields import read_fields
@@ -39,7 +39,6 @@ TRACEPOINTS: list[str] = list(ALL_TRACEPOINTS)
 # Kernel functions the kprobe plan may probe, and whose presence tells the FUSE writeback era.
 KERNEL_FUNCTIONS: list[str] = [
     "folio_wait_writeback",
-    "wait_on_page_writeback",  # its pre-folio name (5.10)
     "fuse_writepage",  # single-page writeback, removed in 6.9
     "fuse_writepages",
     "fuse_writepage_end",
@@ -49,10 +48,10 @@ KERNEL_FUNCTIONS: list[str] = [
     "fuse_flush",
     "fuse_page_mkwrite",
     "shrink_folio_list",
-    "shrink_page_list",  # pre-folio name of the reclaim scan
     "migrate_pages",
     "migrate_pages_batch",
     "wait_sb_inodes",
+    *OLDER_NAMES.values(),  # the pre-folio names of two of these (5.10)
     # temp-page era (before 6.16): tasks wait in fuse.ko for the in-flight WRITEs of their range
     # (fuse_set_nowrite: every WRITE of the inode; fuse_wait_on_page_writeback: one page, often
     # a .part.N clone; fuse_flush_times: write_inode's SETATTR, answered after held WRITEs)

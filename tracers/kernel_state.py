@@ -91,23 +91,17 @@ def _merged(bpf: Any, table: str,
     return out
 
 
-def _meta_entry(hist: Histogram) -> dict[str, Any]:
-    """A histogram as meta.json holds it."""
-    return {"count": hist.count, "total_ns": hist.total_ns, "max_ns": hist.max_ns,
-            "buckets": hist.meta_buckets()}
-
-
 def histograms(bpf: Any, bdi_of: Callable[[int], str | None]) -> dict[str, Any]:
     """The in-kernel latency histograms (meta.json ``histograms``): every ended request per
     connection and opcode, every ended wait per bdi and kernel stack."""
     requests = [
         {"connection": connection, "bdi": bdi_of(connection), "opcode": opcode,
-         "opcode_name": FUSE_OPCODES.get(opcode, f"OP{opcode}"), **sums, **_meta_entry(hist)}
+         "opcode_name": FUSE_OPCODES.get(opcode, f"OP{opcode}"), **sums, **hist.to_meta()}
         for (connection, opcode), (hist, sums) in sorted(
             _merged(bpf, "request_hist", lambda k: (int(k.connection), int(k.opcode))).items())
     ]
     waits = [
-        {"bdi": bdi, "stack_id": stack_id, **_meta_entry(hist)}
+        {"bdi": bdi, "stack_id": stack_id, **hist.to_meta()}
         for (bdi, stack_id), (hist, _sums) in sorted(
             _merged(bpf, "wait_hist", lambda k: (cstr(k.bdi), int(k.stack_id))).items())
     ]

@@ -29,9 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from fusewb.contract.events import FUSE_WAIT_FUNCTIONS, REQUEST_KPROBES
+from fusewb.contract.events import FUSE_WAIT_FUNCTIONS, OLDER_NAMES, REQUEST_KPROBES
 from fusewb.contract.tracepoints import TRACEPOINT_GROUPS
-from fusewb.tracers.btf import BtfError, load_module_btf, load_vmlinux_btf
+from fusewb.tracers.btf import Btf, BtfError, load_module_btf, load_vmlinux_btf
 from fusewb.tracers.kallsyms import function_range
 from fusewb.tracers.tpfields import select_fields
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from fusewb.tracers.features import KernelFeatures
 
 __all__ = ["ProbePlan", "choose_plan", "PLANS", "KPROBE_FUNCTIONS", "FUSE_WAIT_FUNCTIONS",
-           "REQUEST_KPROBES", "OLDER_NAMES"]
+           "REQUEST_KPROBES"]
 
 PLANS = ("tracepoint", "kprobe")
 
@@ -54,11 +54,6 @@ KPROBE_FUNCTIONS: list[str] = [
     "migrate_pages",
     "wait_sb_inodes",
 ]
-
-# Pre-folio names (before 5.16-6.2) of functions the kprobe plan probes: the same place in the
-# kernel, so a probe on the first attaches to the second where only that is in kallsyms.
-OLDER_NAMES: dict[str, str] = {"folio_wait_writeback": "wait_on_page_writeback",
-                               "shrink_folio_list": "shrink_page_list"}
 
 # FUSE_WAIT_FUNCTIONS (the temp-page waits in fuse.ko) and REQUEST_KPROBES (the request
 # lifecycle without fuse:* tracepoints) are declared in contract/events.py.
@@ -76,12 +71,12 @@ _REQUEST_OFFSETS = [("REQ_FM_OFF", "fuse_req", "fm"), ("REQ_OPCODE_OFF", "fuse_r
                     ("TASK_PID_OFF", "task_struct", "pid"), ("TASK_COMM_OFF", "task_struct", "comm")]
 
 
-def _request_len_layout() -> dict[str, str]:
+def _request_len_layout(btf: Btf | None = None) -> dict[str, str]:
     """Defines to add up a request's length from its arguments as fuse_len_args() does
     (``in.h`` plus each ``args->in_args[i].size``), for the send of kernels that assign
     ``in.h.len`` only after queue_request_and_unlock's entry (before 6.18). BtfError when the
-    fuse module's BTF lacks a piece."""
-    btf = load_module_btf("fuse")
+    fuse module's BTF (``btf``, else read here) lacks a piece."""
+    btf = btf or load_module_btf("fuse")
     nargs = btf.array_length("fuse_args", "in_args")
     numargs_size = btf.member_size("fuse_args", "in_numargs")
     if numargs_size not in (1, 2, 4):
@@ -225,9 +220,7 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
             "uninterruptible sleep in folio_wait_writeback (sched_switch)"
         )
         _sched_switch(features, plan)
-        span = function_range("folio_wait_writeback")
-        if span is None:
-            span = function_range("wait_on_page_writeback")
+        span = function_range("folio_wait_writeback", OLDER_NAMES["folio_wait_writeback"])
         if span is not None:
             plan.defines.update(WAIT_FN_START=f"{span[0]:#x}ULL", WAIT_FN_END=f"{span[1]:#x}ULL")
         else:
@@ -265,17 +258,14 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
 
 
 def _present(features: KernelFeatures, function: str) -> str | None:
-    """The kallsyms name a probe on ``function`` attaches to on this kernel: its own, else its
-    pre-folio name (:data:`OLDER_NAMES`); None when neither is there."""
-    for name in (function, OLDER_NAMES.get(function)):
-        if name and features.symbols.get(name, False):
-            return features.symbol_names.get(name, name)
-    return None
+    """The kallsyms name a probe on ``function`` attaches to on this kernel: its own (or its
+    clone's), else its pre-folio name (``OLDER_NAMES``); None when neither is there."""
+    names = features.symbol_names
+    return names.get(function) or names.get(OLDER_NAMES.get(function, ""))
 
 
-def _offsets(btf_of: str, wanted: list[tuple[str, str, str]]) -> dict[str, str]:
-    """Defines of struct member offsets from BTF (BtfError when one is missing)."""
-    btf = load_vmlinux_btf() if btf_of == "vmlinux" else load_module_btf(btf_of)
+def _member_offsets(btf: Btf, wanted: list[tuple[str, str, str]]) -> dict[str, str]:
+    """Defines of struct member offsets from ``btf`` (BtfError when one is missing)."""
     return {define: str(btf.member_offset(struct, member)) for define, struct, member in wanted}
 
 
@@ -289,7 +279,7 @@ def _fuse_kprobes(features: KernelFeatures, plan: ProbePlan) -> None:
             plan.skipped[f"kprobe:{fn}"] = "not in kallsyms (fuse.ko not loaded, or a kernel without it)"
     if waits:
         try:
-            plan.defines.update(_offsets("vmlinux", _WAIT_OFFSETS))
+            plan.defines.update(_member_offsets(load_vmlinux_btf(), _WAIT_OFFSETS))
         except BtfError as exc:
             for fn in waits:
                 plan.skipped[f"kprobe:{fn}"] = f"BTF: {exc}"
@@ -313,9 +303,10 @@ def _fuse_requests(features: KernelFeatures, plan: ProbePlan) -> None:
     names = features.symbol_names
     tps = all(features.tracepoints.get(tp) for tp in ("fuse:fuse_request_send", "fuse:fuse_request_end"))
     kprobe = plan.name == "kprobe"
-    why = None
+    why, fuse_btf = None, None
     try:
-        offsets = _offsets("fuse", _REQUEST_OFFSETS)
+        fuse_btf = load_module_btf("fuse")
+        offsets = _member_offsets(fuse_btf, _REQUEST_OFFSETS)
     except BtfError as exc:
         offsets, why = {}, f"BTF: {exc}"
     if offsets and tps and features.raw_tracepoint.ok:
@@ -342,7 +333,7 @@ def _fuse_requests(features: KernelFeatures, plan: ProbePlan) -> None:
         if names[fn] != fn:
             plan.symbols[fn] = names[fn]
     try:
-        plan.defines.update(_request_len_layout(), FUSE_REQ_LEN_FROM_ARGS="1")
+        plan.defines.update(_request_len_layout(fuse_btf), FUSE_REQ_LEN_FROM_ARGS="1")
     except BtfError as exc:
         plan.notes.append(f"lengths of requests unanswered at the end may read 0 (BTF: {exc})")
     hooks = "raw tracepoints fuse_request_send/end" if plan.defines["FUSE_REQ_PTR"] == "2" else "kprobes"
