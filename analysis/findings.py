@@ -219,7 +219,9 @@ def _kernel_max(cap: Capture, out: pd.DataFrame, threshold_ms: float) -> pd.Data
 # --- throttling -----------------------------------------------------------------------------
 
 def _dirty_rows(cap: Capture, scan: Scan, threshold_ms: float) -> pd.DataFrame:
+    """Writers balance_dirty_pages paused (calls that returned without a pause are not)."""
     t = dirty_throttling(cap)
+    t = t[t["pauses"] > 0]
     total = t["pause_ms_total"].astype("float64")
     return t.assign(duration_ms=total, total_ms=total, count=t["events"].astype(np.int64),
                     ongoing=False)

@@ -45,6 +45,7 @@ import pandas as pd
 
 from fusewb.analysis.capture import Capture
 from fusewb.analysis.histograms import row_thresholds
+from fusewb.analysis.tables import kernel_ino
 from fusewb.contract.errors import FusewbError
 from fusewb.contract.extras import require
 
@@ -202,7 +203,8 @@ def _add_waits(build: _Builder, cap: Capture, host: str) -> tuple[int, int]:
     def payload(i: int) -> tuple[str, dict[str, Any]]:
         path, ongoing = str(columns["path"][i]), bool(columns["ongoing"][i])
         args = {name: _value(values[i]) for name, values in columns.items()}
-        return path + (" (ongoing)" if ongoing else ""), {**args, "path": path, "ongoing": ongoing}
+        return path + (" (ongoing)" if ongoing else ""), {**args, "path": path, "ongoing": ongoing,
+                                                           "ino": kernel_ino(args["ino"])}
 
     build.slices(tracks, begins, ends, payload)
     return tasks, len(frame)

@@ -20,7 +20,7 @@ from fusewb.analysis.vm import VMSCAN_THROTTLE_WRITEBACK, vm_events
 from fusewb.analysis.waiting import unseen_waits
 from fusewb.contract.defaults import KERNEL_ENDED_ERRORS
 
-__all__ = ["Scan", "answered_partial", "server_tgids", "unseen_fuse_waits",
+__all__ = ["Scan", "answered_partial", "meta_server_threads", "server_tgids", "unseen_fuse_waits",
            "throttled_on_writeback", "throttle_times", "inflight_writes_partial"]
 
 
@@ -57,15 +57,15 @@ def answered_partial(r: pd.DataFrame) -> pd.DataFrame:
     return r.loc[answered, ["host", "bdi", "end_tgid"]].dropna().drop_duplicates()
 
 
-def server_tgids(cap: Capture, answered: list[pd.DataFrame]) -> set[tuple[str, str, int]]:
-    """``(host, bdi, tgid)`` of every FUSE server thread: from meta and from the
-    :func:`answered_partial` frames of the requests."""
+def meta_server_threads(cap: Capture) -> list[tuple[str, str, int, str]]:
+    """``(host, bdi, tgid, comm)`` of each FUSE server thread ``meta.json`` ``server_threads``
+    names, its bdi taken from its connection's mount where the entry has none."""
     bdi_of_connection = {
         (r.host, int(r.connection)): str(r.bdi)
         for r in cap.mounts().itertuples(index=False)
         if r.connection is not None and r.bdi is not None
     }
-    found: set[tuple[str, str, int]] = set()
+    found: list[tuple[str, str, int, str]] = []
     for src in cap.sources:
         for thread in src.meta.get("server_threads") or []:
             if not isinstance(thread, dict) or thread.get("tgid") is None:
@@ -74,7 +74,14 @@ def server_tgids(cap: Capture, answered: list[pd.DataFrame]) -> set[tuple[str, s
             if bdi is None and thread.get("connection") is not None:
                 bdi = bdi_of_connection.get((src.host, int(thread["connection"])))
             if bdi is not None:
-                found.add((src.host, str(bdi), int(thread["tgid"])))
+                found.append((src.host, str(bdi), int(thread["tgid"]), str(thread.get("comm") or "?")))
+    return found
+
+
+def server_tgids(cap: Capture, answered: list[pd.DataFrame]) -> set[tuple[str, str, int]]:
+    """``(host, bdi, tgid)`` of every FUSE server thread: from meta
+    (:func:`meta_server_threads`) and from the :func:`answered_partial` frames of the requests."""
+    found = {(host, bdi, tgid) for host, bdi, tgid, _comm in meta_server_threads(cap)}
     for replies in answered:
         found.update(
             (str(h), str(b), int(t))

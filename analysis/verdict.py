@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fusewb.analysis.capture import Capture
+from fusewb.analysis.scanned import meta_server_threads
 
 __all__ = ["verdict", "server_names", "human_ms", "ACTIONS", "WAIT_FLAGS", "MOUNTS_TOLD"]
 
@@ -66,14 +67,10 @@ def server_names(cap: Capture) -> dict[tuple[str, str], list[str]]:
     """``(host, bdi) -> ["comm[tgid]", ...]``: the FUSE server processes the capture names in
     ``meta.json`` ``server_threads`` (one entry per process)."""
     out: dict[tuple[str, str], list[str]] = {}
-    for src in cap.sources:
-        for thread in src.meta.get("server_threads") or []:
-            if not isinstance(thread, dict) or thread.get("bdi") is None:
-                continue
-            name = f"{thread.get('comm') or '?'}[{thread.get('tgid')}]"
-            names = out.setdefault((src.host, str(thread["bdi"])), [])
-            if name not in names:
-                names.append(name)
+    for host, bdi, tgid, comm in meta_server_threads(cap):
+        names = out.setdefault((host, bdi), [])
+        if f"{comm}[{tgid}]" not in names:
+            names.append(f"{comm}[{tgid}]")
     return out
 
 

@@ -24,6 +24,7 @@ exits any other way (an exception, SIGINT, SIGTERM).
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import fcntl
 import os
@@ -34,6 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,8 +54,9 @@ MARKERS = {"full": "guest", "conformance": "conformance"}
 STATUS = "fusewb-guest-status"
 KVM_PROBE_SECONDS = 25
 TAIL_LINES = 40
-# Start-up waits in the guest (fixture servers, tracer compile) stretch by this under each accel.
-TIMEOUT_SCALE = {"kvm": 2, "tcg": 6}
+# Start-up waits in the guest (fixture servers, tracer compile) stretch by this under each accel
+# (TCG: two guests share this machine's two cores, see --jobs).
+TIMEOUT_SCALE = {"kvm": 2, "tcg": 8}
 
 
 @dataclass
@@ -108,11 +111,18 @@ def _command(image: Path, rwdir: Path, script: Path, kvm: bool, cpus: int, memor
     return cmd
 
 
+class _Procs(list):
+    """The guests' process groups; ``closed`` once they were killed, so a guest thread that
+    starts one afterwards kills it at once."""
+
+    closed = False
+
+
 @contextlib.contextmanager
-def _stopped_on_exit() -> Iterator[list[subprocess.Popen]]:
+def _stopped_on_exit() -> Iterator[_Procs]:
     """Processes appended to the yielded list are killed (whole group) when the block exits
     however it exits; SIGTERM/SIGHUP become SystemExit meanwhile so that happens too."""
-    procs: list[subprocess.Popen] = []
+    procs = _Procs()
 
     def _exit(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
@@ -121,7 +131,8 @@ def _stopped_on_exit() -> Iterator[list[subprocess.Popen]]:
     try:
         yield procs
     finally:
-        for proc in procs:
+        procs.closed = True
+        for proc in list(procs):
             _kill_group(proc)
         for sig, handler in saved.items():
             signal.signal(sig, handler)
@@ -146,6 +157,8 @@ def _boot(cmd: list[str], timeout: float, on_line, procs: list) -> tuple[int | N
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env=_env(), start_new_session=True)
     procs.append(proc)
+    if getattr(procs, "closed", False):
+        _kill_group(proc)
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
     os.set_blocking(proc.stdout.fileno(), False)
@@ -185,7 +198,7 @@ def hardware_virtualization(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return bool(flags & {"vmx", "svm"})
 
 
-def kvm_boots(image: Path, rwdir: Path, cpus: int, memory: str) -> tuple[bool, str]:
+def kvm_boots(image: Path, rwdir: Path, cpus: int, memory: str, procs: list) -> tuple[bool, str]:
     """Whether a guest boots with KVM (a probe boot that only prints a marker, bounded), and
     the evidence."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
@@ -197,15 +210,30 @@ def kvm_boots(image: Path, rwdir: Path, cpus: int, memory: str) -> tuple[bool, s
     script.write_text(f"echo {STATUS} kvm-ok\n")
     seen: list[str] = []
     began = time.monotonic()
-    with _stopped_on_exit() as procs:
-        rc, tail = _boot(_command(image, rwdir, script, True, cpus, memory), KVM_PROBE_SECONDS,
-                         seen.append, procs)
+    rc, tail = _boot(_command(image, rwdir, script, True, cpus, memory), KVM_PROBE_SECONDS,
+                     seen.append, procs)
     took = time.monotonic() - began
     if rc == 0 and any(f"{STATUS} kvm-ok" in line for line in seen):
         return True, f"a KVM probe boot finished in {took:.0f} s"
     if rc is None:
         return False, f"a KVM probe boot did not finish in {KVM_PROBE_SECONDS} s (killed)"
     return False, f"a KVM probe boot failed (exit {rc}: {tail[-1] if tail else 'no output'})"
+
+
+# The host's cgroup layout (a v1 memory hierarchy beside cgroup2, under a tmpfs) where the guest
+# kernel still has the v1 memory controller: the cgroup loads then reclaim as on the host (with
+# v2's memory.high the self-wait scenario's server is throttled, never reclaim-throttled).
+# Otherwise the guest keeps cgroup2; the line after says which.
+HOST_CGROUP_LAYOUT = (
+    "if [ ! -e /sys/fs/cgroup/memory/memory.limit_in_bytes ] && mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup; then",
+    "  mkdir -p /sys/fs/cgroup/memory /sys/fs/cgroup/unified",
+    "  if mount -t cgroup -o memory cgroup /sys/fs/cgroup/memory 2>/dev/null; then",
+    "    mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified",
+    "  else umount /sys/fs/cgroup; fi",
+    "fi",
+    "if [ -e /sys/fs/cgroup/memory/memory.limit_in_bytes ]; then echo \"memory cgroup: v1 (as on the host)\"; "
+    "else echo \"memory cgroup: v2 (no v1 memory controller could be mounted)\"; fi",
+)
 
 
 def _script(out: Path, pytest_args: list[str] | None, run_all: bool, accel: str = "tcg",
@@ -221,6 +249,7 @@ def _script(out: Path, pytest_args: list[str] | None, run_all: bool, accel: str 
         f"export FUSEWB_TIMEOUT_SCALE={TIMEOUT_SCALE[accel]}",
         f"export FUSEWB_REQUIRE_KERNEL={shlex.quote(os.environ.get('FUSEWB_REQUIRE_KERNEL', ''))}",
         f"echo {STATUS} kernel $(uname -r)",
+        *HOST_CGROUP_LAYOUT,
     ]
     if pytest_args is not None:
         lines += [
@@ -238,7 +267,7 @@ def _script(out: Path, pytest_args: list[str] | None, run_all: bool, accel: str 
 
 @contextlib.contextmanager
 def _lock(path: str | None, wait: float) -> Iterator[None]:
-    """Hold ``path`` (flock) for the boot when asked; bounded wait."""
+    """Hold ``path`` (flock) for the stage when asked; bounded wait."""
     if not path:
         yield
         return
@@ -259,16 +288,17 @@ def _lock(path: str | None, wait: float) -> Iterator[None]:
 
 
 def run_guest(kernel: Kernel, out: Path, pytest_args: list[str] | None, run_all: bool, timeout: float,
-              accel: str, cpus: int, memory: str, lock: str | None, echo=print) -> GuestResult:
-    """Boot ``kernel`` once and run the guest stage of its role in it."""
+              accel: str, cpus: int, memory: str, procs: list, echo=print) -> GuestResult:
+    """Boot ``kernel`` once and run the guest stage of its role in it; its qemu goes into
+    ``procs`` (killed by :func:`_stopped_on_exit` however the stage ends)."""
     release, image = kernel.release, kernel.image
     out.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
-    with _lock(lock, timeout), tempfile.TemporaryDirectory(dir=out, prefix=".guest-") as tmp:
+    with tempfile.TemporaryDirectory(dir=out, prefix=".guest-") as tmp:
         work = Path(tmp)
         kvm, why = accel == "kvm", f"--accel {accel}"
         if accel == "auto":
-            kvm, why = kvm_boots(image, work, cpus, memory)
+            kvm, why = kvm_boots(image, work, cpus, memory, procs)
         used = "kvm" if kvm else "tcg"
         echo(f"[{release}] booting with {used} ({why}; {cpus} cpus, {memory}); series {kernel.series.name}, "
              f"role {kernel.role}")
@@ -285,14 +315,34 @@ def run_guest(kernel: Kernel, out: Path, pytest_args: list[str] | None, run_all:
                 setattr(result, f"{match[1].replace('-', '_')}_rc", int(match[2]))
             echo(f"[{release}] {line}")
 
-        with _stopped_on_exit() as procs:
-            rc, tail = _boot(_command(image, out, script, kvm, cpus, memory), timeout, on_line, procs)
+        rc, tail = _boot(_command(image, out, script, kvm, cpus, memory), timeout, on_line, procs)
     result.seconds = time.monotonic() - began
     if rc is None:
         result.error, result.tail = f"guest did not finish within {timeout:.0f} s (killed)", tail
     elif (pytest_args is not None and result.pytest_rc is None) or (run_all and result.run_all_rc is None):
         result.error, result.tail = f"guest exited ({rc}) before its stages finished", tail
     return result
+
+
+def _run_guests(kernels: list[Kernel], jobs: int, run) -> list[GuestResult]:
+    """``run(kernel, echo)`` for each kernel, ``jobs`` at a time, the full-role kernels first
+    (their guests take longest); results in the order given. Each echoed line is whole."""
+    said = threading.Lock()
+
+    def echo(line: str) -> None:
+        with said:
+            click.echo(line)
+
+    order = sorted(kernels, key=lambda k: k.role != "full")
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="guest")
+    try:
+        done = dict(zip((k.release for k in order), pool.map(lambda k: run(k, echo), order)))
+    except BaseException:
+        # SIGTERM/SIGINT: queued guests never start; the caller kills the running ones
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return [done[k.release] for k in kernels]
 
 
 def _summary(result: GuestResult) -> str:
@@ -317,21 +367,28 @@ def _summary(result: GuestResult) -> str:
               help="Only these series of the matrix (repeatable). Default: all of them.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build/test-results"),
               show_default=True, help="Folder for junit-<release>.xml, results-<release>.json and the run-all captures.")
-@click.option("--timeout", type=float, default=1500.0, show_default=True,
+@click.option("--timeout", type=float, default=2400.0, show_default=True,
               help="Seconds one guest may run (boot, tests, run all) before it is killed.")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True,
               help="auto: KVM when a probe boot with it finishes, else TCG.")
-@click.option("--cpus", type=int, default=2, show_default=True)
+@click.option("--cpus", type=click.IntRange(1), default=None,
+              help="vCPUs of each guest. Default: this machine's CPUs shared out over --jobs, so "
+              "no vCPU waits for a host core (an overcommitted TCG guest spins on the locks of a "
+              "descheduled vCPU: 2 guests of 2 vCPUs here ran each scenario 2.7x slower than one "
+              "alone, 2 guests of 1 vCPU 1.1-1.3x).")
 @click.option("--memory", default="3G", show_default=True)
 @click.option("--pytest/--no-pytest", "with_pytest", default=True, show_default=True,
               help="Run the tests of each kernel's role in its guest.")
 @click.option("--run-all/--no-run-all", default=True, show_default=True,
               help="Also run 'fusewb doctor' and 'fusewb run all' in the guest.")
+@click.option("--jobs", type=click.IntRange(1), default=min(2, os.cpu_count() or 1), show_default=True,
+              help="Guests booted at once, each on its own share of this machine's CPUs.")
 @click.option("--lock", "lock", default=None, metavar="PATH",
-              help="Hold this flock file for each boot (shared machines: /tmp/fusewb-kernel.lock).")
+              help="Hold this flock file for the whole stage (shared machines: /tmp/fusewb-kernel.lock).")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def main(kernels: tuple[Path, ...], series: tuple[str, ...], out: Path, timeout: float, accel: str, cpus: int,
-         memory: str, with_pytest: bool, run_all: bool, lock: str | None, pytest_args: tuple[str, ...]) -> None:
+def main(kernels: tuple[Path, ...], series: tuple[str, ...], out: Path, timeout: float, accel: str, cpus: int | None,
+         memory: str, with_pytest: bool, run_all: bool, jobs: int, lock: str | None,
+         pytest_args: tuple[str, ...]) -> None:
     """Boot the kernel matrix under virtme-ng and run doctor, the kernel tests and 'fusewb run
     all' in each (python -m fusewb.kernels list shows the matrix and its roles).
 
@@ -372,14 +429,18 @@ def main(kernels: tuple[Path, ...], series: tuple[str, ...], out: Path, timeout:
     if missing:
         click.echo(f"guest stage {word}: {'; '.join(missing)}", err=True)
         sys.exit(1 if required else 0)
-    results = []
+    cpus = cpus or max(1, (os.cpu_count() or 1) // jobs)
     began = time.monotonic()
-    for kernel in chosen:
+    with contextlib.ExitStack() as stack:
         try:
-            results.append(run_guest(kernel, out.resolve(), list(pytest_args) if with_pytest else None, run_all,
-                                     timeout, accel, cpus, memory, lock, echo=lambda s: click.echo(s, nl=True)))
+            stack.enter_context(_lock(lock, timeout))
         except TimeoutError as exc:
-            results.append(GuestResult(kernel.release, accel, 0.0, kernel.role, error=str(exc)))
+            click.echo(f"guest stage FAIL: {exc} (wait for it, or run without --lock)", err=True)
+            sys.exit(1)
+        procs = stack.enter_context(_stopped_on_exit())
+        results = _run_guests(chosen, jobs, lambda kernel, echo: run_guest(
+            kernel, out.resolve(), list(pytest_args) if with_pytest else None, run_all, timeout, accel, cpus,
+            memory, procs, echo=echo))
     for result in results:
         if result.tail:
             click.echo(f"--- console tail of {result.release} ---")

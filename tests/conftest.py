@@ -13,8 +13,8 @@ import pytest
 
 
 # Tests whose results depend on the kernel version, run again in each guest kernel (marker
-# ``guest``): whole files, or "file::test" for single tests of a file. Chosen to fit the guest
-# stage's 15 minutes under TCG (8-13 minutes with `fusewb run all`), where a compile of the BPF
+# ``guest``): whole files, or "file::test" for single tests of a file. Chosen to keep a full-role
+# guest near 15 minutes under TCG (with `fusewb run all`), where a compile of the BPF
 # program takes ~20 s and a traced and analysed test a few minutes; the rest of test_doctor.py
 # and test_tracepoint_fields.py passes there too (4 minutes, 2026-11-21) but does not fit, nor do
 # test_tracer_plan.py's verifier loads of the kprobe plan (~40 s; in the guest that plan is the

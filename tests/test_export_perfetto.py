@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from fusewb.analysis.capture import load_capture
 from fusewb.analysis.perfetto import PAGE_BYTES, export_perfetto, read_trace
 from fusewb.analysis.synthetic import START_NS, synthetic_capture
+from fusewb.analysis.tables import kernel_ino
 from fusewb.cli import cli
 from tests.analysis_cases import everything_capture
 
@@ -47,7 +48,7 @@ def check_trace(capture: Path, trace_file: Path) -> None:
         # a thread track names its task by tid; an overlap lane by "comm pid overlapping waits"
         task=[int(tid) if tid == tid and tid is not None else int(name.split()[-3])
               for tid, name in zip(wait_slices.tid, wait_slices.track_name)])
-    expected = sorted(zip(raw.ts_ns, raw.pid, raw.tgid, np.maximum(raw.duration_ns, 1), raw.ino,
+    expected = sorted(zip(raw.ts_ns, raw.pid, raw.tgid, np.maximum(raw.duration_ns, 1), raw.ino.map(kernel_ino),
                           raw.bdi.astype(str), raw.ongoing))
     exported = sorted(zip(wait_slices.ts, wait_slices.task, wait_slices.tgid, wait_slices.dur,
                           wait_slices.args.map(lambda a: a["ino"]),

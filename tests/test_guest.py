@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from fusewb import guest
+from fusewb.kernels import Kernel, Series
 
 
 def test_a_guest_that_overruns_is_killed_with_its_group_and_tail() -> None:
@@ -58,3 +59,28 @@ def test_kvm_needs_vmx_or_svm_not_only_dev_kvm(tmp_path: Path) -> None:
     assert not guest.hardware_virtualization(cpuinfo)
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu vmx sse2\n")
     assert guest.hardware_virtualization(cpuinfo)
+
+
+def _kernel(release: str, role: str) -> Kernel:
+    return Kernel(Series(release, (), release, role, "test"), release, Path(f"/boot/vmlinuz-{release}"))
+
+
+def test_guests_run_jobs_at_a_time_full_roles_first_results_in_matrix_order() -> None:
+    kernels = [_kernel("a", "conformance"), _kernel("b", "full"), _kernel("c", "conformance")]
+    started: list[str] = []
+    spans: dict[str, tuple[float, float]] = {}
+
+    def run(kernel: Kernel, echo) -> guest.GuestResult:
+        started.append(kernel.release)
+        began = time.monotonic()
+        subprocess.run(["sleep", "0.5"], check=True, timeout=30)
+        echo(f"[{kernel.release}] done")
+        spans[kernel.release] = (began, time.monotonic())
+        return guest.GuestResult(kernel.release, "tcg", 0.5, kernel.role)
+
+    results = guest._run_guests(kernels, 2, run)
+    assert [r.release for r in results] == ["a", "b", "c"]
+    assert started[0] == "b"  # the full role first
+    overlap = lambda x, y: spans[x][0] < spans[y][1] and spans[y][0] < spans[x][1]  # noqa: E731
+    assert overlap("a", "b")  # two at once
+    assert not (overlap("a", "c") and overlap("b", "c"))  # never three

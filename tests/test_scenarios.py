@@ -278,8 +278,20 @@ def test_verdicts_follow_the_kernels_writeback_era() -> None:
     assert not outcome("msync-slow", set(), True, fsync).ok
     # the verdict is held to the scenario's expectation too
     unsaid = outcome("msync-slow", {"BLOCKED_WAIT"}, False, "python3[5] waited 207 ms in close")
-    assert not unsaid.ok and unsaid.verdict_missing == ["BLOCKED_WAIT", "in fsync on"]
-    assert "the verdict does NOT say: 'BLOCKED_WAIT', 'in fsync on'" in unsaid.verdict()
+    assert not unsaid.ok and unsaid.verdict_missing == ["BLOCKED_WAIT", "fsync"]
+    assert "the verdict does NOT say: 'BLOCKED_WAIT', 'fsync'" in unsaid.verdict()
+    # a longer page_mkwrite wait may head the verdict: the fsync wait is then among the others
+    mkwrite = ("python3[5] waited 241 ms in page_mkwrite on /mnt (bdi 0:43); 1 other flagged wait "
+               "(fsync) (BLOCKED_WAIT).")
+    assert outcome("msync-slow", {"BLOCKED_WAIT"}, False, mkwrite).ok
+    # a choice: up to the sync fix sync(2) still waits (6.17.13), with it close does
+    held = "x was still waiting after 4.77 s in {} on /m: the server answered none of 9 WRITEs"
+    for waiter in ("sync", "close"):
+        assert outcome("sync-stalled", {"BLOCKED_WAIT", "STALLED_REQUEST"}, False,
+                       held.format(waiter) + " (BLOCKED_WAIT, STALLED_REQUEST)").ok
+    neither = outcome("sync-stalled", {"BLOCKED_WAIT", "STALLED_REQUEST"}, False,
+                      held.format("flusher") + " (BLOCKED_WAIT, STALLED_REQUEST)")
+    assert neither.verdict_missing == ["in sync on or in close on"]
     assert all(s.temp_page_flags is not None for s in SCENARIOS.values() if s.name != "dirty-throttle")
 
 

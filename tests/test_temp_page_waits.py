@@ -40,30 +40,32 @@ from tests.test_analysis_real import _stderr_lines, _wait_ready
 LATENCY_MS = 3000
 
 
-def _fsync_write(path: Path) -> float:
-    """Write 64 KiB through the page cache and fsync it: seconds the fsync took."""
+def _fsync_write(path: Path, _fx: Fixture) -> float:
+    """Write 64 KiB through the page cache and fsync it: seconds the write and fsync took (the
+    WRITE may leave before the fsync, never before the write)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        os.write(fd, b"w" * 65536)
         began = time.monotonic()
+        os.write(fd, b"w" * 65536)
         os.fsync(fd)
         return time.monotonic() - began
     finally:
         os.close(fd)
 
 
-def _close_write(path: Path) -> float:
-    """Write 64 KiB through the page cache and close: seconds the close took (fuse_flush)."""
+def _close_write(path: Path, _fx: Fixture) -> float:
+    """Write 64 KiB through the page cache and close: seconds the write and close took (the
+    close waits in fuse_flush)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    os.write(fd, b"c" * 65536)
     began = time.monotonic()
+    os.write(fd, b"c" * 65536)
     os.close(fd)
     return time.monotonic() - began
 
-def _mkwrite_after_writeback(path: Path) -> float:
+def _mkwrite_after_writeback(path: Path, fx: Fixture) -> float:
     """Dirty 64 KiB of a shared mapping, start its writeback without waiting
-    (``sync_file_range(SYNC_FILE_RANGE_WRITE)``), then write to the first page again: seconds
-    the write fault took (page_mkwrite waits for the page's WRITE)."""
+    (``sync_file_range(SYNC_FILE_RANGE_WRITE)``), then, once the server holds the WRITE, write
+    to the first page again: seconds the write fault took (page_mkwrite waits for the WRITE)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -71,9 +73,11 @@ def _mkwrite_after_writeback(path: Path) -> float:
         os.write(fd, b"m" * 65536)  # in the page cache without a READ from the server
         with mmap.mmap(fd, 65536, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as mapping:
             mapping[:] = b"n" * 65536
+            seen = fx.status()["writes"]["seen"]
             if libc.sync_file_range(fd, 0, 65536, 2) != 0:  # SYNC_FILE_RANGE_WRITE
                 raise OSError(ctypes.get_errno(), "sync_file_range")
-            time.sleep(0.2 * TIMEOUT_SCALE)  # the WRITE reaches the server
+            assert wait_until(lambda: fx.status()["writes"]["seen"] > seen, timeout=LATENCY_MS / 1000), \
+                f"the WRITE did not reach the server: {fx.status()['writes']}"
             began = time.monotonic()
             mapping[0:1] = b"o"  # write-protected since its writeback: page_mkwrite
             return time.monotonic() - began
@@ -105,7 +109,7 @@ def _tracing(mnt: Path, cap: Path) -> Iterator[subprocess.Popen]:
     """``fusewb trace`` of ``mnt`` into ``cap``, ready when the block begins; the block stops it
     with :func:`_stop`, and it is killed afterwards if it still runs."""
     tracer = subprocess.Popen(
-        [sys.executable, "-m", "fusewb.cli", "trace", "--mount", str(mnt), "--duration", "240",
+        [sys.executable, "-m", "fusewb.cli", "trace", "--mount", str(mnt),
          "-o", str(cap)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
@@ -126,7 +130,7 @@ def _tracing(mnt: Path, cap: Path) -> Iterator[subprocess.Popen]:
 def _stop(tracer: subprocess.Popen) -> None:
     """Stop tracing as a user does (SIGINT): the capture is kept whole."""
     tracer.send_signal(signal.SIGINT)
-    assert tracer.wait(timeout=120) == 0
+    assert tracer.wait(timeout=120 * TIMEOUT_SCALE) == 0
 
 
 def _trace_actions(fx: Fixture, cap: Path) -> tuple[dict[str, float], dict[str, int]]:
@@ -137,7 +141,7 @@ def _trace_actions(fx: Fixture, cap: Path) -> tuple[dict[str, float], dict[str, 
     with _tracing(mnt, cap) as tracer:
         child = None
         try:
-            took = {path: action(mnt / f"{path}.bin") for path, (action, _frame, _least) in ACTIONS.items()}
+            took = {path: action(mnt / f"{path}.bin", fx) for path, (action, _frame, _least) in ACTIONS.items()}
             inodes = {path: os.stat(mnt / f"{path}.bin").st_ino for path in ACTIONS}
             fx.stall()
             child = subprocess.Popen([sys.executable, "-c", FSYNC_64K, str(mnt / "unanswered.bin")])
@@ -157,11 +161,14 @@ def test_fsync_close_and_mkwrite_behind_slow_writes_are_waits_and_stalled_writes
     require_bpf()
     mnt, cap = tmp_path / "mnt", tmp_path / "cap"
     with mounted(mnt, Faults(latency_ms=LATENCY_MS)) as fx:
+        # a new FUSE bdi's strictlimit share is near zero: the 64 KiB writes would start
+        # writeback early and make untimed waits of their own on the same files
+        fx.reserve_dirty_share(10)
         took, inodes = _trace_actions(fx, cap)
     for path, seconds in took.items():
         assert seconds >= LATENCY_MS / 1000 * ACTIONS[path][2], f"the {path} took {seconds:.2f} s: the server's latency was not applied"
     result = subprocess.run([sys.executable, "-m", "fusewb.cli", "analyze", str(cap), "--format", "json"],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300 * TIMEOUT_SCALE)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     kernel = platform.release()

@@ -489,10 +489,14 @@ class Tracer:
         self.start()
         self._worker = Worker(lambda: self.run(self._stop), "fusewb-trace")
 
-    def stop(self, timeout: float = 30.0) -> CaptureSummary:
-        """End the session (background or not) and return its summary."""
+    def stop(self, timeout: float = 300.0) -> CaptureSummary:
+        """End the session (background or not) and return its summary. A background session's
+        thread does the last drain and write itself; this waits up to ``timeout`` seconds for
+        it (a slow machine's last part) and never finishes the capture beside it."""
         self._stop.set()
         if self._worker is not None:
-            self._worker.join(timeout)
+            if not self._worker.join(timeout):
+                raise FusewbError(f"the tracing thread did not finish its capture within {timeout:.0f} s",
+                                  "the capture's parts written so far are kept; see the log for what it was doing")
             self._worker.result()  # its error, if tracing failed
         return self._finish()
