@@ -28,6 +28,7 @@ PARTS: dict[str, str] = {
     "fixture": "bench.fixture_speed",
     "stuck": "bench.stuck_speed",
     "requests": "bench.requests",
+    "soak": "bench.soak",
 }
 
 

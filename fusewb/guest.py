@@ -7,7 +7,8 @@ outcomes go to ``results-<release>.json`` (README's kernel table: ``python -m fu
 
 Every result names its kernel: a junit file ``junit-<release>.xml`` per kernel in ``--out``, each
 guest output line prefixed with ``[<release>]``, and one summary line per kernel with its time,
-then the total. A kernel of the matrix that is not on this machine (the archive could not be
+then the total. Guests run ``--jobs`` at a time (default 2), each on its share of this
+machine's CPUs. A kernel of the matrix that is not on this machine (the archive could not be
 reached) fails the stage under ``FUSEWB_REQUIRE_KERNEL=1`` and is a skip with the reason
 otherwise. KVM is used
 when a short probe boot with it finishes, else TCG (here a KVM guest hangs in early boot). Every

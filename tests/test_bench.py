@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.stats import COLUMNS, Row, Spread, interleaved, paired_ratios, render_markdown
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,3 +113,19 @@ def test_request_bench_runs_count_every_request_and_each_slow_one_as_a_row(tmp_p
     assert traced.slow is not None and traced.session_calls[1] >= 50, traced
     assert 0.98 <= traced.rows_per_slow_pwrite <= 1.05, traced
     assert traced.lost == 0
+
+
+def test_soak_growth_compares_the_last_quarter_with_the_first_after_the_first_minute() -> None:
+    from bench.soak import Sample, soak_rows
+
+    def minutes(rss: list[float]) -> list[Sample]:
+        return [Sample(i + 1, r, 0.01, 0.1 * i, 100_000.0) for i, r in enumerate(rss)]
+
+    # the first minute (after the compile) is left out; 8 settled minutes: quarters of 2
+    steady = {row.variant: row for row in soak_rows(minutes([300, 200, 202, 201, 203, 200, 202, 201, 203]), 9)}
+    assert steady["tracer RSS growth"].value.median == 202 / 201 and steady["tracer RSS growth"].met
+    assert steady["tracer RSS, last quarter"].value.median == 202 and not steady["tracer RSS, last quarter"].met
+    assert steady["capture growth"].value.median == pytest.approx(0.1)
+    growing = {row.variant: row for row in soak_rows(minutes([100, 100, 100, 110, 120, 130, 140, 150, 160]), 9)}
+    assert growing["tracer RSS growth"].value.median == 155 / 100 and not growing["tracer RSS growth"].met
+    assert growing["tracer RSS, last quarter"].met is False and soak_rows(minutes([100, 120]), 2)
