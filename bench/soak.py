@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.analysis_speed import disk_bytes
 from bench.peers import cpu_seconds_of, fusewb_trace
 from bench.requests import LOAD_PROCESSES
 from bench.stats import PartResult, Row, Spread
@@ -49,10 +50,6 @@ def _rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise ValueError(f"no VmRSS for pid {pid}")
-
-
-def _size_mib(folder: Path) -> float:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / (1 << 20)
 
 
 def _quarters(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
@@ -103,7 +100,7 @@ def run(settings: Settings, progress: Callable[[str], None]) -> PartResult:
                 count = load.run(MINUTE_S)
                 now_cpu = cpu_seconds_of(tracer.pid)
                 sample = Sample(minute, _rss_mib(tracer.pid), (now_cpu - cpu) / (time.monotonic() - began),
-                                _size_mib(capture), 2 * count.rate)
+                                disk_bytes(capture) / (1 << 20), 2 * count.rate)
                 cpu = now_cpu
                 samples.append(sample)
                 progress(f"soak: minute {minute}/{minutes}: tracer RSS {sample.rss_mib:.0f} MiB, "

@@ -152,13 +152,13 @@ def _kill_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def _boot(cmd: list[str], timeout: float, on_line, procs: list) -> tuple[int | None, list[str]]:
+def _boot(cmd: list[str], timeout: float, on_line, procs: _Procs) -> tuple[int | None, list[str]]:
     """Run the guest; (exit status or None when killed at the timeout, last console lines)."""
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env=_env(), start_new_session=True)
     procs.append(proc)
-    if getattr(procs, "closed", False):
+    if procs.closed:
         _kill_group(proc)
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
@@ -199,7 +199,7 @@ def hardware_virtualization(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return bool(flags & {"vmx", "svm"})
 
 
-def kvm_boots(image: Path, rwdir: Path, cpus: int, memory: str, procs: list) -> tuple[bool, str]:
+def kvm_boots(image: Path, rwdir: Path, cpus: int, memory: str, procs: _Procs) -> tuple[bool, str]:
     """Whether a guest boots with KVM (a probe boot that only prints a marker, bounded), and
     the evidence."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
@@ -289,7 +289,7 @@ def _lock(path: str | None, wait: float) -> Iterator[None]:
 
 
 def run_guest(kernel: Kernel, out: Path, pytest_args: list[str] | None, run_all: bool, timeout: float,
-              accel: str, cpus: int, memory: str, procs: list, echo=print) -> GuestResult:
+              accel: str, cpus: int, memory: str, procs: _Procs, echo=print) -> GuestResult:
     """Boot ``kernel`` once and run the guest stage of its role in it; its qemu goes into
     ``procs`` (killed by :func:`_stopped_on_exit` however the stage ends)."""
     release, image = kernel.release, kernel.image
