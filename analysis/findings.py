@@ -327,6 +327,15 @@ def _skipped_parts(skipped: list[str], shown: int = 3) -> str:
     return f"{len(skipped)} unreadable {parts} skipped: {'; '.join(skipped[:shown])}{more}"
 
 
+def _missed_runs(counters: dict, missed: int) -> str:
+    """The kernel's count of probe runs it skipped (``counters`` ``missed.<program>``)."""
+    detail = ", ".join(f"{name.removeprefix('missed.')} {runs}" for name, runs in sorted(counters.items())
+                       if name.startswith("missed.") and runs)
+    return (f"the kernel skipped {missed} runs of fusewb's probes ({detail}): a BPF program was "
+            "already running on that CPU when the probe fired (the kernel's recursion guard), so "
+            "those events are in neither rows nor histograms")
+
+
 def _dropped(src: CaptureSource) -> str | None:
     """What --max-size dropped of a capture and the window it leaves without whole data."""
     dropped = src.meta.get("dropped") or {}
@@ -355,11 +364,12 @@ def _incomplete_rows(cap: Capture, scan: Scan, threshold_ms: float) -> pd.DataFr
         counters = src.meta.get("counters") or {}
         untracked = int(counters.get("pending_full", 0) or 0) if isinstance(counters, dict) else 0
         uncounted = int(counters.get("hist_full", 0) or 0) if isinstance(counters, dict) else 0
+        missed = int(counters.get("missed_runs", 0) or 0) if isinstance(counters, dict) else 0
         skipped = scan.damage.get(src.host, [])
         dropped = _dropped(src)
         early = src.meta.get("stopped_early")
         if lost <= 0 and complete and not short and untracked <= 0 and uncounted <= 0 \
-                and not skipped and dropped is None and not early:
+                and missed <= 0 and not skipped and dropped is None and not early:
             continue
         parts = []
         if lost > 0:
@@ -379,12 +389,14 @@ def _incomplete_rows(cap: Capture, scan: Scan, threshold_ms: float) -> pd.DataFr
         if uncounted > 0:
             parts.append(f"{uncounted} ended waits or requests not counted in the histograms "
                          "(histogram maps full)")
+        if missed > 0:
+            parts.append(_missed_runs(counters, missed))
         if skipped:
             parts.append(_skipped_parts(skipped))
         rows.append({"host": src.host, "count": max(lost, 1), "ongoing": False,
                      "what": "; ".join(parts),
                      "serious": bool(lost > 0 or short or untracked > 0 or uncounted > 0
-                                     or skipped)})
+                                     or missed > 0 or skipped)})
     return pd.DataFrame(rows)
 
 

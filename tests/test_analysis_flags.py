@@ -121,6 +121,15 @@ def test_full_histogram_maps_make_an_incomplete_capture(tmp_path: Path) -> None:
     assert "4 ended waits or requests not counted in the histograms" in row["evidence"]
 
 
+def test_probe_runs_the_kernel_skipped_make_an_incomplete_capture(tmp_path: Path) -> None:
+    counters = {"missed_runs": 3, "missed.raw_tracepoint__fuse_request_end": 2,
+                "missed.raw_tracepoint__fuse_request_send": 1, "missed.kp_fuse_flush": 0}
+    row = flags(load_capture(clean_capture(tmp_path / "c", counters=counters))).iloc[0]
+    assert row["flag"] == "INCOMPLETE_CAPTURE" and row["severity"] == "high"
+    assert ("the kernel skipped 3 runs of fusewb's probes (raw_tracepoint__fuse_request_end 2, "
+            "raw_tracepoint__fuse_request_send 1)") in row["evidence"], row["evidence"]
+
+
 def test_dirty_throttle_totals(raised: pd.DataFrame) -> None:
     row = _only(raised, "DIRTY_THROTTLE").iloc[0]
     assert row["pid"] == 100 and row["count"] == 3

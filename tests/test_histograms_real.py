@@ -18,7 +18,8 @@ import numpy as np
 from fusewb.contract.histogram import RELATIVE_ERROR, Histogram, bucket_bounds
 from fusewb.fixtures.faults import Faults
 from tests.fixture_helpers import mounted
-from tests.test_tracer import MSYNC_LOAD, WRITE_FSYNC_LOAD, _prepare, finish, load, read_table, tracing
+from tests.test_tracer import (MSYNC_LOAD, WRITE_FSYNC_LOAD, _prepare, finish, load, read_table,
+                               skipped_request_runs, tracing)
 
 SLOW_MS = 100.0
 SLOW_FRACTION = 0.03  # of 512 WRITEs: 15 slow ones on average
@@ -81,7 +82,8 @@ def test_every_write_counted_rows_only_for_the_slow_ones(tmp_path: Path) -> None
     assert meta["row_threshold_ms"] == {"requests": 50.0, "waits": 50.0}
     writes = _write_histogram(meta)
     assert seen >= 256 and delayed >= 1
-    assert writes.count == seen  # every WRITE the server answered, fast or slow
+    # every WRITE the server answered, fast or slow, but for probe runs the kernel skipped
+    assert seen - skipped_request_runs(meta) <= writes.count <= seen
     rows = read_table(tmp_path / "slow-rows", "requests")
     rows = rows[(rows.opcode_name == "WRITE") & ~rows.ongoing]
     assert (rows.duration_ns >= 50e6).all()
@@ -95,12 +97,13 @@ def test_every_write_counted_rows_only_for_the_slow_ones(tmp_path: Path) -> None
     meta = _meta(tmp_path / "all-rows")
     assert meta["row_threshold_ms"]["requests"] == 0.0
     rows = read_table(tmp_path / "all-rows", "requests")
-    assert not rows.ongoing.any()
+    assert rows.ongoing.sum() <= skipped_request_runs(meta)  # an end the kernel did not run
+    rows = rows[~rows.ongoing]
     for entry in meta["histograms"]["requests"]:  # every opcode, every connection
         mine = rows[(rows.opcode == entry["opcode"]) & (rows.connection == entry["connection"])]
         _assert_within_error(Histogram.from_meta(entry), mine.duration_ns.to_numpy(np.int64))
         assert entry["errors"] == int((mine.error != 0).sum())
-    assert _write_histogram(meta).count == all_seen
+    assert all_seen - skipped_request_runs(meta) <= _write_histogram(meta).count <= all_seen
     assert (rows[rows.opcode_name == "WRITE"].duration_ns >= SLOW_MS * 1e6).sum() >= all_delayed >= 1
 
 

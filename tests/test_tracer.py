@@ -120,6 +120,17 @@ def finish(proc: subprocess.Popen, timeout: float = 60) -> None:
     assert proc.returncode == 0, err[-2000:]
 
 
+REQUEST_PROBES = ("fuse_request_send", "fuse_request_end", "queue_request_and_unlock")
+
+
+def skipped_request_runs(meta: dict) -> int:
+    """Runs of the request probes that the kernel skipped (its recursion guard; ``counters``
+    ``missed.<program>`` of meta.json): requests no capture can hold, which a test allows for
+    exactly and no more."""
+    return sum(runs for name, runs in meta["counters"].items()
+               if name.startswith("missed.") and any(probe in name for probe in REQUEST_PROBES))
+
+
 def read_table(capture: Path, table: str) -> pd.DataFrame:
     parts = sorted((capture / table).glob("part-*.parquet"))
     if not parts:
@@ -150,6 +161,14 @@ def test_msync_waits_under_fuse_fsync_and_filter_and_detach(tmp_path) -> None:
             msync = load(MSYNC_LOAD, f"{fx.mountpoint}/msync.dat", 4)
             finish(msync)
             finish(other)
+            # the probe runs the kernel skipped, per program, as bpftool reads them
+            from fusewb.tracers.kernel_state import missed_runs
+
+            missed = missed_runs(tracer.bpf)
+            shown = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True,
+                                              text=True, timeout=30, check=True).stdout)
+            assert not missed or set(missed) == {name.decode() for name in tracer.bpf.funcs}
+            assert sum(missed.values()) <= sum(p.get("recursion_misses", 0) for p in shown if p["id"] in attached)
         bdi = fx.mount.bdi
         server_pid = fx.pid
     assert not loaded_program_ids() & attached, "BPF programs still loaded after stop"

@@ -4,6 +4,7 @@ stop). Maps exist only when the plan compiled their probe set in; absent maps re
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from fusewb.contract.schema import FUSE_OPCODES
 from fusewb.tracers.events import cstr, header_defs
 from fusewb.tracers.plan import KPROBE_FUNCTIONS
 
-__all__ = ["has_map", "lost_events", "counter", "counters", "histograms", "server_threads", "pending_waits",
+__all__ = ["has_map", "lost_events", "counter", "counters", "missed_runs", "histograms", "server_threads", "pending_waits",
            "pending_requests", "VMSTAT_KEYS", "VMSTAT_MAX_SAMPLES", "vmstat_sample", "add_vmstat_sample"]
 
 # /proc/vmstat page counts sampled over a capture (meta.json "vmstat"): nr_writeback_temp counts
@@ -62,6 +63,10 @@ def counters(bpf: Any) -> dict[str, int]:
         for key, value in bpf[b"writes_inflight"].items():
             out[f"inflight_writes.{key.value}"] = int(value.now)
             out[f"inflight_writes_max.{key.value}"] = int(value.max)
+    missed = missed_runs(bpf)
+    if missed:
+        out["missed_runs"] = sum(missed.values())
+        out.update({f"missed.{name}": runs for name, runs in missed.items() if runs})
     if has_map(bpf, "fn_stats"):
         table = bpf[b"fn_stats"]
         for index, fn in enumerate(KPROBE_FUNCTIONS):
@@ -69,6 +74,23 @@ def counters(bpf: Any) -> dict[str, int]:
             if value.count:
                 for stat in ("count", "total_ns", "max_ns"):
                     out[f"kprobe.{fn}.{stat}"] = int(getattr(value, stat))
+    return out
+
+
+def missed_runs(bpf: Any) -> dict[str, int]:
+    """Per loaded program, the runs the kernel skipped because a BPF program was already running
+    on that CPU (its recursion guard; seen in a loaded 7.3 guest, whose probes can be preempted;
+    ``recursion_misses`` of ``/proc/self/fdinfo``, 5.12+). Empty where the kernel does not
+    count them."""
+    out: dict[str, int] = {}
+    for name, function in bpf.funcs.items():
+        try:
+            info = Path(f"/proc/self/fdinfo/{function.fd}").read_text()
+        except OSError:
+            continue
+        found = re.search(r"^recursion_misses:\s*(\d+)", info, re.M)
+        if found:
+            out[name.decode() if isinstance(name, bytes) else name] = int(found[1])
     return out
 
 

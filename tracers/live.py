@@ -183,4 +183,10 @@ class CaptureSummary:
             out.append(f"LOST {lost} events (ring buffer full: {by_kind}); rerun with a bigger --ring-pages")
         else:
             out.append("lost events: 0")
+        missed = self.counters.get("missed_runs", 0)
+        if missed:
+            probes = ", ".join(f"{name.removeprefix('missed.')} {runs}"
+                               for name, runs in self.counters.items() if name.startswith("missed.") and runs)
+            out.append(f"SKIPPED {missed} probe runs: the kernel did not run them because a BPF program "
+                       f"was already running on that CPU ({probes}); those events are not counted")
         return out
