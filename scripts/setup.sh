@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 VENV=${FUSEWB_VENV:-.venv}
 APT_PACKAGES="python3-bpfcc python3-venv python3-dev fuse3 libfuse3-dev pkg-config gcc bpftool \
 linux-headers-amd64 bpftrace linux-perf fio bindfs qemu-system-x86 linux-image-amd64 busybox-static \
-chromium"
+chromium debootstrap"
 
 missing=()
 for p in $APT_PACKAGES; do

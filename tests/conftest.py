@@ -21,6 +21,7 @@ import pytest
 # one test_temp_page_waits.py attaches and traces with). Measured 806 s on 2026-12-03.
 GUEST_TESTS = frozenset({
     "test_temp_page_waits.py", "test_stuck.py", "test_histograms_real.py", "test_request_join.py",
+    "test_progload.py",
     *(f"test_tracer_plan.py::{name}" for name in (
         "test_plan_on_this_kernel", "test_btf_offsets_match_bpftool",
         "test_fuse_module_btf_offsets_match_bpftool", "test_requests_are_keyed_on_the_request_pointer",

@@ -22,7 +22,7 @@ VMLINUX_BTF = BTF_DIR / "vmlinux"
 
 BTF_MAGIC = 0xEB9F
 _KIND_INT, _KIND_PTR, _KIND_ARRAY, _KIND_STRUCT, _KIND_UNION, _KIND_ENUM = 1, 2, 3, 4, 5, 6
-_KIND_TYPEDEF, _KIND_FUNC_PROTO = 8, 13
+_KIND_TYPEDEF, _KIND_FUNC, _KIND_FUNC_PROTO = 8, 12, 13
 # Bytes of kind-specific data after the 12-byte common record: (fixed, per vlen item).
 _EXTRA: dict[int, tuple[int, int]] = {
     1: (4, 0), 2: (0, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 7: (0, 0), 8: (0, 0),
@@ -73,6 +73,22 @@ class Btf:
         if self.base is not None:
             return self.base.find(name, kinds)
         raise BtfError(f"BTF has no type {name!r}")
+
+    def func_id(self, name: str) -> int:
+        """The id of function ``name`` (a scan: functions are not indexed by name)."""
+        encoded = name.encode() + b"\0"
+        for index, off in enumerate(self.offsets):
+            name_off, info = struct.unpack_from("<II", self.data, off)
+            if (info >> 24) & 0x1F != _KIND_FUNC or not name_off or not (self.first_id or index):
+                continue
+            if name_off < self.first_str:  # a split BTF's record naming a string of its base
+                if self._name(name_off) == name:
+                    return self.first_id + index
+            elif self.data.startswith(encoded, self.str_off + name_off - self.first_str):
+                return self.first_id + index
+        if self.base is not None:
+            return self.base.func_id(name)
+        raise BtfError(f"BTF has no function {name!r}")
 
     def _members(self, type_id: int) -> list[tuple[str, int, int]]:
         """(name, member type id, bit offset) of a struct or union."""

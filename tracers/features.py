@@ -3,23 +3,24 @@
 Probes are chosen from this evidence, never from the version number: tracefs event directories
 for tracepoints and their ``format`` files for the fields each one has (renamed across
 versions: :mod:`fusewb.tracers.tpfields`), ``/proc/kallsyms`` for kernel functions, the kernel's
-perf event sources for kprobe/uprobe attachment, ``bpftool feature probe`` (real test loads)
-for BPF program types, and with ``test_loads`` a real uprobe attachment.
+perf event sources for kprobe/uprobe attachment, a real load of the smallest program of each
+BPF program type (:mod:`fusewb.tracers.progload`, no bpftool needed), and with ``test_loads`` a
+real uprobe attachment and an fentry load.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fusewb.contract.events import FUSE_WAIT_FUNCTIONS, OLDER_NAMES, REQUEST_KPROBES
 from fusewb.contract.tracepoints import ALL_TRACEPOINTS
+from fusewb.tracers.btf import BtfError, load_vmlinux_btf
 from fusewb.tracers.headers import HeaderTree, find_header_tree
+from fusewb.tracers.progload import BPF_TRACE_FENTRY, load_smallest
 from fusewb.tracers.tpfields import read_fields
 
 __all__ = [
@@ -63,6 +64,7 @@ KERNEL_FUNCTIONS: list[str] = [
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 PERF_SOURCES = Path("/sys/bus/event_source/devices")
 BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
+FENTRY_TEST_FUNCTION = "vfs_fsync"  # a function on the fsync path every kernel has
 
 
 @dataclass(frozen=True)
@@ -149,31 +151,17 @@ def kallsyms_names(path: Path = Path("/proc/kallsyms")) -> dict[str, str]:
     return names
 
 
-def _bpftool_program_types() -> dict[str, bool] | None:
-    """``bpftool feature probe kernel`` program types (it test-loads each), or None."""
-    bpftool = shutil.which("bpftool") or ("/usr/sbin/bpftool" if Path("/usr/sbin/bpftool").exists() else None)
-    if bpftool is None or os.geteuid() != 0:
-        return None
-    try:
-        out = subprocess.run(
-            [bpftool, "-j", "feature", "probe", "kernel"], capture_output=True, text=True, timeout=30
-        )
-        return json.loads(out.stdout)["program_types"]
-    except (subprocess.SubprocessError, ValueError, KeyError, OSError):
-        return None
+def _prog_type_check(name: str, what: str) -> Check:
+    """A test load of the smallest program of type ``name`` (root only)."""
+    if os.geteuid() != 0:
+        return Check(False, f"unknown: a test load of a {name} program needs root (for {what})")
+    return Check(*load_smallest(name))
 
 
-def _prog_type_check(types: dict[str, bool] | None, name: str, what: str) -> Check:
-    if types is None:
-        return Check(False, f"unknown: 'bpftool feature probe' unavailable (needs root and bpftool) for {what}")
-    ok = bool(types.get(f"have_{name}_prog_type"))
-    return Check(ok, f"bpftool test load of a {name} program: {'ok' if ok else 'refused'}")
-
-
-def _kprobes_check(tracefs: Path | None, types: dict[str, bool] | None) -> Check:
+def _kprobes_check(tracefs: Path | None) -> Check:
     pmu = _exists(PERF_SOURCES / "kprobe" / "type")
     events = tracefs is not None and _exists(tracefs / "kprobe_events")
-    loadable = _prog_type_check(types, "kprobe", "kprobes")
+    loadable = _prog_type_check("kprobe", "kprobes")
     if pmu or events:
         where = "perf source 'kprobe'" if pmu else "tracefs kprobe_events"
         return Check(loadable.ok, f"{where} present; {loadable.evidence}")
@@ -184,10 +172,21 @@ def _kprobes_check(tracefs: Path | None, types: dict[str, bool] | None) -> Check
     )
 
 
-def _fentry_check(types: dict[str, bool] | None) -> Check:
+def _fentry_check(test_loads: bool) -> Check:
+    """A test load of an fentry program on :data:`FENTRY_TEST_FUNCTION` (with ``test_loads``:
+    no plan uses fentry, so only doctor asks)."""
     if not _exists(BTF_VMLINUX):
         return Check(False, f"no {BTF_VMLINUX}: fentry needs BTF")
-    return _prog_type_check(types, "tracing", "fentry/fexit")
+    if not test_loads:
+        return Check(False, "not test-loaded (fusewb doctor does)")
+    if os.geteuid() != 0:
+        return Check(False, "unknown: a test load of an fentry program needs root")
+    try:
+        func = load_vmlinux_btf().func_id(FENTRY_TEST_FUNCTION)
+    except (BtfError, OSError) as exc:
+        return Check(False, f"no BTF id for {FENTRY_TEST_FUNCTION}: {exc}")
+    ok, evidence = load_smallest("tracing", BPF_TRACE_FENTRY, func)
+    return Check(ok, f"{evidence.replace('tracing program', 'fentry program')} on {FENTRY_TEST_FUNCTION}")
 
 
 def _uprobe_attach_test() -> tuple[bool, str]:
@@ -222,7 +221,6 @@ def probe_features(test_loads: bool = True) -> KernelFeatures:
     """Look at the running kernel. ``test_loads`` adds the slow checks (a real uprobe attach)."""
     root = os.geteuid() == 0
     tracefs = tracefs_root(mount=True)
-    types = _bpftool_program_types()
     tracepoints = {
         tp: tracefs is not None and _exists(tracefs / "events" / tp.replace(":", "/") / "id")
         for tp in TRACEPOINTS
@@ -234,7 +232,7 @@ def probe_features(test_loads: bool = True) -> KernelFeatures:
             fields[tp] = found
     names = kallsyms_names()
     btf = _exists(BTF_VMLINUX)
-    raw = _prog_type_check(types, "raw_tracepoint", "raw tracepoints")
+    raw = _prog_type_check("raw_tracepoint", "raw tracepoints")
     return KernelFeatures(
         release=platform.release(),
         root=root,
@@ -244,8 +242,8 @@ def probe_features(test_loads: bool = True) -> KernelFeatures:
             f"mounted at {tracefs}" if tracefs else "not mounted (mount -t tracefs nodev /sys/kernel/tracing)",
         ),
         raw_tracepoint=Check(raw.ok and btf, raw.evidence + ("" if btf else "; no BTF for field offsets")),
-        kprobes=_kprobes_check(tracefs, types),
-        fentry=_fentry_check(types),
+        kprobes=_kprobes_check(tracefs),
+        fentry=_fentry_check(test_loads),
         uprobes=_uprobes_check(test_loads),
         tracepoints=tracepoints,
         tracepoint_fields=fields,
