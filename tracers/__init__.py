@@ -39,7 +39,7 @@ ended request or wait not counted), ``inflight_writes.<conn>`` and ``inflight_wr
 ``missed_runs`` and ``missed.<program>`` (runs of a probe the kernel skipped because a BPF
 program was already running on that CPU, its recursion guard; from each program's
 ``recursion_misses``, 5.12+: in a loaded 1-vCPU 7.3 guest 6 traced runs in 56 lost a
-request's send or end this way), and with kprobes ``kprobe.<function>.count|total_ns|max_ns``. Every ended request and wait is
-in ``meta.json`` ``histograms`` (contract/histogram.py); only those of ``row_threshold_ms`` or
-more are rows.
+request's send or end this way), and with kprobes ``kprobe.<function>.count|total_ns|max_ns``.
+Every ended request and wait is in ``meta.json`` ``histograms`` (contract/histogram.py); only
+those of ``row_threshold_ms`` or more are rows.
 """

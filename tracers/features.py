@@ -218,7 +218,8 @@ def _uprobes_check(test_loads: bool) -> Check:
 
 
 def probe_features(test_loads: bool = True) -> KernelFeatures:
-    """Look at the running kernel. ``test_loads`` adds the slow checks (a real uprobe attach)."""
+    """Look at the running kernel. ``test_loads`` adds the slow checks (a real uprobe attach, an
+    fentry load)."""
     root = os.geteuid() == 0
     tracefs = tracefs_root(mount=True)
     tracepoints = {

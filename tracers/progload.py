@@ -2,9 +2,10 @@
 of the smallest program (``r0 = 0; exit``), through the syscall itself.
 
 This is the evidence ``bpftool feature probe`` gives, without bpftool: a production host has the
-distribution's bcc and nothing else (README, "On a production host"). A program of a type the
-kernel lacks is refused with EINVAL; a loaded one is closed at once. fentry needs the BTF id of
-the function it would trace (``attach_btf_id``), so the kernel's verifier checks the target too.
+distribution's bcc and nothing else (README, "On a production host"). A refused load is told
+with its errno and the verifier's last line; a loaded program is closed at once. fentry needs the
+BTF id of the function it would trace (``attach_btf_id``), so the kernel checks the target too
+(this machine's 6.18 refuses it with EPERM: no fentry here, as bpftool says).
 """
 
 from __future__ import annotations
