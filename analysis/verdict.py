@@ -49,8 +49,9 @@ ACTIONS: dict[str, str] = {
     "paces: give the cgroup memory headroom or make the server answer faster",
     "DIRTY_THROTTLE": "writers to {mount} are held to the bdi's share of the dirty limit: raise "
     "/sys/class/bdi/{bdi}/max_ratio (or clear strict_limit) if the server keeps up",
-    "INCOMPLETE_CAPTURE": "counts are lower bounds: trace again with a larger ring buffer "
-    "(fusewb trace --ring-pages) and stop the tracer with Ctrl-C or SIGTERM",
+    "INCOMPLETE_CAPTURE": "counts are lower bounds: for lost events trace again with a larger "
+    "ring buffer (fusewb trace --ring-pages), and stop the tracer with Ctrl-C or SIGTERM; probe "
+    "runs the kernel skipped cannot be recovered, only counted",
 }
 
 
