@@ -43,6 +43,7 @@ from fusewb.contract.defaults import (
     MEDIUM_THROTTLE_MS,
     high_severity_ms,
 )
+from fusewb.contract.meta import MISSED_TOTAL, missed_text
 from fusewb.contract.schema import TABLES
 from fusewb.contract.units import NS_PER_MS, format_size
 
@@ -328,12 +329,10 @@ def _skipped_parts(skipped: list[str], shown: int = 3) -> str:
 
 
 def _missed_runs(counters: dict, missed: int) -> str:
-    """The kernel's count of probe runs it skipped (``counters`` ``missed.<program>``)."""
-    detail = ", ".join(f"{name.removeprefix('missed.')} {runs}" for name, runs in sorted(counters.items())
-                       if name.startswith("missed.") and runs)
-    return (f"the kernel skipped {missed} runs of fusewb's probes ({detail}): a BPF program was "
-            "already running on that CPU when the probe fired (the kernel's recursion guard), so "
-            "those events are in neither rows nor histograms")
+    """The kernel's count of probe runs it skipped."""
+    return (f"the kernel skipped {missed} runs of fusewb's probes ({missed_text(counters)}): a "
+            "BPF program was already running on that CPU when the probe fired (the kernel's "
+            "recursion guard), so those events are in neither rows nor histograms")
 
 
 def _dropped(src: CaptureSource) -> str | None:
@@ -364,7 +363,7 @@ def _incomplete_rows(cap: Capture, scan: Scan, threshold_ms: float) -> pd.DataFr
         counters = src.meta.get("counters") or {}
         untracked = int(counters.get("pending_full", 0) or 0) if isinstance(counters, dict) else 0
         uncounted = int(counters.get("hist_full", 0) or 0) if isinstance(counters, dict) else 0
-        missed = int(counters.get("missed_runs", 0) or 0) if isinstance(counters, dict) else 0
+        missed = int(counters.get(MISSED_TOTAL, 0) or 0) if isinstance(counters, dict) else 0
         skipped = scan.damage.get(src.host, [])
         dropped = _dropped(src)
         early = src.meta.get("stopped_early")

@@ -19,7 +19,8 @@ from typing import Any
 from fusewb import __version__
 from fusewb.contract import defaults
 
-__all__ = ["MetaKey", "META", "META_KEYS", "META_SPEC", "REQUIRED", "LATER", "initial_meta"]
+__all__ = ["MetaKey", "META", "META_KEYS", "META_SPEC", "REQUIRED", "LATER", "initial_meta",
+           "MISSED_TOTAL", "missed_counters", "missed_by_program", "missed_text"]
 
 Spec = type | list[Any] | dict[str, Any]
 
@@ -142,3 +143,28 @@ def initial_meta(**values: Any) -> dict[str, Any]:
     meta = {k.key: values[k.key] if k.key in values else copy.deepcopy(k.default)
             for k in META if k.key in values or k.default is not LATER}
     return meta
+
+
+# counters: the probe runs the kernel skipped (its recursion guard), a total and one per program
+MISSED_TOTAL = "missed_runs"
+_MISSED_PREFIX = "missed."
+
+
+def missed_counters(per_program: dict[str, int]) -> dict[str, int]:
+    """The ``counters`` entries for each program's skipped runs (none where the kernel does not
+    count them): ``missed_runs`` and ``missed.<program>`` for each program that missed any."""
+    if not per_program:
+        return {}
+    return {MISSED_TOTAL: sum(per_program.values()),
+            **{_MISSED_PREFIX + name: runs for name, runs in per_program.items() if runs}}
+
+
+def missed_by_program(counters: dict[str, Any]) -> dict[str, int]:
+    """The programs with skipped runs in ``counters``, and how many each."""
+    return {name.removeprefix(_MISSED_PREFIX): int(runs) for name, runs in sorted(counters.items())
+            if name.startswith(_MISSED_PREFIX) and runs}
+
+
+def missed_text(counters: dict[str, Any]) -> str:
+    """``program runs, ...`` of the programs with skipped runs."""
+    return ", ".join(f"{name} {runs}" for name, runs in missed_by_program(counters).items())

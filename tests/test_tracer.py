@@ -127,8 +127,10 @@ def skipped_request_runs(meta: dict) -> int:
     """Runs of the request probes that the kernel skipped (its recursion guard; ``counters``
     ``missed.<program>`` of meta.json): requests no capture can hold, which a test allows for
     exactly and no more."""
-    return sum(runs for name, runs in meta["counters"].items()
-               if name.startswith("missed.") and any(probe in name for probe in REQUEST_PROBES))
+    from fusewb.contract.meta import missed_by_program
+
+    return sum(runs for name, runs in missed_by_program(meta["counters"]).items()
+               if any(probe in name for probe in REQUEST_PROBES))
 
 
 def read_table(capture: Path, table: str) -> pd.DataFrame:

@@ -185,8 +185,8 @@ def _fentry_check(test_loads: bool) -> Check:
         func = load_vmlinux_btf().func_id(FENTRY_TEST_FUNCTION)
     except (BtfError, OSError) as exc:
         return Check(False, f"no BTF id for {FENTRY_TEST_FUNCTION}: {exc}")
-    ok, evidence = load_smallest("tracing", BPF_TRACE_FENTRY, func)
-    return Check(ok, f"{evidence.replace('tracing program', 'fentry program')} on {FENTRY_TEST_FUNCTION}")
+    ok, evidence = load_smallest("tracing", BPF_TRACE_FENTRY, func, label="fentry")
+    return Check(ok, f"{evidence} on {FENTRY_TEST_FUNCTION}")
 
 
 def _uprobe_attach_test() -> tuple[bool, str]:

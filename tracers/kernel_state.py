@@ -11,6 +11,7 @@ from typing import Any
 
 from fusewb.contract import histogram
 from fusewb.contract.histogram import Histogram
+from fusewb.contract.meta import missed_counters
 from fusewb.contract.schema import FUSE_OPCODES
 from fusewb.tracers.events import cstr, header_defs
 from fusewb.tracers.plan import KPROBE_FUNCTIONS
@@ -63,10 +64,7 @@ def counters(bpf: Any) -> dict[str, int]:
         for key, value in bpf[b"writes_inflight"].items():
             out[f"inflight_writes.{key.value}"] = int(value.now)
             out[f"inflight_writes_max.{key.value}"] = int(value.max)
-    missed = missed_runs(bpf)
-    if missed:
-        out["missed_runs"] = sum(missed.values())
-        out.update({f"missed.{name}": runs for name, runs in missed.items() if runs})
+    out.update(missed_counters(missed_runs(bpf)))
     if has_map(bpf, "fn_stats"):
         table = bpf[b"fn_stats"]
         for index, fn in enumerate(KPROBE_FUNCTIONS):

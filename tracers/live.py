@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fusewb.contract.frames import WAIT_MACHINERY_PREFIXES
+from fusewb.contract.meta import MISSED_TOTAL, missed_text
 
 __all__ = ["path_hint", "wait_line", "WAIT_HEADER", "CaptureSummary", "StatusLine", "ERASE_LINE",
            "terminal_columns", "ticking"]
@@ -183,10 +184,9 @@ class CaptureSummary:
             out.append(f"LOST {lost} events (ring buffer full: {by_kind}); rerun with a bigger --ring-pages")
         else:
             out.append("lost events: 0")
-        missed = self.counters.get("missed_runs", 0)
+        missed = self.counters.get(MISSED_TOTAL, 0)
         if missed:
-            probes = ", ".join(f"{name.removeprefix('missed.')} {runs}"
-                               for name, runs in self.counters.items() if name.startswith("missed.") and runs)
             out.append(f"SKIPPED {missed} probe runs: the kernel did not run them because a BPF program "
-                       f"was already running on that CPU ({probes}); those events are not counted")
+                       f"was already running on that CPU ({missed_text(self.counters)}); those events "
+                       "are not counted")
         return out

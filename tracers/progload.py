@@ -31,9 +31,11 @@ _PROGRAM = bytes.fromhex("b700000000000000" "9500000000000000")  # mov64 r0, 0; 
 _LOG_SIZE = 4096
 
 
-def load_smallest(prog_type: str, attach_type: int = 0, attach_btf_id: int = 0) -> tuple[bool, str]:
+def load_smallest(prog_type: str, attach_type: int = 0, attach_btf_id: int = 0,
+                  label: str | None = None) -> tuple[bool, str]:
     """Load the smallest program of ``prog_type`` (a key of :data:`PROG_TYPES`) and close it:
-    (loaded, evidence in words)."""
+    (loaded, evidence in words, naming the program ``label``, else its type)."""
+    label = label or prog_type
     number = _SYSCALL_BPF.get(platform.machine())
     if number is None:
         return False, f"unknown: no bpf(2) syscall number known for {platform.machine()}"
@@ -50,8 +52,8 @@ def load_smallest(prog_type: str, attach_type: int = 0, attach_btf_id: int = 0) 
     fd = libc.syscall(number, _BPF_PROG_LOAD, attr, _ATTR_SIZE)
     if fd >= 0:
         os.close(fd)
-        return True, f"test load of a {prog_type} program: ok"
+        return True, f"test load of a {label} program: ok"
     err = ctypes.get_errno()
     said = log.value.decode(errors="replace").strip().splitlines()
     why = f"{errno.errorcode.get(err, err)}" + (f", verifier: {said[-1]}" if said else "")
-    return False, f"test load of a {prog_type} program: refused ({why})"
+    return False, f"test load of a {label} program: refused ({why})"
