@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 
 from fusewb.contract.errors import FusewbError
 from fusewb.contract.schema import SCHEMA_VERSION, TABLES, part_name
+from fusewb.tracers.arrow_rows import table_from_rows
 
 __all__ = ["CaptureWriter", "CaptureWriteError", "WriteFailure", "META_FILE", "MIN_MAX_SIZE"]
 
@@ -204,7 +205,7 @@ class CaptureWriter:
 
     def _write_part(self, table: str) -> None:
         rows = self.rows[table]
-        arrow = pa.Table.from_pylist(rows, schema=TABLES[table])
+        arrow = table_from_rows(rows, TABLES[table])
         number = self.parts[table] + 1
         relative = part_name(table, number)
         self._write_atomically(relative, lambda fh: pq.write_table(arrow, fh))

@@ -20,6 +20,7 @@ from fusewb.contract.events import FUSE_WAIT_FUNCTIONS, OLDER_NAMES, REQUEST_KPR
 from fusewb.contract.tracepoints import ALL_TRACEPOINTS
 from fusewb.tracers.btf import BtfError, load_vmlinux_btf
 from fusewb.tracers.headers import HeaderTree, find_header_tree
+from fusewb.tracers.kallsyms import read_kallsyms
 from fusewb.tracers.progload import BPF_TRACE_FENTRY, load_smallest
 from fusewb.tracers.tpfields import read_fields
 
@@ -28,14 +29,18 @@ __all__ = [
     "KernelFeatures",
     "TRACEPOINTS",
     "KERNEL_FUNCTIONS",
+    "WAIT_FUNCTIONS",
     "probe_features",
     "tracefs_root",
-    "kallsyms_names",
 ]
 
 # Every tracepoint fusewb may use, "category:name" (declared in contract/tracepoints.py). Older
 # kernels name the wait tracepoint wait_on_page_writeback (before the folio conversion in 5.16/5.17).
 TRACEPOINTS: list[str] = list(ALL_TRACEPOINTS)
+
+# The function a writeback wait sleeps in (its pre-folio name first on 5.10): the tracepoint plan
+# takes its address range from kallsyms.
+WAIT_FUNCTIONS: tuple[str, ...] = ("folio_wait_writeback", OLDER_NAMES["folio_wait_writeback"])
 
 # Kernel functions the kprobe plan may probe, and whose presence tells the FUSE writeback era.
 KERNEL_FUNCTIONS: list[str] = [
@@ -91,6 +96,7 @@ class KernelFeatures:
     tracepoint_fields: dict[str, list[str]] = field(default_factory=dict)  # present ones: tracefs format
     symbols: dict[str, bool] = field(default_factory=dict)
     symbol_names: dict[str, str] = field(default_factory=dict)  # function -> its kallsyms name (clone)
+    function_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)  # of WAIT_FUNCTIONS
     headers: HeaderTree | None = None
 
     def as_dict(self) -> dict:
@@ -131,24 +137,6 @@ def tracefs_root(mount: bool = True) -> Path | None:
     if subprocess.run(["mount", "-t", "tracefs", "nodev", str(target)], capture_output=True).returncode:
         return None
     return _mounted_tracefs()
-
-
-def kallsyms_names(path: Path = Path("/proc/kallsyms")) -> dict[str, str]:
-    """Function names in kallsyms, compiler suffixes (``.isra.0``, ``.part.0``) removed, each
-    with the name to attach to: the function itself, else its first clone (a function whose
-    out-of-line body is only ``fuse_wait_on_page_writeback.part.0`` is probed there)."""
-    names: dict[str, str] = {}
-    try:
-        with path.open() as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) >= 3 and parts[1] in "tTwW":
-                    base = parts[2].split(".", 1)[0]
-                    if base not in names or parts[2] == base:
-                        names[base] = parts[2]
-    except OSError:
-        pass
-    return names
 
 
 def _prog_type_check(name: str, what: str) -> Check:
@@ -231,7 +219,8 @@ def probe_features(test_loads: bool = True) -> KernelFeatures:
         found = read_fields(tracefs, tp) if present and tracefs is not None else None
         if found is not None:
             fields[tp] = found
-    names = kallsyms_names()
+    kallsyms = read_kallsyms(WAIT_FUNCTIONS)
+    names = kallsyms.names
     btf = _exists(BTF_VMLINUX)
     raw = _prog_type_check("raw_tracepoint", "raw tracepoints")
     return KernelFeatures(
@@ -250,5 +239,6 @@ def probe_features(test_loads: bool = True) -> KernelFeatures:
         tracepoint_fields=fields,
         symbols={name: name in names for name in KERNEL_FUNCTIONS},
         symbol_names={name: names[name] for name in KERNEL_FUNCTIONS if name in names},
+        function_ranges=kallsyms.ranges,
         headers=find_header_tree(build=root),
     )

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from fusewb.contract.events import FUSE_WAIT_FUNCTIONS, OLDER_NAMES, REQUEST_KPROBES
 from fusewb.contract.tracepoints import TRACEPOINT_GROUPS
 from fusewb.tracers.btf import Btf, BtfError, load_module_btf, load_vmlinux_btf
-from fusewb.tracers.kallsyms import function_range
+from fusewb.tracers.features import WAIT_FUNCTIONS
 from fusewb.tracers.tpfields import select_fields
 
 if TYPE_CHECKING:
@@ -220,7 +220,8 @@ def choose_plan(features: KernelFeatures, force: str | None = None) -> ProbePlan
             "uninterruptible sleep in folio_wait_writeback (sched_switch)"
         )
         _sched_switch(features, plan)
-        span = function_range("folio_wait_writeback", OLDER_NAMES["folio_wait_writeback"])
+        span = next((features.function_ranges[fn] for fn in WAIT_FUNCTIONS
+                     if fn in features.function_ranges), None)
         if span is not None:
             plan.defines.update(WAIT_FN_START=f"{span[0]:#x}ULL", WAIT_FN_END=f"{span[1]:#x}ULL")
         else:
