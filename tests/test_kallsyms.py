@@ -21,20 +21,24 @@ ffffffff81300100 t fuse_flush_times
 def test_names_clones_and_the_wait_function_range(tmp_path: Path) -> None:
     path = tmp_path / "kallsyms"
     path.write_text(TEXT)
-    found = read_kallsyms(["folio_wait_writeback", "wait_on_page_writeback"], path=path)
+    found = read_kallsyms(["fuse_wait_on_page_writeback", "fuse_flush_times", "some_data",
+                           "folio_wait"], ["folio_wait_writeback", "wait_on_page_writeback"],
+                          path=path)
     assert found.names["fuse_wait_on_page_writeback"] == "fuse_wait_on_page_writeback.part.0"
     assert found.names["fuse_flush_times"] == "fuse_flush_times"  # its own body wins over a clone
-    assert "some_data" not in found.names
+    assert "some_data" not in found.names  # data, not text
+    assert "folio_wait" not in found.names  # a prefix of other names, not a function here
+    assert found.names["folio_wait_writeback"] == "folio_wait_writeback"
     assert found.ranges == {"folio_wait_writeback": (0xFFFFFFFF81200100, 0xFFFFFFFF81200200)}
 
 
 def test_hidden_addresses_give_names_without_ranges(tmp_path: Path) -> None:
     path = tmp_path / "kallsyms"
     path.write_text("".join(f"{0:016x} {line.split(' ', 1)[1]}\n" for line in TEXT.splitlines()))
-    found = read_kallsyms(["folio_wait_writeback"], path=path)
+    found = read_kallsyms([], ["folio_wait_writeback"], path=path)
     assert "folio_wait_writeback" in found.names and found.ranges == {}
 
 
 def test_unreadable_file_gives_nothing(tmp_path: Path) -> None:
-    found = read_kallsyms(["folio_wait_writeback"], path=tmp_path / "absent")
+    found = read_kallsyms(["folio_wait_writeback"], ["folio_wait_writeback"], path=tmp_path / "absent")
     assert found.names == {} and found.ranges == {}

@@ -294,7 +294,7 @@ def test_fuse_module_btf_offsets_match_bpftool() -> None:
     from fusewb.tracers.btf import BTF_DIR, load_module_btf
     from fusewb.tracers.kallsyms import read_kallsyms
 
-    require("fuse_request_end" in read_kallsyms().names, "needs FUSE (modprobe fuse)")
+    require("fuse_request_end" in read_kallsyms(["fuse_request_end"]).names, "needs FUSE (modprobe fuse)")
     from fusewb.tracers.btf import BtfError
 
     where = BTF_DIR / "fuse" if (BTF_DIR / "fuse").exists() else BTF_DIR / "vmlinux"

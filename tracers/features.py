@@ -219,7 +219,7 @@ def probe_features(test_loads: bool = True) -> KernelFeatures:
         found = read_fields(tracefs, tp) if present and tracefs is not None else None
         if found is not None:
             fields[tp] = found
-    kallsyms = read_kallsyms(WAIT_FUNCTIONS)
+    kallsyms = read_kallsyms(KERNEL_FUNCTIONS, WAIT_FUNCTIONS)
     names = kallsyms.names
     btf = _exists(BTF_VMLINUX)
     raw = _prog_type_check("raw_tracepoint", "raw tracepoints")
