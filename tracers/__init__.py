@@ -4,14 +4,17 @@ Modules, in the order a session uses them:
 
 * ``features`` (what the kernel offers, with evidence), ``tpfields`` (the name each tracepoint
   field has here, from tracefs formats), ``btf`` (struct offsets, tracepoint arities),
-  ``kallsyms`` (function address ranges) -> ``plan`` (``choose_plan``: which probes, which
+  ``kallsyms`` (functions and the wait function's address range, one read), ``progload``
+  (test loads of each program type), ``headers`` (the tree bcc compiles against) -> ``plan`` (``choose_plan``: which probes, which
   ``-D`` defines for ``bpf/``, which capture columns this kernel cannot fill);
 * ``program`` compiles ``bpf/fusewb.bpf.c`` with bcc (``--ebpf`` prints exactly that text;
   ``verify_program`` compiles and verifier-loads it without attaching, for ``fusewb doctor``),
   ``events`` mirrors the structs of ``bpf/fusewb.h`` in ctypes by parsing the header;
 * ``session`` (``Tracer``) runs it: FUSE filter kept current from ``mounts``, ring buffer
   polled every 100 ms, ``rows`` turn records into table rows, ``capture`` writes Parquet parts
-  and ``meta.json`` every second, ``live`` prints waits over the threshold;
+  (built by ``arrow_rows``, which keeps pandas out of the tracer) and ``meta.json`` every
+  second, ``live`` prints waits over the threshold; once attached, ``program`` gives back what
+  the compile left resident (``release_compile_memory``);
 * ``procscan`` finds tasks asleep in the wait since before tracing began; ``cli`` is
   ``fusewb trace``.
 
