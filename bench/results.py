@@ -1,15 +1,21 @@
 """``bench/RESULTS.md``: date, machine, command, the table of every ratio, the target check, and
-each part's notes (method, profile evidence, what bounds a missed target)."""
+each part's notes (method, profile evidence, what bounds a missed target).
+
+A part run on its own (``python -m bench soak --results run.md``) goes into the record with
+``python -m bench.results run.md`` (:func:`merge_run`; the record defaults to bench/RESULTS.md).
+"""
 
 from __future__ import annotations
 
 import datetime
+import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from bench.stats import PartResult, fmt_number, render_markdown
 
-__all__ = ["RESULTS_FILE", "DESIGN_CHANGES", "results_markdown", "write_results"]
+__all__ = ["RESULTS_FILE", "DESIGN_CHANGES", "merge_run", "results_markdown", "write_results"]
 
 RESULTS_FILE = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -86,3 +92,63 @@ def write_results(text: str, path: Path = RESULTS_FILE) -> Path:
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+_TABLE_ROW = re.compile(r"^\| [a-z]")
+_TARGET_LINE = re.compile(r"^- [a-z]+ / ")
+
+
+def _header_value(text: str, key: str) -> str:
+    prefix = f"- {key}: "
+    return next((line[len(prefix):] for line in text.splitlines() if line.startswith(prefix)), "?")
+
+
+def _sections(text: str) -> dict[str, str]:
+    """``## name (...)`` section of each part -> its whole text (header line included)."""
+    sections = {}
+    for chunk in text.split("\n## ")[1:]:
+        name = chunk.split(" ", 1)[0]
+        if chunk.startswith(f"{name} ("):
+            sections[name] = "## " + chunk.rstrip("\n")
+    return sections
+
+
+def merge_run(record: str, run: str) -> str:
+    """``record`` (a whole RESULTS.md) with the parts of ``run`` (the RESULTS.md text of a run
+    of some parts, ``--results``) put in: each part's table rows where its old rows were, its
+    target-check lines likewise, and its notes section, headed with the run's date and command;
+    every other part stays as recorded. A part the record lacks goes after the others."""
+    date, command = _header_value(run, "date"), _header_value(run, "command")
+    run_lines = run.splitlines()
+    out = record.rstrip("\n").splitlines()
+    for part, section in _sections(run).items():
+        for prefix, kind in ((f"| {part} |", _TABLE_ROW), (f"- {part} / ", _TARGET_LINE)):
+            new = [line for line in run_lines if line.startswith(prefix)]
+            at = next((i for i, line in enumerate(out) if line.startswith(prefix)), None)
+            out = [line for line in out if not line.startswith(prefix)]
+            if at is None:  # a part the record lacks: after the last line of the kind
+                at = 1 + max((i for i, line in enumerate(out) if kind.match(line)), default=len(out) - 1)
+            out[at:at] = new
+        text = "\n".join(out)
+        head, body = section.split("\n", 1)
+        replaced = f"{head.rsplit(')', 1)[0]}, run on its own: {command}, {date})\n{body}"
+        old = _sections(text).get(part)
+        text = text.replace(old, replaced) if old else f"{text}\n\n{replaced}"
+        out = text.splitlines()
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    """``python -m bench.results RUN.md [RECORD.md]``: merge a run's parts into the record."""
+    if len(argv) not in (2, 3):
+        print("usage: python -m bench.results RUN.md [RECORD.md (default bench/RESULTS.md)]",
+              file=sys.stderr)
+        return 2
+    record = Path(argv[2]) if len(argv) == 3 else RESULTS_FILE
+    merged = merge_run(record.read_text(), Path(argv[1]).read_text())
+    print(f"merged {', '.join(_sections(Path(argv[1]).read_text()))} into {write_results(merged, record)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -129,3 +129,27 @@ def test_soak_growth_compares_the_last_quarter_with_the_first_after_the_first_mi
     growing = {row.variant: row for row in soak_rows(minutes([100, 100, 100, 110, 120, 130, 140, 150, 160]), 9)}
     assert growing["tracer RSS growth"].value.median == 155 / 100 and not growing["tracer RSS growth"].met
     assert growing["tracer RSS, last quarter"].met is False and soak_rows(minutes([100, 120]), 2)
+
+
+def test_a_part_run_on_its_own_replaces_only_its_rows_targets_and_notes() -> None:
+    from bench.results import merge_run
+
+    def record(rows: dict[str, str], date: str, command: str) -> str:
+        table = "\n".join(f"| {part} | case | v | {value} |" for part, value in rows.items())
+        targets = "\n".join(f"- {part} / case / v: target: **met** ({value})" for part, value in rows.items())
+        notes = "\n\n".join(f"## {part} (9 s)\n\n- {part} note {value}" for part, value in rows.items())
+        return (f"# fusewb benchmarks\n\n- date: {date}\n- command: `{command}` (1 min)\n\n## Results\n\n"
+                f"| part | case | variant | median |\n| --- | --- | --- | --- |\n{table}\n\n"
+                f"## Target check\n\n{targets}\n\n{notes}\n")
+
+    old = record({"a": "1", "soak": "2", "z": "3"}, "D0", "python -m bench")
+    run = record({"soak": "20"}, "D1", "python -m bench soak --results r.md")
+    merged = merge_run(old, run)
+    assert merged.splitlines()[9:12] == ["| a | case | v | 1 |", "| soak | case | v | 20 |", "| z | case | v | 3 |"]
+    assert "- soak / case / v: target: **met** (20)" in merged and "(2)" not in merged
+    assert ("## soak (9 s, run on its own: `python -m bench soak --results r.md` (1 min), D1)\n\n"
+            "- soak note 20\n\n## z (9 s)") in merged
+    assert "- a note 1" in merged and "- z note 3" in merged and "- date: D0" in merged
+    new_part = merge_run(record({"a": "1"}, "D0", "x"), run)
+    assert new_part.rstrip().endswith("- soak note 20")
+    assert "| a | case | v | 1 |\n| soak | case | v | 20 |\n\n## Target check" in new_part
