@@ -37,4 +37,4 @@ dist: setup
 	@scripts/dist.sh dist
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info bpf/kernel-include

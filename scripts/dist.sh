@@ -6,7 +6,9 @@
 #                    pip install --no-index --find-links wheelhouse fusewb
 #   fusewb-VERSION-pyTAG-ARCH.pyz   one file: the wheelhouse as a zipapp (shiv), run with python3;
 #                    it unpacks once into ~/.shiv (SHIV_ROOT), then starts from there
-# bcc is in none of them: it comes from the distribution (README, "On a production host").
+# bcc is in none of them: it comes from the distribution (README, "On a production host"). The
+# kernel headers bcc compiles fusewb's program against are: bpf/kernel-include/, copied from this
+# machine's header tree by scripts/bundle_headers.py, for hosts with no headers of their own.
 # Needs the virtualenv of make setup (build and shiv come with .[test]); pip reads PyPI or its cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +25,9 @@ platform=(--only-binary=:all: --implementation cp --python-version "$target"
           --platform "manylinux_2_28_$arch" --platform "manylinux_2_27_$arch"
           --platform "manylinux_2_24_$arch" --platform "manylinux2014_$arch" --platform "linux_$arch")
 rm -rf "$OUT/wheelhouse" "$OUT"/fusewb-"$version"*
+"$PY" scripts/bundle_headers.py bpf/kernel-include 2>"$OUT/bundle.log" | sed 's/^/make dist: /' || {
+  tail -20 "$OUT/bundle.log" >&2; echo "make dist: bundling the kernel headers failed (log above)" >&2; exit 2; }
+rm -f "$OUT/bundle.log"
 
 # sdist, then the wheel from the sdist (proves the sdist is complete); no isolation: the build
 # back end is the virtualenv's setuptools (make setup), so no index is needed for this step
@@ -31,7 +36,7 @@ rm -rf "$OUT/wheelhouse" "$OUT"/fusewb-"$version"*
 rm -f "$OUT/build.log"
 wheel="$OUT/fusewb-$version-py3-none-any.whl"
 listing=$("$PY" -m zipfile -l "$wheel")
-for source in bpf/*.c bpf/*.h; do
+for source in bpf/*.c bpf/*.h bpf/kernel-include/SOURCE bpf/kernel-include/include/generated/autoconf.h; do
   grep -q "fusewb/$source " <<<"$listing" || {
     echo "make dist: $source is not in $wheel; check [tool.setuptools.package-data] in pyproject.toml" >&2; exit 2; }
 done

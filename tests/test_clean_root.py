@@ -1,6 +1,7 @@
 """The production install of README ("On a production host"), for real: a minimal Debian root
-from Debian's archive (debootstrap), the distribution's bcc and kernel headers installed in it
-and nothing else, fusewb's one-file artifact of ``make dist`` copied in, and from inside it (as
+from Debian's archive (debootstrap), the distribution's bcc installed in it and nothing else
+(this kernel has neither a build tree nor kheaders: bcc compiles against the headers the
+artifact bundles), fusewb's one-file artifact of ``make dist`` copied in, and from inside it (as
 root, on this kernel) ``doctor``, ``stuck --json`` while the fixture (mounted from the
 development side, inside the root) holds a WRITE, and a short ``trace`` that captures an fsync's
 wait; then ``analyze`` of that capture back on the development side.
@@ -25,9 +26,8 @@ from tests.fixture_helpers import asleep_in, mounted, wait_until
 from tests.support import TIMEOUT_SCALE, require, require_bpf, require_fuse
 
 REPO = Path(__file__).resolve().parent.parent
-# Step 1 of README's production section: the distribution's bcc, and headers for it (this
-# kernel has neither a build tree nor kheaders: fusewb assembles Debian's as its fallback)
-PRODUCTION_PACKAGES = ["python3-bpfcc", "linux-headers-amd64"]
+# Step 1 of README's production section: the distribution's bcc
+PRODUCTION_PACKAGES = ["python3-bpfcc"]
 INSIDE_PYZ = "/usr/local/bin/fusewb.pyz"
 FUSEWB = ["python3", INSIDE_PYZ]
 INSIDE_MOUNT = "/mnt/fusewb"
@@ -80,7 +80,7 @@ def test_production_install_in_a_clean_debian_root(tmp_path: Path) -> None:
         # the test loads need no bpftool, which the root does not have
         assert root.run(["sh", "-c", "command -v bpftool"], timeout=60).returncode != 0
         assert "raw tracepoints  yes  test load of a raw_tracepoint program: ok" in doctor.stdout, doctor.stdout
-        assert "bcc headers      debian-fallback" in doctor.stdout, doctor.stdout
+        assert "bcc headers      bundled" in doctor.stdout, doctor.stdout
 
         mountpoint = root.path / INSIDE_MOUNT.lstrip("/")
         with mounted(mountpoint, Faults(stall=True)) as fx:

@@ -1,6 +1,7 @@
-"""``make dist`` (scripts/dist.sh) into a temporary folder: the wheel holds the BPF C and declares
-only the core as dependencies, the wheelhouse installs offline into a fresh virtualenv beside the
-distribution's bcc, and the .pyz runs with the system Python alone. Pure: nothing is loaded or
+"""``make dist`` (scripts/dist.sh) into a temporary folder: the wheel holds the BPF C and the
+kernel headers it includes and declares only the core as dependencies, the wheelhouse installs
+offline into a fresh virtualenv beside the distribution's bcc, and the .pyz runs with the system
+Python alone. Pure: nothing is loaded or
 mounted; pip reads PyPI or its cache for the core's wheels."""
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def test_wheel_holds_the_bpf_sources_and_only_the_core(dist: Path) -> None:
         entry_points = archive.read(f"fusewb-{__version__}.dist-info/entry_points.txt").decode()
     sources = sorted(p.name for p in (ROOT / "bpf").iterdir() if p.suffix in (".c", ".h"))
     assert sources and all(f"fusewb/bpf/{name}" in names for name in sources)
+    # the kernel headers the program includes (scripts/bundle_headers.py), for hosts without any
+    for header in ("include/generated/autoconf.h", "include/uapi/linux/fuse.h",
+                   "include/uapi/linux/ptrace.h", "SOURCE"):
+        assert f"fusewb/bpf/kernel-include/{header}" in names, header
     assert "fusewb = fusewb.cli:main" in entry_points
     core = [r for r in metadata.get_all("Requires-Dist") if "extra ==" not in r]
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]

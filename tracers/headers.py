@@ -17,18 +17,25 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from fusewb.bpf import source_dir
 from fusewb.contract.errors import FusewbError
 from fusewb.contract.extras import HEADERS_FIX
 
-__all__ = ["HeaderTree", "cache_root", "find_header_tree", "prepare_bcc_environment"]
+__all__ = ["HeaderTree", "BUNDLED", "BUNDLED_SOURCE_FILE", "cache_root", "find_header_tree",
+           "prepare_bcc_environment"]
 
 DEBIAN_SRC = Path("/usr/src")
+# The headers fusewb's program includes, copied into the package by make dist
+# (scripts/bundle_headers.py); the tree they came from is named in BUNDLED_SOURCE_FILE.
+BUNDLED = source_dir() / "kernel-include"
+BUNDLED_SOURCE_FILE = "SOURCE"
 KHEADERS = Path("/sys/kernel/kheaders.tar.xz")
 
 
 @dataclass(frozen=True)
 class HeaderTree:
-    """Where bcc's headers come from. ``kind`` is running-kernel, kheaders or debian-fallback."""
+    """Where bcc's headers come from. ``kind`` is running-kernel, kheaders, debian-fallback or
+    bundled."""
 
     kind: str
     path: Path
@@ -36,7 +43,7 @@ class HeaderTree:
 
     @property
     def matches_kernel(self) -> bool:
-        return self.kind != "debian-fallback"
+        return self.kind in ("running-kernel", "kheaders")
 
 
 def cache_root() -> Path:
@@ -95,6 +102,11 @@ def find_header_tree(build: bool = True) -> HeaderTree | None:
         return HeaderTree("kheaders", KHEADERS, "bcc unpacks the kernel's own kheaders archive")
     pair = _debian_pair()
     if pair is None:
+        if (BUNDLED / "include" / "linux").is_dir():
+            source = (BUNDLED / BUNDLED_SOURCE_FILE).read_text().strip()
+            return HeaderTree("bundled", BUNDLED, f"the headers fusewb's program includes, bundled "
+                              f"by make dist ({source}): macros and uapi enums only, struct "
+                              "offsets from BTF")
         return None
     common, arch_dir = pair
     version = arch_dir.name.removeprefix("linux-headers-")
@@ -119,6 +131,6 @@ def prepare_bcc_environment() -> HeaderTree:
             "/sys/kernel/kheaders.tar.xz and no Debian linux-headers package",
             HEADERS_FIX,
         )
-    if tree.kind == "debian-fallback":
+    if tree.kind in ("debian-fallback", "bundled"):
         os.environ["BCC_KERNEL_SOURCE"] = str(tree.path)
     return tree
