@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -46,3 +47,57 @@ def test_bcc_compiles_with_header_tree() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
+
+
+def _only_bundled(monkeypatch, bundled) -> None:
+    """This process sees no kernel headers but ``bundled`` (no build tree, kheaders or Debian
+    pair); BCC_KERNEL_SOURCE is restored afterwards."""
+    import fusewb.tracers.headers as headers
+
+    monkeypatch.setattr(headers.platform, "release", lambda: "0.0.0-no-such-kernel")
+    monkeypatch.setattr(headers, "KHEADERS", bundled / "no-kheaders.tar.xz")
+    monkeypatch.setattr(headers, "_debian_pair", lambda: None)
+    monkeypatch.setattr(headers, "BUNDLED", bundled)
+    monkeypatch.setenv("BCC_KERNEL_SOURCE", "")
+
+
+def test_bundled_headers_are_the_last_choice_and_only_for_their_architecture(tmp_path, monkeypatch) -> None:
+    import platform
+
+    import fusewb.tracers.headers as headers
+
+    bundled = tmp_path / "kernel-include"
+    karch = {"x86_64": "x86", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    (bundled / "include" / "linux").mkdir(parents=True)
+    (bundled / "arch" / karch).mkdir(parents=True)
+    (bundled / headers.BUNDLED_SOURCE_FILE).write_text("Debian linux-headers 6.1.0-99-amd64\n")
+    _only_bundled(monkeypatch, bundled)
+    tree = find_header_tree()
+    assert tree is not None and tree.kind == "bundled" and not tree.matches_kernel
+    assert tree.path == bundled and "6.1.0-99-amd64" in tree.note
+    (bundled / "arch" / karch).rmdir()
+    (bundled / "arch" / "other-arch").mkdir()
+    assert find_header_tree() is None
+
+
+def test_both_plans_compile_and_verify_against_the_bundled_headers(tmp_path, monkeypatch) -> None:
+    """What make dist bundles (scripts/bundle_headers.py) is enough for every plan's program."""
+    require_bpf()
+    require(find_header_tree() is not None, "needs a header tree to bundle from (make setup)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    try:
+        from bundle_headers import bundle
+    finally:
+        sys.path.pop(0)
+    from fusewb.tracers.features import probe_features
+    from fusewb.tracers.plan import choose_plan
+    from fusewb.tracers.program import BuildOptions, verify_program
+
+    bundled = tmp_path / "kernel-include"
+    assert bundle(bundled) > 50
+    _only_bundled(monkeypatch, bundled)
+    assert prepare_bcc_environment().kind == "bundled"
+    features = probe_features(test_loads=False)
+    for plan in ("tracepoint", "kprobe"):
+        programs, _seconds = verify_program(choose_plan(features, plan), BuildOptions())
+        assert programs >= 10, plan

@@ -3,11 +3,13 @@
 Order of preference: the running kernel's own build tree (``/lib/modules/$(uname -r)/build``),
 the kernel's ``/sys/kernel/kheaders.tar.xz`` (bcc unpacks it itself), else a fallback tree
 assembled from Debian's ``linux-headers-*-common`` and ``-amd64`` packages in a cache folder of
-ours, passed to bcc as ``BCC_KERNEL_SOURCE``; nothing is written into /lib/modules.
+ours, else the headers ``make dist`` bundled into the package (``bpf/kernel-include``, only the
+files fusewb's program includes, for this machine's architecture); the last two are passed to
+bcc as ``BCC_KERNEL_SOURCE``, nothing is written into /lib/modules.
 
-The fallback tree comes from another kernel version, so fusewb's BPF programs only use it for
-macros, helper declarations and uapi enums (``enum fuse_opcode``); struct layouts come from
-tracefs formats or from BTF offsets passed in as defines.
+The fallback and bundled trees come from another kernel version, so fusewb's BPF programs only
+use them for macros, helper declarations and uapi enums (``enum fuse_opcode``); struct layouts
+come from tracefs formats or from BTF offsets passed in as defines.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fusewb"
 
 
+def _kernel_arch() -> str:
+    """The kernel's name for this machine's architecture (its arch/ folder)."""
+    return {"x86_64": "x86", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+
+
 def _debian_pair() -> tuple[Path, Path] | None:
     """The newest installed (common, arch) pair of Debian header folders for this architecture."""
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
@@ -78,7 +85,7 @@ def _link_children(src: Path, dst: Path, skip: set[str] = frozenset()) -> None:
 def _assemble(common: Path, arch_dir: Path, dest: Path) -> None:
     """Merge Debian's split trees with symlinks: common sources plus the arch's generated files."""
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-    karch = "x86" if arch_dir.name.endswith("amd64") else "arm64"
+    karch = _kernel_arch()
     (tmp / "include").mkdir(parents=True, exist_ok=True)
     (tmp / "arch" / karch / "include").mkdir(parents=True, exist_ok=True)
     _link_children(common, tmp, {"include", "arch"})
@@ -102,7 +109,7 @@ def find_header_tree(build: bool = True) -> HeaderTree | None:
         return HeaderTree("kheaders", KHEADERS, "bcc unpacks the kernel's own kheaders archive")
     pair = _debian_pair()
     if pair is None:
-        if (BUNDLED / "include" / "linux").is_dir():
+        if (BUNDLED / "include" / "linux").is_dir() and (BUNDLED / "arch" / _kernel_arch()).is_dir():
             source = (BUNDLED / BUNDLED_SOURCE_FILE).read_text().strip()
             return HeaderTree("bundled", BUNDLED, f"the headers fusewb's program includes, bundled "
                               f"by make dist ({source}): macros and uapi enums only, struct "
