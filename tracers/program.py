@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BPF_DIR", "MAIN_SOURCE", "BuildOptions", "cflags", "ebpf_text", "compile_program",
            "attach_kprobes", "detach_probes", "kprobe_function_names", "release_compile_memory",
-           "verify_program", "compiler_mappings", "COMPILER_LIBRARIES"]
+           "verify_program", "compiler_mappings", "COMPILER_LIBRARIES", "Mapping"]
 
 BPF_DIR = source_dir()
 MAIN_SOURCE = BPF_DIR / "fusewb.bpf.c"
@@ -134,19 +134,48 @@ def compile_program(plan: ProbePlan, options: BuildOptions) -> BPF:
 # The compiler's shared libraries that libbcc maps (LLVM's and clang's): once the program is
 # loaded, the tracer does not run their code again until another compile.
 COMPILER_LIBRARIES = re.compile(r"/lib(LLVM|clang)[-.\w]*\.so[.\d]*$")
-MADV_PAGEOUT = 21  # linux/mman.h, Linux 5.4 and later
+MADV_DONTNEED = 4  # linux/mman.h
+MADV_PAGEOUT = 21  # Linux 5.4 and later
 
 
-def compiler_mappings() -> list[tuple[int, int]]:
-    """(start, end) of every mapping of a compiler library in this process (/proc/self/maps)."""
-    spans = []
-    with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-        for line in maps:
+@dataclass(frozen=True)
+class Mapping:
+    """A mapping of a compiler library in this process (/proc/self/smaps): its span, its
+    permissions, and how much of it is anonymous (pages this process changed: relocations)."""
+
+    start: int
+    end: int
+    perms: str
+    anonymous_kib: int
+
+    @property
+    def advice(self) -> int:
+        """MADV_DONTNEED for code with no page of its own (nothing to lose: its pages are
+        unmapped from this process and read again from the page cache if the code runs again,
+        even where another process maps them too); MADV_PAGEOUT for the rest (the kernel
+        reclaims the clean pages no other process maps and keeps changed ones)."""
+        return MADV_DONTNEED if self.perms == "r-xp" and self.anonymous_kib == 0 else MADV_PAGEOUT
+
+
+def compiler_mappings(smaps: Path = Path("/proc/self/smaps")) -> list[Mapping]:
+    """Every mapping of a compiler library in ``smaps`` (this process's by default)."""
+    found: list[Mapping] = []
+    current: list[Any] | None = None
+    with open(smaps, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
             fields = line.split(maxsplit=5)
-            if len(fields) == 6 and COMPILER_LIBRARIES.search(fields[5].rstrip("\n")):
-                start, end = (int(address, 16) for address in fields[0].split("-"))
-                spans.append((start, end))
-    return spans
+            if fields and "-" in fields[0] and not fields[0].endswith(":"):
+                if current is not None:
+                    found.append(Mapping(*current))
+                current = None
+                if len(fields) == 6 and COMPILER_LIBRARIES.search(fields[5].rstrip("\n")):
+                    start, end = (int(address, 16) for address in fields[0].split("-"))
+                    current = [start, end, fields[1], 0]
+            elif current is not None and fields[0] == "Anonymous:":
+                current[3] = int(fields[1])
+    if current is not None:
+        found.append(Mapping(*current))
+    return found
 
 
 def release_compile_memory() -> None:
@@ -155,19 +184,19 @@ def release_compile_memory() -> None:
     - the C heap it freed: clang and LLVM build the program on the C heap and free most of it,
       but glibc keeps freed heap mapped; ``malloc_trim(0)`` returns it to the kernel (a no-op
       without glibc);
-    - the pages of LLVM's and clang's libraries the compile touched (about 80 MiB of RSS):
-      ``madvise(MADV_PAGEOUT)`` asks the kernel to reclaim them. Clean file pages are dropped
-      and read again from the file if the code runs again; pages this process changed stay
-      (without swap), and pages another process also maps are left alone. Kernels before 5.4
-      refuse the advice (EINVAL): the pages then stay, nothing else changes."""
+    - the pages of LLVM's and clang's libraries the compile touched (about 80 MiB of RSS), with
+      each mapping's :attr:`Mapping.advice`. Pages the process changed stay (without swap).
+      Kernels before 5.4 refuse MADV_PAGEOUT (EINVAL): those pages then stay, nothing else
+      changes."""
     gc.collect()
     libc = ctypes.CDLL(None, use_errno=True)
     trim = getattr(libc, "malloc_trim", None)
     if trim is not None:
         trim(0)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    for start, end in compiler_mappings():
-        libc.madvise(start, end - start, MADV_PAGEOUT)
+    libc.madvise.restype = ctypes.c_int
+    for mapping in compiler_mappings():
+        libc.madvise(mapping.start, mapping.end - mapping.start, mapping.advice)
 
 
 def _program_names(plan: ProbePlan) -> list[tuple[str, str]]:
