@@ -144,7 +144,9 @@ def merge_run(record: str, run: str) -> str:
             out[at:at] = new
         text = "\n".join(out)
         head, body = section.split("\n", 1)
-        replaced = f"{head.rsplit(')', 1)[0]}, run on its own: {command}, {date})\n{body}"
+        if ", run on its own: " not in head:
+            head = f"{head.rsplit(')', 1)[0]}, run on its own: {command}, {date})"
+        replaced = f"{head}\n{body}"
         old = _sections(text).get(part)
         text = text.replace(old, replaced) if old else f"{text}\n\n{replaced}"
         out = text.splitlines()

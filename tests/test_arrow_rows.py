@@ -21,7 +21,7 @@ _VALUES = {
     pa.int64(): st.integers(-(1 << 63), (1 << 63) - 1),
     pa.bool_(): st.booleans(),
     pa.string(): st.text(max_size=12),
-    pa.list_(pa.string()): st.lists(st.text(max_size=8), max_size=4),
+    pa.list_(pa.string()): st.lists(st.one_of(st.none(), st.text(max_size=8)), max_size=4),
 }
 
 

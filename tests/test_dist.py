@@ -1,8 +1,9 @@
 """``make dist`` (scripts/dist.sh) into a temporary folder: the wheel holds the BPF C and the
 kernel headers it includes and declares only the core as dependencies, the wheelhouse installs
 offline into a fresh virtualenv beside the distribution's bcc, and the .pyz runs with the system
-Python alone. Pure: nothing is loaded or
-mounted; pip reads PyPI or its cache for the core's wheels."""
+Python alone. Nothing is loaded into the kernel or mounted (bcc compiles, to list the headers
+it bundles into bpf/kernel-include, which make dist rewrites); pip reads PyPI or its cache for
+the core's wheels."""
 
 from __future__ import annotations
 

@@ -62,12 +62,10 @@ def _only_bundled(monkeypatch, bundled) -> None:
 
 
 def test_bundled_headers_are_the_last_choice_and_only_for_their_architecture(tmp_path, monkeypatch) -> None:
-    import platform
-
     import fusewb.tracers.headers as headers
 
     bundled = tmp_path / "kernel-include"
-    karch = {"x86_64": "x86", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    karch = headers.kernel_arch()
     (bundled / "include" / "linux").mkdir(parents=True)
     (bundled / "arch" / karch).mkdir(parents=True)
     (bundled / headers.BUNDLED_SOURCE_FILE).write_text("Debian linux-headers 6.1.0-99-amd64\n")

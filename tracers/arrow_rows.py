@@ -8,8 +8,10 @@ types capture tables use: ``int32``, ``int64``, ``bool``, ``string`` and ``list<
 
 The result equals ``pa.Table.from_pylist(rows, schema=schema)`` for the rows the tracer makes
 (tests/test_arrow_rows.py checks every capture table against it); a missing key is a null, as
-there. Unlike it, an integer column takes what numpy's conversion takes (a float is truncated),
-so the values must be the tracer's own ints.
+there. It does not check value types as ``from_pylist`` does: an integer column takes what
+numpy converts to an integer (``True``, and a float truncated, as ``from_pylist`` also does),
+a bool column takes any value as its truth, a string column needs ``str``. The values are the
+tracer's own (tracers/rows.py), of the types the schema names.
 """
 
 from __future__ import annotations
@@ -39,7 +41,12 @@ def _integers(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
     validity, nulls = _validity(values)
     if nulls:
         values = [0 if v is None else v for v in values]
-    data = np.array(values, dtype=_INTEGERS[arrow_type])
+    wide = np.array(values, dtype=np.int64)  # OverflowError beyond 64 bits
+    dtype = _INTEGERS[arrow_type]
+    if len(wide) and dtype is not np.int64 and (wide.min() < np.iinfo(dtype).min
+                                                or wide.max() > np.iinfo(dtype).max):
+        raise OverflowError(f"a value of {arrow_type} column is out of its range")
+    data = wide.astype(dtype)
     return pa.Array.from_buffers(arrow_type, len(values), [validity, pa.py_buffer(data)],
                                  null_count=nulls)
 
@@ -52,9 +59,10 @@ def _booleans(values: list[Any]) -> pa.Array:
 
 
 def _offsets(lengths: list[int]) -> pa.Buffer:
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
-    np.cumsum(np.asarray(lengths, dtype=np.int64), out=offsets[1:], dtype=np.int32)
-    return pa.py_buffer(offsets)
+    ends = np.cumsum(np.asarray(lengths, dtype=np.int64))
+    if len(ends) and ends[-1] > np.iinfo(np.int32).max:
+        raise OverflowError("a part's column is over 2 GiB")
+    return pa.py_buffer(np.concatenate(([0], ends)).astype(np.int32))
 
 
 def _strings(values: list[Any]) -> pa.Array:
@@ -91,7 +99,7 @@ def _column(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
 def table_from_rows(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """``rows`` as a table of ``schema``: each field's value from each row's key of that name
     (missing or None: null). Raises TypeError for a field type outside the capture's types,
-    and ValueError or OverflowError for a value its column cannot hold."""
+    OverflowError for an integer its column cannot hold (or a column over 2 GiB)."""
     columns = [_column(list(map(dict.get, rows, repeat(field.name))), field.type) for field in schema]
     for array in columns:
         array.validate()

@@ -24,7 +24,7 @@ from fusewb.contract.errors import FusewbError
 from fusewb.contract.extras import HEADERS_FIX
 
 __all__ = ["HeaderTree", "BUNDLED", "BUNDLED_SOURCE_FILE", "cache_root", "find_header_tree",
-           "prepare_bcc_environment"]
+           "kernel_arch", "prepare_bcc_environment"]
 
 DEBIAN_SRC = Path("/usr/src")
 # The headers fusewb's program includes, copied into the package by make dist
@@ -57,7 +57,7 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fusewb"
 
 
-def _kernel_arch() -> str:
+def kernel_arch() -> str:
     """The kernel's name for this machine's architecture (its arch/ folder)."""
     return {"x86_64": "x86", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
@@ -85,7 +85,7 @@ def _link_children(src: Path, dst: Path, skip: set[str] = frozenset()) -> None:
 def _assemble(common: Path, arch_dir: Path, dest: Path) -> None:
     """Merge Debian's split trees with symlinks: common sources plus the arch's generated files."""
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-    karch = _kernel_arch()
+    karch = kernel_arch()
     (tmp / "include").mkdir(parents=True, exist_ok=True)
     (tmp / "arch" / karch / "include").mkdir(parents=True, exist_ok=True)
     _link_children(common, tmp, {"include", "arch"})
@@ -109,7 +109,7 @@ def find_header_tree(build: bool = True) -> HeaderTree | None:
         return HeaderTree("kheaders", KHEADERS, "bcc unpacks the kernel's own kheaders archive")
     pair = _debian_pair()
     if pair is None:
-        if (BUNDLED / "include" / "linux").is_dir() and (BUNDLED / "arch" / _kernel_arch()).is_dir():
+        if (BUNDLED / "include" / "linux").is_dir() and (BUNDLED / "arch" / kernel_arch()).is_dir():
             source = (BUNDLED / BUNDLED_SOURCE_FILE).read_text().strip()
             return HeaderTree("bundled", BUNDLED, f"the headers fusewb's program includes, bundled "
                               f"by make dist ({source}): macros and uapi enums only, struct "
@@ -130,12 +130,14 @@ def find_header_tree(build: bool = True) -> HeaderTree | None:
 
 
 def prepare_bcc_environment() -> HeaderTree:
-    """Point bcc at the header tree (``BCC_KERNEL_SOURCE`` for the fallback) and return it."""
+    """Point bcc at the header tree (``BCC_KERNEL_SOURCE`` for the Debian fallback and the
+    bundled headers) and return it."""
     tree = find_header_tree(build=True)
     if tree is None:
         raise FusewbError(
             "no kernel headers for bcc: no /lib/modules/$(uname -r)/build, no "
-            "/sys/kernel/kheaders.tar.xz and no Debian linux-headers package",
+            "/sys/kernel/kheaders.tar.xz, no Debian linux-headers package, and no headers "
+            f"bundled for {kernel_arch()} (make dist bundles its own machine's)",
             HEADERS_FIX,
         )
     if tree.kind in ("debian-fallback", "bundled"):

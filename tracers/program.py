@@ -2,7 +2,7 @@
 attach by itself (kprobes), and render the C for ``fusewb trace --ebpf``.
 
 bcc attaches ``TRACEPOINT_PROBE`` and ``RAW_TRACEPOINT_PROBE`` programs when it loads them;
-``BPF.cleanup()`` detaches everything; :func:`release_compile_memory` returns the compile's heap. :func:`verify_program` (``fusewb doctor``) compiles the same
+``BPF.cleanup()`` detaches everything; :func:`release_compile_memory` gives back the compile's heap and the compiler's pages. :func:`verify_program` (``fusewb doctor``) compiles the same
 program and loads each of its programs into the verifier without attaching any.
 """
 
@@ -189,7 +189,7 @@ def release_compile_memory() -> None:
       Kernels before 5.4 refuse MADV_PAGEOUT (EINVAL): those pages then stay, nothing else
       changes."""
     gc.collect()
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = ctypes.CDLL(None)
     trim = getattr(libc, "malloc_trim", None)
     if trim is not None:
         trim(0)
